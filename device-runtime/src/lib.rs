@@ -1,0 +1,14 @@
+//! `device_runtime`: the part of the LLaMA-NAS toolkit that ships to the target device.
+//!
+//! - [`gguf`]: the GGUF container format (read through a memory map, write atomically). Knows nothing about models.
+//! - [`quant`]: ggml tensor block formats: dequantize, quantize, dot-product kernels. Bit-exact with gguf-py.
+//! - [`tokenizer`]: tokenizers built from GGUF metadata (`tokenizer.ggml.*`).
+//! - [`arch`]: `ModelConfig` / `SubnetConfig`, the vocabulary that host and runtime share.
+//!
+//! Design notes: `DESIGN.md` in the shared folder; the format follows the GGUF spec of ggml
+//! (`docs/gguf.md` in the ggml repository) and the reference reader/writer in gguf-py.
+
+pub mod gguf;
+pub mod quant;
+pub mod tokenizer;
+pub mod arch;

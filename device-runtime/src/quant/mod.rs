@@ -1,0 +1,3 @@
+//! ggml block formats: dequantize, quantize, and dot-product kernels.
+//!
+//! Bit-exact with gguf-py's `gguf.quants` (reference implementation in numpy).
