@@ -4,11 +4,13 @@
 //! - [`quant`]: ggml tensor block formats: dequantize, quantize, dot-product kernels. Bit-exact with gguf-py.
 //! - [`tokenizer`]: tokenizers built from GGUF metadata (`tokenizer.ggml.*`).
 //! - [`arch`]: `ModelConfig` / `SubnetConfig`, the vocabulary that host and runtime share.
+//! - [`engine`]: the CPU forward pass, prefill/decode, sampling.
 //!
 //! Design notes: `DESIGN.md` in the shared folder; the format follows the GGUF spec of ggml
 //! (`docs/gguf.md` in the ggml repository) and the reference reader/writer in gguf-py.
 
+pub mod arch;
+pub mod engine;
 pub mod gguf;
 pub mod quant;
 pub mod tokenizer;
-pub mod arch;
