@@ -10,6 +10,7 @@
 
 pub mod model;
 pub mod ops;
+pub mod perplexity;
 pub mod sampler;
 pub mod session;
 
@@ -59,8 +60,19 @@ pub enum EngineError {
     #[error("model config: {0}")]
     Config(String),
     /// The GGUF file could not be read.
-    #[error("{0}")]
-    Gguf(String),
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
+    /// The GGUF metadata does not describe a supported model.
+    #[error(transparent)]
+    Arch(#[from] crate::arch::ArchError),
+    /// Where the error happened: the model file.
+    #[error("{file}: {source}")]
+    InFile {
+        /// The model file.
+        file: String,
+        /// Cause.
+        source: Box<EngineError>,
+    },
     /// No tokens given.
     #[error("empty input: at least one token is needed")]
     EmptyInput,

@@ -8,7 +8,9 @@
 //! `ffn_gate`/`ffn_up [n_embd, n_ff]`, `ffn_down [n_ff, n_embd]` (ggml order: `ne[0]` first).
 
 use super::EngineError;
-use crate::gguf::GgmlType;
+use crate::arch::ModelConfig;
+use crate::gguf::{GgmlType, GgufFile};
+use std::path::Path;
 use crate::quant::dot::{self, QMatrix};
 
 /// Shape of one transformer block.
@@ -99,11 +101,44 @@ pub(crate) struct LayerWeights {
 pub trait Storage: Send + Sync {
     /// All bytes that [`TensorRef`] offsets point into.
     fn bytes(&self) -> &[u8];
+    /// The GGUF file, when the storage is one (for its metadata: tokenizer, chat template).
+    fn gguf(&self) -> Option<&GgufFile> {
+        None
+    }
 }
 
 impl Storage for Vec<u8> {
     fn bytes(&self) -> &[u8] {
         self
+    }
+}
+
+impl Storage for GgufFile {
+    fn bytes(&self) -> &[u8] {
+        GgufFile::bytes(self)
+    }
+    fn gguf(&self) -> Option<&GgufFile> {
+        Some(self)
+    }
+}
+
+impl EngineConfig {
+    /// The engine's view of a [`ModelConfig`] (per-layer shapes zipped into [`LayerShape`]s).
+    pub fn from_model_config(m: &ModelConfig) -> EngineConfig {
+        EngineConfig {
+            arch: m.arch.clone(),
+            n_embd: m.d_model,
+            n_vocab: m.n_vocab,
+            head_dim: m.head_dim,
+            layers: (0..m.n_layers)
+                .map(|i| LayerShape { n_head: m.n_heads[i], n_head_kv: m.n_kv_heads[i], n_ff: m.ffn[i] })
+                .collect(),
+            rope_base: m.rope_freq_base,
+            rope_dims: m.rope_dim,
+            rope_neox: m.rope_neox,
+            rms_eps: m.rms_eps,
+            n_ctx_train: m.n_ctx_train,
+        }
     }
 }
 
@@ -118,6 +153,7 @@ pub struct Model {
     pub(crate) layers: Vec<LayerWeights>,
     /// Bytes of all weight tensors the model uses.
     pub weight_bytes: usize,
+    model_config: Option<ModelConfig>,
 }
 
 impl Model {
@@ -222,7 +258,53 @@ impl Model {
                 lw
             })
             .collect();
-        Ok(Model { config, storage, tok_embd, output, output_norm, layers, weight_bytes })
+        Ok(Model { config, storage, tok_embd, output, output_norm, layers, weight_bytes, model_config: None })
+    }
+
+    /// Open a GGUF file (memory-mapped) and check that it describes a model this engine can run.
+    ///
+    /// Errors: [`EngineError::InFile`] naming the file, around [`EngineError::Gguf`] (unreadable file),
+    /// [`EngineError::Arch`] (unsupported architecture, bad hyper-parameters), [`EngineError::MissingTensor`],
+    /// [`EngineError::Shape`], [`EngineError::Tensor`] (unsupported tensor type).
+    pub fn load(path: impl AsRef<Path>) -> Result<Model, EngineError> {
+        let path = path.as_ref();
+        let wrap = |e: EngineError| EngineError::InFile { file: path.display().to_string(), source: Box::new(e) };
+        let f = GgufFile::open(path).map_err(|e| wrap(e.into()))?;
+        Self::from_gguf(f).map_err(wrap)
+    }
+
+    /// Build the model from an open GGUF file (which the model keeps).
+    pub fn from_gguf(f: GgufFile) -> Result<Model, EngineError> {
+        let mc = ModelConfig::from_gguf(&f)?;
+        let config = EngineConfig::from_model_config(&mc);
+        let base = f.data_offset() as usize;
+        let refs: std::collections::HashMap<String, TensorRef> = f
+            .tensors()
+            .iter()
+            .map(|t| {
+                let r = TensorRef {
+                    name: t.name.clone(),
+                    ty: t.ty,
+                    dims: t.dims.iter().map(|&d| d as usize).collect(),
+                    offset: base + t.offset as usize,
+                    len: t.n_bytes() as usize,
+                };
+                (t.name.clone(), r)
+            })
+            .collect();
+        let mut m = Model::from_parts(config, Box::new(f), &|n| refs.get(n).cloned())?;
+        m.model_config = Some(mc);
+        Ok(m)
+    }
+
+    /// The GGUF file the model was loaded from (metadata: tokenizer, chat template), if any.
+    pub fn gguf(&self) -> Option<&GgufFile> {
+        self.storage.gguf()
+    }
+
+    /// The shared [`ModelConfig`] when loaded from GGUF.
+    pub fn model_config(&self) -> Option<&ModelConfig> {
+        self.model_config.as_ref()
     }
 
     pub(crate) fn mat(&self, m: &Mat) -> QMatrix<'_> {

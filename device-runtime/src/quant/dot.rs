@@ -433,14 +433,19 @@ mod avx2 {
     use super::BlockQ8;
     use std::arch::x86_64::*;
 
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn f16_at(p: *const u8) -> f32 {
-        unsafe { half::f16::from_bits(u16::from_le_bytes([*p, *p.add(1)])).to_f32() }
+        unsafe {
+            let bits = u16::from_le_bytes([*p, *p.add(1)]);
+            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+        }
     }
 
     /// Sum of 32 products of signed bytes `x` (weights) and `y` (activations), as 8 f32 lanes (ggml
     /// `mul_sum_i8_pairs_float`: `maddubs(|x|, sign(y, x))`).
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
         unsafe {
             let ax = _mm256_sign_epi8(x, x);
@@ -451,7 +456,8 @@ mod avx2 {
     }
 
     /// Sum of 32 products of unsigned bytes `x` (weights, < 128) and signed bytes `y`, as 8 f32 lanes.
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn mul_sum_u8_i8(x: __m256i, y: __m256i) -> __m256 {
         unsafe {
             let dot = _mm256_maddubs_epi16(x, y);
@@ -459,7 +465,8 @@ mod avx2 {
         }
     }
 
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn hsum(v: __m256) -> f32 {
         unsafe {
             let lo = _mm256_castps256_ps128(v);
@@ -472,7 +479,8 @@ mod avx2 {
     }
 
     /// 16 bytes of packed nibbles -> 32 bytes in 0..16 (low nibbles = elements 0..16, high = 16..32).
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn unpack_nibbles(p: *const u8) -> __m256i {
         unsafe {
             let t = _mm_loadu_si128(p as *const __m128i);
@@ -483,7 +491,7 @@ mod avx2 {
 
     /// Dot of one weight row (`nb` blocks at `w`) of type Q8_0 / Q4_0 / Q4_1 with `R` activation rows.
     /// `a[r]` points at row r's `nb` blocks. Output: `out[r]`.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_rows<const KIND: u8, const R: usize>(w: *const u8, nb: usize, a: [*const BlockQ8; R], out: &mut [f32; R]) {
         unsafe {
             let mut acc = [_mm256_setzero_ps(); R];
@@ -535,7 +543,7 @@ mod avx2 {
     }
 
     /// F32 weight row · f32 activations.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_f32(w: *const u8, x: &[f32]) -> f32 {
         unsafe {
             let n = x.len();
