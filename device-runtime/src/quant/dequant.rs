@@ -9,9 +9,6 @@ use super::half_np::{f16_le, f16_to_f32};
 use super::{QuantError, check_sizes};
 use crate::gguf::GgmlType;
 
-/// Elements per K-quant super-block (`QK_K`).
-const QK_K: usize = 256;
-
 /// Whether [`dequantize`] supports `ty`: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K,
 /// Q5_K, Q6_K.
 pub fn can_dequantize(ty: GgmlType) -> bool {
@@ -308,6 +305,5 @@ mod tests {
         assert_eq!(v[128], 5.0 - 32.0);
         assert_eq!(v[160], 0.0);
         assert_eq!(v[0], -32.0);
-        assert_eq!(QK_K, 256);
     }
 }
