@@ -9,8 +9,6 @@ Usage:
       DIR/jobs.json is a list of {"op": "dequantize"|"quantize", "type": "Q4_K", "input": "a.bin",
       "output": "a.out"} (paths relative to DIR). dequantize: input = packed blocks, output = f32 LE.
       quantize: input = f32 LE, output = packed blocks.
-      {"op": "extract", "file": "x.gguf", "name": "blk.0.attn_q.weight", "rows": 4, "output": "a.out"}:
-      the first `rows` rows of a GGUF tensor, dequantized, as f32 LE (real data for the quantize tests).
   quant_ref.py gguf FILE OUT.json
       For every tensor of the GGUF file: name, type, absolute data offset, byte size, element count and the
       sha256 of gguf.quants.dequantize(tensor data) as f32 LE bytes (row-major, as stored).
@@ -30,18 +28,11 @@ from gguf import quants
 def run_jobs(d: str) -> None:
     with open(os.path.join(d, "jobs.json")) as f:
         jobs = json.load(f)
-    readers = {}
     for job in jobs:
-        qtype = T[job.get("type", "F32")]
+        qtype = T[job["type"]]
         block_elems, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
-        src = os.path.join(d, job.get("input", ""))
-        if job["op"] == "extract":
-            if job["file"] not in readers:
-                readers[job["file"]] = gguf.GGUFReader(job["file"])
-            t = next(t for t in readers[job["file"]].tensors if t.name == job["name"])
-            data = t.data.reshape(1, -1) if t.data.ndim == 1 else t.data
-            out = quants.dequantize(data[: job["rows"]], t.tensor_type)
-        elif job["op"] == "dequantize":
+        src = os.path.join(d, job["input"])
+        if job["op"] == "dequantize":
             data = np.fromfile(src, dtype=np.uint8)
             out = quants.dequantize(data.reshape(1, -1), qtype)
             assert out.dtype == np.float32 and out.size == data.size // block_bytes * block_elems
