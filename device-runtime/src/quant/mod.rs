@@ -2,8 +2,8 @@
 //!
 //! Bit-exact with gguf-py's `gguf.quants` (gguf 0.19.0, the numpy reference implementation of ggml's
 //! `ggml-quants.c`), including its rounding (`np_roundf`, truncation of `x * id + 0.5`), the f16 conversion
-//! of block scales (numpy's round-to-nearest-even, NaN payloads kept as numpy keeps them) and numpy's
-//! float-to-integer casts on x86-64. Block layouts: `ggml/src/ggml-common.h`; summary and parity method in
+//! of block scales (numpy's round-to-nearest-even, NaN payloads kept as numpy keeps them), numpy's
+//! float-to-integer casts on x86-64 and the order of numpy's AVX2 min/max reductions (sign of a zero scale). Block layouts: `ggml/src/ggml-common.h`; summary and parity method in
 //! `docs/QUANT.md`.
 //!
 //! Data are little-endian byte slices of packed blocks (no alignment is assumed). A tensor of `n` elements
