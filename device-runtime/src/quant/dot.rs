@@ -429,6 +429,7 @@ pub fn dot_f32_scalar(ty: GgmlType, w: &[u8], x: &[f32]) -> f32 {
 // ---------------------------------------------------------------------------------------------------------
 
 #[cfg(target_arch = "x86_64")]
+#[allow(unused_unsafe)]
 mod avx2 {
     use super::BlockQ8;
     use std::arch::x86_64::*;
