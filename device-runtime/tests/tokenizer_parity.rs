@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use device_runtime::tokenizer::{Tokenizer, TokenizerMetadata};
+use device_runtime::gguf::{GgufFile, GgufWriter, MetaValue};
+use device_runtime::tokenizer::{Tokenizer, TokenizerError, TokenizerMetadata};
 use serde::Deserialize;
 
 fn assets_dir() -> PathBuf {
@@ -63,8 +64,14 @@ fn reference_dir() -> &'static Path {
     })
 }
 
-fn smollm2_metadata() -> TokenizerMetadata {
+/// The metadata as gguf-py reads it.
+fn gguf_py_metadata() -> TokenizerMetadata {
     serde_json::from_slice(&std::fs::read(reference_dir().join("meta.json")).unwrap()).expect("metadata JSON")
+}
+
+/// The metadata as this crate reads it (GGUF reader + [`TokenizerMetadata::from_gguf`]).
+fn smollm2_metadata() -> TokenizerMetadata {
+    TokenizerMetadata::from_gguf(&GgufFile::open(smollm2_path()).unwrap()).unwrap()
 }
 
 #[derive(Deserialize)]
@@ -121,12 +128,40 @@ fn check_parity(tok: &Tokenizer, r: &Reference) {
 }
 
 #[test]
-fn smollm2_matches_hf_tokenizers() {
+fn from_gguf_metadata_equals_gguf_py() {
     let meta = smollm2_metadata();
     assert_eq!(meta.model, "gpt2");
     assert_eq!(meta.pre.as_deref(), Some("smollm"));
-    let tok = Tokenizer::from_metadata(meta).unwrap();
+    assert_eq!((meta.tokens.len(), meta.merges.len()), (49152, 48900));
+    assert_eq!(meta, gguf_py_metadata());
+}
+
+#[test]
+fn smollm2_matches_hf_tokenizers() {
+    let tok = Tokenizer::from_gguf(&GgufFile::open(smollm2_path()).unwrap()).unwrap();
     check_parity(&tok, &reference("file"));
+}
+
+#[test]
+fn from_gguf_errors_name_the_key() {
+    let mut w = GgufWriter::new();
+    w.add_metadata("general.architecture", MetaValue::String("llama".into()));
+    let f = GgufFile::from_bytes(w.to_bytes().unwrap(), "no-tokenizer.gguf").unwrap();
+    let err = Tokenizer::from_gguf(&f).unwrap_err().to_string();
+    assert!(err.contains("no-tokenizer.gguf") && err.contains("tokenizer.ggml.model"), "{err}");
+
+    w.add_metadata("tokenizer.ggml.model", MetaValue::String("gpt2".into()));
+    w.add_metadata("tokenizer.ggml.tokens", MetaValue::u32_array(&[1, 2, 3]));
+    let f = GgufFile::from_bytes(w.to_bytes().unwrap(), "bad-tokens.gguf").unwrap();
+    let err = Tokenizer::from_gguf(&f).unwrap_err();
+    assert!(matches!(err, TokenizerError::BadArray { key: "tokenizer.ggml.tokens", .. }), "{err}");
+    assert!(err.to_string().contains("bad-tokens.gguf"), "{err}");
+
+    w.add_metadata("tokenizer.ggml.model", MetaValue::String("wordpiece".into()));
+    w.add_metadata("tokenizer.ggml.tokens", MetaValue::string_array(&["a", "b"]));
+    let f = GgufFile::from_bytes(w.to_bytes().unwrap(), "wpm.gguf").unwrap();
+    let err = Tokenizer::from_gguf(&f).unwrap_err().to_string();
+    assert!(err.contains("wordpiece") && err.contains("tokenizer.ggml.model"), "{err}");
 }
 
 /// The other pre-tokenizers (llama.cpp's regexes) against the HF forms of their original tokenizer.json,

@@ -23,6 +23,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::gguf::{GgufError, GgufFile};
+
 /// Token type NORMAL (`tokenizer.ggml.token_type`).
 pub const TOKEN_TYPE_NORMAL: i32 = 1;
 /// Token type UNKNOWN (e.g. `<unk>`).
@@ -45,15 +47,17 @@ const EOG_TEXTS: &[&str] = &[
 /// Errors of building or using a tokenizer.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
-    /// A required `tokenizer.*` key is absent from the GGUF metadata.
-    #[error("GGUF metadata has no `{0}` key")]
-    MissingKey(&'static str),
-    /// A `tokenizer.*` key has a value of the wrong type.
-    #[error("GGUF metadata key `{key}` has the wrong type: expected {expected}")]
-    WrongType {
+    /// Reading the GGUF metadata failed (missing key, wrong value type); the error names file and key.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// A `tokenizer.*` array key holds elements of the wrong type.
+    #[error("{file}: GGUF metadata key `{key}` must be an array of {expected}")]
+    BadArray {
+        /// The GGUF file.
+        file: String,
         /// The key.
         key: &'static str,
-        /// What was expected, e.g. "array of strings".
+        /// The element type expected, e.g. "strings".
         expected: &'static str,
     },
     /// `tokenizer.ggml.model` names a tokenizer this crate does not implement.
@@ -135,6 +139,22 @@ pub struct TokenizerMetadata {
     pub chat_template: Option<String>,
 }
 
+
+impl TokenizerMetadata {
+    /// Reads the tokenizer metadata of a GGUF file.
+    ///
+    /// Required keys: `tokenizer.ggml.model`, `tokenizer.ggml.tokens`; the others are optional. When the
+    /// `add_*` flags are absent they take llama.cpp's defaults: `add_bos` for `llama` (SPM) and LLaMA-3
+    /// pre-tokenizers, `add_space_prefix` for `llama`, `add_eos` never.
+    ///
+    /// Errors: [`TokenizerError::Gguf`] (missing key / wrong type, naming file and key),
+    /// [`TokenizerError::BadArray`] for an array with elements of the wrong type.
+    pub fn from_gguf(f: &GgufFile) -> Result<Self, TokenizerError> {
+        gguf_meta::read(f)
+    }
+}
+
+mod gguf_meta;
 
 /// A piece of the input: plain text, or a special token recognized in it.
 #[derive(Debug, PartialEq, Eq)]
@@ -319,6 +339,13 @@ impl Tokenizer {
             }
         }
         Ok(Tokenizer { model, meta: m, specials, eog })
+    }
+
+    /// Builds the tokenizer of a GGUF file ([`TokenizerMetadata::from_gguf`] + [`Tokenizer::from_metadata`]).
+    ///
+    /// Errors: those of both steps.
+    pub fn from_gguf(f: &GgufFile) -> Result<Tokenizer, TokenizerError> {
+        Self::from_metadata(TokenizerMetadata::from_gguf(f)?)
     }
 
     /// The metadata the tokenizer was built from.
