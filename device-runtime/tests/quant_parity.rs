@@ -185,12 +185,37 @@ fn edge_blocks(rng: &mut StdRng) -> Vec<(String, Vec<f32>)> {
     v.push(("all zero".into(), vec![0.0; 32]));
     v.push(("all -0.0".into(), vec![-0.0; 32]));
     v.push(("all equal".into(), vec![0.75; 32]));
+    // Mixed +0.0 / -0.0: the sign of a zero max / min (Q4_1, Q5_1 store min and max - min).
+    for k in 0..24 {
+        let zeros: Vec<f32> = (0..32).map(|_| if rng.r#gen() { 0.0 } else { -0.0 }).collect();
+        let b = match k % 3 {
+            0 => zeros,
+            1 => zeros.iter().map(|&z| if rng.gen_range(0..3) == 0 { rng.gen_range(0.1f32..1.0) } else { z }).collect(),
+            _ => zeros.iter().map(|&z| if rng.gen_range(0..3) == 0 { rng.gen_range(-1.0f32..-0.1) } else { z }).collect(),
+        };
+        v.push((format!("mixed signed zeros {k}"), b));
+    }
     v.push(("all equal negative".into(), vec![-3.0; 32]));
     for (name, big) in [("huge +", 1e30f32), ("huge -", -1e30), ("max f32", f32::MAX), ("-max f32", -f32::MAX),
-        ("f16 overflow", 70000.0), ("inf", f32::INFINITY), ("-inf", f32::NEG_INFINITY)] {
+        ("f16 overflow", 70000.0), ("inf", f32::INFINITY), ("-inf", f32::NEG_INFINITY), ("NaN", f32::NAN)] {
         let mut b = uni(rng, 1.0);
         b[rng.gen_range(0..32)] = big;
         v.push((format!("one {name} value"), b));
+    }
+    let mut b = uni(rng, 1.0);
+    b[0] = -f32::NAN;
+    b[9] = f32::NAN;
+    b[30] = -f32::NAN;
+    v.push(("several quiet NaNs of both signs".into(), b));
+    let mut b = uni(rng, 1.0);
+    b[28] = -f32::NAN;
+    b[30] = f32::NAN;
+    v.push(("quiet NaNs in the last 7".into(), b));
+    for (i, j) in [(3, 27), (27, 3), (26, 30)] {
+        let mut b = uni(rng, 1.0);
+        b[i] = f32::from_bits(0x7F80_0001); // signalling NaN
+        b[j] = f32::from_bits(0xFFC1_2345); // negative quiet NaN with a payload
+        v.push((format!("NaN payloads at {i}, {j}"), b));
     }
     let mut b = uni(rng, 1.0);
     b[7] = -5.0; // negative max

@@ -2,8 +2,8 @@
 //!
 //! Bit-exact with gguf-py's `gguf.quants` (gguf 0.19.0, the numpy reference implementation of ggml's
 //! `ggml-quants.c`), including its rounding (`np_roundf`, truncation of `x * id + 0.5`), the f16 conversion
-//! of block scales (numpy's round-to-nearest-even, NaN payloads kept as numpy keeps them) and numpy's
-//! float-to-integer casts on x86-64. Block layouts: `ggml/src/ggml-common.h`; summary and parity method in
+//! of block scales (numpy's round-to-nearest-even, NaN payloads kept as numpy keeps them), numpy's
+//! float-to-integer casts on x86-64 and the order of numpy's AVX2 min/max reductions (sign of a zero scale). Block layouts: `ggml/src/ggml-common.h`; summary and parity method in
 //! `docs/QUANT.md`.
 //!
 //! Data are little-endian byte slices of packed blocks (no alignment is assumed). A tensor of `n` elements
@@ -65,11 +65,11 @@ pub enum QuantError {
 /// Check that `elements` f32 values and `bytes` block bytes are the same whole number of `ty` blocks.
 fn check_sizes(ty: GgmlType, elements: usize, bytes: usize) -> Result<usize, QuantError> {
     let (be, bb) = ty.block_size();
-    if elements % be != 0 {
+    if !elements.is_multiple_of(be) {
         return Err(QuantError::NotBlockMultiple { ty, len: elements, block: be, unit: "elements" });
     }
     let n_blocks = elements / be;
-    let expected = n_blocks.checked_mul(bb).unwrap_or(usize::MAX);
+    let expected = n_blocks.saturating_mul(bb);
     if expected != bytes {
         return Err(QuantError::SizeMismatch { ty, elements, expected, actual: bytes });
     }

@@ -20,8 +20,9 @@ pub fn can_quantize(ty: GgmlType) -> bool {
 
 /// Quantize `src` to type `ty`; returns `src.len() / block_elems * block_bytes` bytes of packed blocks.
 ///
-/// Bit-exact with `gguf.quants.quantize(src, ty)` (gguf-py 0.19, numpy on x86-64) for all finite inputs,
-/// subnormals and infinities included.
+/// Bit-exact with `gguf.quants.quantize(src, ty)` (gguf-py 0.19, numpy 2.x with AVX2 dispatch on x86-64) for
+/// every input tested: subnormals, infinities, NaNs, signed zeros (see `docs/QUANT.md` for what depends on
+/// numpy's platform).
 ///
 /// # Errors
 /// [`QuantError::Unsupported`] for a type outside [`can_quantize`], [`QuantError::NotBlockMultiple`] if
@@ -31,7 +32,7 @@ pub fn quantize(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, QuantError> {
         return Err(QuantError::Unsupported { ty, op: "quantize" });
     }
     let (be, bb) = ty.block_size();
-    if src.len() % be != 0 {
+    if !src.len().is_multiple_of(be) {
         return Err(QuantError::NotBlockMultiple { ty, len: src.len(), block: be, unit: "elements" });
     }
     let mut out = vec![0u8; src.len() / be * bb];
@@ -82,22 +83,43 @@ fn inv(d: f32) -> f32 {
     if d == 0.0 { 0.0 } else { 1.0 / d }
 }
 
-/// `np.max` / `np.min` of a block: NaN if any element is NaN.
+/// `(np.max, np.min)` of a 32-element block, down to the sign of a zero result and NaN bits.
+///
+/// When +0.0 and -0.0 tie for the maximum (minimum), which one numpy returns depends on its reduction order.
+/// This reproduces numpy 2.x's AVX2 contiguous reduction (`simd_reduce_c_*_f32` in `loops_minmax.dispatch.c.src`):
+/// the accumulator starts as 8 copies of `x[0]`, takes `x[1..25]` as three 8-lane vectors with
+/// `_mm256_max_ps(acc, v)` (which returns `v` on ties), folds the lanes `(lo, hi)`, `(0, 2)`, `(1, 3)`, `(0, 1)`
+/// with `_mm_max_ps` (second operand on ties), then takes `x[25..32]` one by one, again the new value on
+/// ties. A NaN in the vector part gives the canonical quiet NaN `0x7FC0_0000`; a NaN in the scalar tail is
+/// returned as it is (first one wins). Checked against numpy 2.4.6 on 5000 blocks of mixed signed zeros.
 fn max_min(x: &[f32]) -> (f32, f32) {
-    let mut max = x[0];
-    let mut min = x[0];
-    for &v in &x[1..] {
-        if v.is_nan() {
-            return (v, v);
+    let max = |a: f32, b: f32| if a > b { a } else { b };
+    let min = |a: f32, b: f32| if a < b { a } else { b };
+    (np_reduce32(x, max), np_reduce32(x, min))
+}
+
+/// The reduction order of [`max_min`] for one operation (`op(acc, new)` returns `new` on ties).
+fn np_reduce32(x: &[f32], op: impl Fn(f32, f32) -> f32) -> f32 {
+    debug_assert_eq!(x.len(), 32);
+    let mut r = if x[..25].iter().any(|v| v.is_nan()) {
+        f32::from_bits(0x7FC0_0000)
+    } else {
+        let mut acc = [x[0]; 8];
+        for c in 0..3 {
+            for (k, a) in acc.iter_mut().enumerate() {
+                *a = op(*a, x[1 + 8 * c + k]);
+            }
         }
-        if v > max {
-            max = v;
-        }
-        if v < min {
-            min = v;
+        let v128 = [op(acc[0], acc[4]), op(acc[1], acc[5]), op(acc[2], acc[6]), op(acc[3], acc[7])];
+        let v64 = [op(v128[0], v128[2]), op(v128[1], v128[3])];
+        op(v64[0], v64[1])
+    };
+    for &v in &x[25..32] {
+        if !r.is_nan() {
+            r = if v.is_nan() { v } else { op(r, v) };
         }
     }
-    (max, min)
+    r
 }
 
 /// The element of largest magnitude, first one on ties (`take_along_axis(x, abs(x).argmax())`; argmax
@@ -118,19 +140,13 @@ fn signed_absmax(x: &[f32]) -> f32 {
     best
 }
 
-/// Q8_0: `d = max|x| / 127`, `q = np_roundf(x * id)` cast to i8; block = `d: f16`, `q[32]`.
+/// Q8_0: `d = max|x| / 127` (numpy's reduction order, see [`max_min`]), `q = np_roundf(x * id)` cast to i8; block = `d: f16`, `q[32]`.
 fn block_q8_0(x: &[f32], o: &mut [u8]) {
-    let mut amax = 0f32;
-    for &v in x {
-        let a = v.abs();
-        if a.is_nan() {
-            amax = a;
-            break;
-        }
-        if a > amax {
-            amax = a;
-        }
+    let mut a = [0f32; 32];
+    for (a, v) in a.iter_mut().zip(x) {
+        *a = v.abs();
     }
+    let amax = np_reduce32(&a, |a, b| if a > b { a } else { b });
     let d = amax / 127.0;
     let id = inv(d);
     o[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
@@ -230,7 +246,7 @@ mod tests {
         x[17] = 7.0;
         let q = quantize(GgmlType::Q4_0, &x).unwrap();
         assert_eq!(&q[0..2], &[0x00, 0x3C]);
-        assert_eq!(q[2], 0 | (1 << 4));
+        assert_eq!(q[2], 1 << 4); // element 0 -> 0, element 16 -> 1
         assert_eq!(q[3], 9 | (15 << 4));
     }
 }
