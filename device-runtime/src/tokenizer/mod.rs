@@ -529,6 +529,67 @@ impl Tokenizer {
     }
 }
 
+/// Incremental detokenizer for streaming generation output: feed ids one at a time, get back the text that
+/// is complete so far. Bytes of a UTF-8 character split over several tokens (byte-level BPE, `<0xXX>`
+/// tokens) are held until the character is complete; invalid bytes become U+FFFD.
+///
+/// Unlike [`Tokenizer::decode`], no SPM space prefix is removed: generated text continues a prompt.
+#[derive(Debug)]
+pub struct StreamDecoder<'a> {
+    tok: &'a Tokenizer,
+    skip_special: bool,
+    pending: Vec<u8>,
+}
+
+impl<'a> StreamDecoder<'a> {
+    /// A decoder over `tok`; `skip_special` drops CONTROL/UNKNOWN tokens (e.g. `<|im_end|>`).
+    pub fn new(tok: &'a Tokenizer, skip_special: bool) -> Self {
+        Self { tok, skip_special, pending: Vec::new() }
+    }
+
+    /// Adds token `id`; returns the text completed by it (possibly empty).
+    ///
+    /// Errors: [`TokenizerError::IdOutOfRange`].
+    pub fn push(&mut self, id: u32) -> Result<String, TokenizerError> {
+        let ty = self.tok.token_type(id)?;
+        if self.skip_special && (ty == TOKEN_TYPE_CONTROL || ty == TOKEN_TYPE_UNKNOWN) {
+            return Ok(String::new());
+        }
+        self.tok.piece_into(id, &mut self.pending)?;
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending.clear();
+                    break;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    out.push_str(std::str::from_utf8(&self.pending[..valid]).expect("valid prefix"));
+                    match e.error_len() {
+                        // Incomplete character at the end: keep it for the next token.
+                        None => {
+                            self.pending.drain(..valid);
+                            break;
+                        }
+                        Some(n) => {
+                            out.push(char::REPLACEMENT_CHARACTER);
+                            self.pending.drain(..valid + n);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ends the stream: the bytes still held (an incomplete character) as U+FFFD, or an empty string.
+    pub fn finish(self) -> String {
+        String::from_utf8_lossy(&self.pending).into_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
