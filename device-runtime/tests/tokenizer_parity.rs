@@ -151,6 +151,10 @@ fn from_gguf_errors_name_the_key() {
     assert!(err.contains("no-tokenizer.gguf") && err.contains("tokenizer.ggml.model"), "{err}");
 
     w.add_metadata("tokenizer.ggml.model", MetaValue::String("gpt2".into()));
+    let f = GgufFile::from_bytes(w.to_bytes().unwrap(), "no-tokens.gguf").unwrap();
+    let err = Tokenizer::from_gguf(&f).unwrap_err().to_string();
+    assert!(err.contains("no-tokens.gguf") && err.contains("tokenizer.ggml.tokens"), "{err}");
+
     w.add_metadata("tokenizer.ggml.tokens", MetaValue::u32_array(&[1, 2, 3]));
     let f = GgufFile::from_bytes(w.to_bytes().unwrap(), "bad-tokens.gguf").unwrap();
     let err = Tokenizer::from_gguf(&f).unwrap_err();

@@ -617,4 +617,70 @@ mod tests {
         );
         assert_eq!(m.partition("", true), vec![]);
     }
+
+    /// A tiny byte-level BPE vocabulary: the 256 byte chars, then "ab" (merge "a b"), then one CONTROL token.
+    fn tiny_bpe() -> TokenizerMetadata {
+        let mut tokens: Vec<String> = bpe::byte_to_char().iter().map(|c| c.to_string()).collect();
+        tokens.push("ab".into());
+        tokens.push("<|end|>".into());
+        let mut token_types = vec![TOKEN_TYPE_NORMAL; 257];
+        token_types.push(TOKEN_TYPE_CONTROL);
+        TokenizerMetadata {
+            model: "gpt2".into(),
+            pre: Some("gpt-2".into()),
+            tokens,
+            token_types,
+            merges: vec!["a b".into()],
+            scores: None,
+            bos: None,
+            eos: Some(257),
+            unk: None,
+            pad: None,
+            eot: None,
+            eom: None,
+            add_bos: false,
+            add_eos: false,
+            add_space_prefix: false,
+            chat_template: None,
+        }
+    }
+
+    #[test]
+    fn tiny_bpe_encodes_and_decodes() {
+        let tok = Tokenizer::from_metadata(tiny_bpe()).unwrap();
+        // "ab" merges; " " is byte 0x20 -> its byte char; "c" stays a single byte token.
+        assert_eq!(tok.encode("ab c<|end|>", false, true).unwrap(), [256, 32, 99, 257]);
+        assert_eq!(tok.decode(&[256, 32, 99, 257], true).unwrap(), "ab c");
+        assert!(tok.is_eog(257));
+    }
+
+    #[test]
+    fn invalid_metadata_is_rejected() {
+        let err = |m: TokenizerMetadata| Tokenizer::from_metadata(m).unwrap_err().to_string();
+        let mut m = tiny_bpe();
+        m.token_types.pop();
+        assert!(err(m).contains("token_type has 257 entries for 258 tokens"));
+        let mut m = tiny_bpe();
+        m.eos = Some(258);
+        assert!(err(m).contains("eos_token_id = 258 is out of range"));
+        let mut m = tiny_bpe();
+        m.add_bos = true;
+        assert!(err(m).contains("no BOS id"));
+        let mut m = tiny_bpe();
+        m.merges.push("x zz".into());
+        assert!(err(m).contains("\"zz\" is not in the vocabulary"));
+        let mut m = tiny_bpe();
+        m.merges.push("nospace".into());
+        assert!(err(m).contains("no space separator"));
+        let mut m = tiny_bpe();
+        m.model = "bert".into();
+        assert!(err(m).contains("unknown tokenizer model `bert`"));
+        let mut m = tiny_bpe();
+        m.scores = Some(vec![0.0; 3]);
+        assert!(err(m).contains("scores has 3 entries"));
+        let mut m = tiny_bpe();
+        m.tokens.clear();
+        m.token_types.clear();
+        assert!(err(m).contains("empty"));
+    }
 }
