@@ -4,6 +4,7 @@
 //! - [`quant`]: ggml tensor block formats: dequantize, quantize, dot-product kernels. Bit-exact with gguf-py.
 //! - [`tokenizer`]: tokenizers built from GGUF metadata (`tokenizer.ggml.*`).
 //! - [`arch`]: `ModelConfig` / `SubnetConfig`, the vocabulary that host and runtime share.
+//! - [`inspect`]: the report of `edgerun inspect` (architecture, shapes, tensor types, tokenizer facts).
 //! - [`engine`]: the CPU forward pass, prefill/decode, sampling.
 //!
 //! Design notes: `DESIGN.md` in the shared folder; the format follows the GGUF spec of ggml
@@ -12,5 +13,6 @@
 pub mod arch;
 pub mod engine;
 pub mod gguf;
+pub mod inspect;
 pub mod quant;
 pub mod tokenizer;

@@ -615,9 +615,7 @@ impl<'a> Parser<'a> {
                     block: be,
                 });
             }
-            let n_bytes = n_elem
-                .and_then(|n| (n / be as u64).checked_mul(bb as u64))
-                .filter(|&b| b.checked_add(data_off).is_some());
+            let n_bytes = n_elem.and_then(|n| (n / be as u64).checked_mul(bb as u64));
             if n_bytes.is_none() {
                 return Err(GgufError::SizeOverflow { file, offset: dims_offset, tensor: name, dims, ty });
             }
