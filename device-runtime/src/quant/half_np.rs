@@ -46,7 +46,7 @@ pub(crate) fn f16_le(b: &[u8], i: usize) -> f32 {
 /// `x.astype(np.uint8)` for one f32 (x86-64 numpy semantics, see the module docs).
 #[inline]
 pub(crate) fn np_cast_u8(x: f32) -> u8 {
-    if x >= -2_147_483_648.0 && x < 2_147_483_648.0 {
+    if (-2_147_483_648.0..2_147_483_648.0).contains(&x) {
         (x as i32) as u8 // truncation toward zero, then the low byte
     } else {
         0 // NaN and out-of-range: 0x8000_0000, whose low byte is 0

@@ -32,7 +32,7 @@ pub fn quantize(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, QuantError> {
         return Err(QuantError::Unsupported { ty, op: "quantize" });
     }
     let (be, bb) = ty.block_size();
-    if src.len() % be != 0 {
+    if !src.len().is_multiple_of(be) {
         return Err(QuantError::NotBlockMultiple { ty, len: src.len(), block: be, unit: "elements" });
     }
     let mut out = vec![0u8; src.len() / be * bb];
@@ -246,7 +246,7 @@ mod tests {
         x[17] = 7.0;
         let q = quantize(GgmlType::Q4_0, &x).unwrap();
         assert_eq!(&q[0..2], &[0x00, 0x3C]);
-        assert_eq!(q[2], 0 | (1 << 4));
+        assert_eq!(q[2], 1 << 4); // element 0 -> 0, element 16 -> 1
         assert_eq!(q[3], 9 | (15 << 4));
     }
 }
