@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use device_runtime::gguf::{GgufFile, GgufWriter, MetaValue};
-use device_runtime::tokenizer::{Tokenizer, TokenizerError, TokenizerMetadata};
+use device_runtime::tokenizer::{StreamDecoder, Tokenizer, TokenizerError, TokenizerMetadata};
 use serde::Deserialize;
 
 fn assets_dir() -> PathBuf {
@@ -151,6 +151,10 @@ fn from_gguf_errors_name_the_key() {
     assert!(err.contains("no-tokenizer.gguf") && err.contains("tokenizer.ggml.model"), "{err}");
 
     w.add_metadata("tokenizer.ggml.model", MetaValue::String("gpt2".into()));
+    let f = GgufFile::from_bytes(w.to_bytes().unwrap(), "no-tokens.gguf").unwrap();
+    let err = Tokenizer::from_gguf(&f).unwrap_err().to_string();
+    assert!(err.contains("no-tokens.gguf") && err.contains("tokenizer.ggml.tokens"), "{err}");
+
     w.add_metadata("tokenizer.ggml.tokens", MetaValue::u32_array(&[1, 2, 3]));
     let f = GgufFile::from_bytes(w.to_bytes().unwrap(), "bad-tokens.gguf").unwrap();
     let err = Tokenizer::from_gguf(&f).unwrap_err();
@@ -211,4 +215,27 @@ fn unknown_pre_tokenizer_is_an_error() {
     meta.pre = Some("made-up-pre".into());
     let err = Tokenizer::from_metadata(meta).unwrap_err().to_string();
     assert!(err.contains("made-up-pre") && err.contains("tokenizer.ggml.pre"), "{err}");
+}
+
+#[test]
+fn stream_decoder_reassembles_split_characters() {
+    let tok = Tokenizer::from_metadata(smollm2_metadata()).unwrap();
+    let r = reference("file");
+    let mut n_split = 0;
+    for c in &r.cases {
+        let mut dec = StreamDecoder::new(&tok, false);
+        let mut text = String::new();
+        for &id in &c.ids {
+            let piece = tok.token_to_piece(id).unwrap();
+            n_split += usize::from(std::str::from_utf8(&piece).is_err());
+            text.push_str(&dec.push(id).unwrap());
+        }
+        text.push_str(&dec.finish());
+        assert_eq!(text, c.text);
+    }
+    // The emoji/CJK cases do split characters over tokens, so the holding logic is exercised.
+    assert!(n_split > 0);
+    let mut dec = StreamDecoder::new(&tok, true);
+    let s: String = [1u32, 19556, 2].iter().map(|&id| dec.push(id).unwrap()).collect();
+    assert_eq!(s, "Hello");
 }
