@@ -42,7 +42,7 @@ fn python(args: &[&std::ffi::OsStr]) {
 }
 
 /// The pre-tokenizers compared: `file` is the file's own (`smollm`).
-const PRES: &[&str] = &["file", "gpt-2", "llama3", "qwen2"];
+const PRES: &[&str] = &["file", "gpt-2", "llama3", "qwen2", "default"];
 
 /// Runs `scripts/ref/tokenizer_ref.py` once per test binary (gguf-py's reader takes seconds) and returns its
 /// output folder: `meta.json` (the tokenizer metadata read by gguf-py, independent of this crate's GGUF
@@ -169,11 +169,12 @@ fn from_gguf_errors_name_the_key() {
 }
 
 /// The other pre-tokenizers (llama.cpp's regexes) against the HF forms of their original tokenizer.json,
-/// run on SmolLM2's vocabulary: this checks the splitting, which is what differs between them.
+/// run on SmolLM2's vocabulary: this checks the splitting, which is what differs between them. `default`
+/// has no tokenizer.json; its reference is llama.cpp's regex list run by HF's Oniguruma engine.
 #[test]
 fn other_pre_tokenizers_match_hf_tokenizers() {
     let meta = smollm2_metadata();
-    for pre in ["gpt-2", "llama3", "qwen2"] {
+    for pre in ["gpt-2", "llama3", "qwen2", "default"] {
         let mut m = meta.clone();
         m.pre = Some(pre.to_string());
         let tok = Tokenizer::from_metadata(m).unwrap();

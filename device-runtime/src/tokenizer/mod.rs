@@ -646,6 +646,12 @@ mod tests {
     }
 
     #[test]
+    fn tokenizer_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Tokenizer>();
+    }
+
+    #[test]
     fn tiny_bpe_encodes_and_decodes() {
         let tok = Tokenizer::from_metadata(tiny_bpe()).unwrap();
         // "ab" merges; " " is byte 0x20 -> its byte char; "c" stays a single byte token.
