@@ -1,6 +1,6 @@
 //! `edgerun`: the device runtime's command-line tool (inspect, generate, perplexity, bench, profile).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[path = "edgerun/engine_cmds.rs"]
@@ -34,12 +34,21 @@ enum Cmd {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Inspect { file, json } => {
-            let _ = (file, json);
-            anyhow::bail!("inspect: not implemented yet")
-        }
+        Cmd::Inspect { file, json } => inspect(&file, json),
         Cmd::Generate(a) => engine_cmds::generate(a),
         Cmd::Perplexity(a) => engine_cmds::perplexity_cmd(a),
         Cmd::Bench(a) => engine_cmds::bench(a),
     }
+}
+
+/// `edgerun inspect FILE [--json]`.
+fn inspect(file: &std::path::Path, json: bool) -> Result<()> {
+    let f = device_runtime::gguf::GgufFile::open(file).context("inspect: cannot read the GGUF file")?;
+    let report = device_runtime::inspect::Report::new(&f);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(())
 }
