@@ -5,6 +5,7 @@
 //! - [`tokenizer`]: tokenizers built from GGUF metadata (`tokenizer.ggml.*`).
 //! - [`arch`]: `ModelConfig` / `SubnetConfig`, the vocabulary that host and runtime share.
 //! - [`engine`]: the CPU forward pass, prefill/decode, sampling.
+//! - [`subnet`]: sub-network extraction (slice, quantize, write GGUF) and exact file-size prediction.
 //!
 //! Design notes: `DESIGN.md` in the shared folder; the format follows the GGUF spec of ggml
 //! (`docs/gguf.md` in the ggml repository) and the reference reader/writer in gguf-py.
@@ -13,4 +14,5 @@ pub mod arch;
 pub mod engine;
 pub mod gguf;
 pub mod quant;
+pub mod subnet;
 pub mod tokenizer;
