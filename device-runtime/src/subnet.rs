@@ -341,7 +341,7 @@ impl<'f> ExportPlan<'f> {
             }
             if cfg.ffn[i] % qt.block_elems() != 0 {
                 return Err(unexportable(format!(
-                    "layer {l}: FFN width {} is not a multiple of the {qt} block size {} (ffn_down rows)",
+                    "layer {l}: FFN width {} is not a multiple of the {qt} block size {} (the row length of ffn_down)",
                     cfg.ffn[i],
                     qt.block_elems()
                 )));
