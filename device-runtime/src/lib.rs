@@ -3,6 +3,7 @@
 //! - [`gguf`]: the GGUF container format (read through a memory map, write atomically). Knows nothing about models.
 //! - [`quant`]: ggml tensor block formats: dequantize, quantize, dot-product kernels. Bit-exact with gguf-py.
 //! - [`tokenizer`]: tokenizers built from GGUF metadata (`tokenizer.ggml.*`).
+//! - [`chat`]: chat templates (`tokenizer.chat_template`) rendered with minijinja as HF transformers does.
 //! - [`arch`]: `ModelConfig` / `SubnetConfig`, the vocabulary that host and runtime share.
 //! - [`engine`]: the CPU forward pass, prefill/decode, sampling.
 //! - [`subnet`]: sub-network extraction (slice, quantize, write GGUF) and exact file-size prediction.
@@ -11,6 +12,7 @@
 //! (`docs/gguf.md` in the ggml repository) and the reference reader/writer in gguf-py.
 
 pub mod arch;
+pub mod chat;
 pub mod engine;
 pub mod gguf;
 pub mod quant;

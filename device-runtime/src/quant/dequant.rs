@@ -64,7 +64,7 @@ pub fn dequantize_to_vec(ty: GgmlType, data: &[u8]) -> Result<Vec<f32>, QuantErr
         return Err(QuantError::Unsupported { ty, op: "dequantize" });
     }
     let (be, bb) = ty.block_size();
-    if data.len() % bb != 0 {
+    if !data.len().is_multiple_of(bb) {
         return Err(QuantError::NotBlockMultiple { ty, len: data.len(), block: bb, unit: "bytes" });
     }
     let mut out = vec![0.0f32; data.len() / bb * be];

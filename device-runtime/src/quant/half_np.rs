@@ -46,7 +46,7 @@ pub(crate) fn f16_le(b: &[u8], i: usize) -> f32 {
 /// `x.astype(np.uint8)` for one f32 (x86-64 numpy semantics, see the module docs).
 #[inline]
 pub(crate) fn np_cast_u8(x: f32) -> u8 {
-    if x >= -2_147_483_648.0 && x < 2_147_483_648.0 {
+    if (-2_147_483_648.0..2_147_483_648.0).contains(&x) {
         (x as i32) as u8 // truncation toward zero, then the low byte
     } else {
         0 // NaN and out-of-range: 0x8000_0000, whose low byte is 0
@@ -57,8 +57,15 @@ pub(crate) fn np_cast_u8(x: f32) -> u8 {
 #[inline]
 pub(crate) fn np_roundf(n: f32) -> f32 {
     let a = n.abs();
-    let floored = a.floor();
-    let b = floored + (2.0 * (a - floored)).floor();
+    let b = if a < 8_388_608.0 {
+        // floor(a) and floor(2 * frac) via integer truncation (both arguments are in [0, 2^23)); the same
+        // values as `f32::floor`, without a libm call on baseline x86-64.
+        let floored = (a as i32) as f32;
+        floored + ((2.0 * (a - floored)) as i32) as f32
+    } else {
+        // a >= 2^23 is an integer (floor(a) = a, fraction 0); for inf and NaN numpy's `a - floor(a)` is NaN.
+        if a.is_finite() { a } else { f32::NAN }
+    };
     np_sign(n) * b
 }
 
@@ -114,6 +121,22 @@ mod tests {
         assert_eq!(np_roundf(-2.5), -3.0);
         assert_eq!(np_roundf(0.49999997), 0.0);
         assert!(np_roundf(f32::INFINITY).is_nan());
+        assert!(np_roundf(f32::NAN).is_nan());
+        // Against the literal numpy formula (floor-based) on a sweep of values, ties and large magnitudes.
+        let literal = |n: f32| {
+            let a = n.abs();
+            let f = a.floor();
+            np_sign(n) * (f + (2.0 * (a - f)).floor())
+        };
+        let mut x = 1e-6f32;
+        while x < 1e30 {
+            for v in [x, -x, x.floor() + 0.5, -(x.floor() + 0.5), f32::from_bits(x.to_bits() + 1)] {
+                assert_eq!(np_roundf(v).to_bits(), literal(v).to_bits(), "{v:e}");
+            }
+            x *= 1.0137;
+        }
+        assert_eq!(np_roundf(8_388_607.5), 8_388_608.0);
+        assert_eq!(np_roundf(-16_777_217.0), -16_777_216.0);
         // numpy: np_roundf(-0.0) = +0.0 (np.sign(-0.0) = +0.0), np_roundf(-0.3) = -0.0.
         assert_eq!(np_roundf(-0.0).to_bits(), 0);
         assert_eq!(np_roundf(-0.3).to_bits(), (-0.0f32).to_bits());

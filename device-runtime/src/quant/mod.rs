@@ -65,11 +65,11 @@ pub enum QuantError {
 /// Check that `elements` f32 values and `bytes` block bytes are the same whole number of `ty` blocks.
 fn check_sizes(ty: GgmlType, elements: usize, bytes: usize) -> Result<usize, QuantError> {
     let (be, bb) = ty.block_size();
-    if elements % be != 0 {
+    if !elements.is_multiple_of(be) {
         return Err(QuantError::NotBlockMultiple { ty, len: elements, block: be, unit: "elements" });
     }
     let n_blocks = elements / be;
-    let expected = n_blocks.checked_mul(bb).unwrap_or(usize::MAX);
+    let expected = n_blocks.saturating_mul(bb);
     if expected != bytes {
         return Err(QuantError::SizeMismatch { ty, elements, expected, actual: bytes });
     }

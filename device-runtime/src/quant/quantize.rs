@@ -32,7 +32,7 @@ pub fn quantize(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, QuantError> {
         return Err(QuantError::Unsupported { ty, op: "quantize" });
     }
     let (be, bb) = ty.block_size();
-    if src.len() % be != 0 {
+    if !src.len().is_multiple_of(be) {
         return Err(QuantError::NotBlockMultiple { ty, len: src.len(), block: be, unit: "elements" });
     }
     let mut out = vec![0u8; src.len() / be * bb];
@@ -60,11 +60,39 @@ pub fn quantize_into(ty: GgmlType, src: &[f32], out: &mut [u8]) -> Result<(), Qu
         _ => return Err(QuantError::Unsupported { ty, op: "quantize" }),
     };
     check_sizes(ty, src.len(), out.len())?;
+    match ty {
+        F16 => {
+            quantize_f16(src, out);
+            return Ok(());
+        }
+        BF16 => {
+            for (&x, o) in src.iter().zip(out.chunks_exact_mut(2)) {
+                o.copy_from_slice(&f32_to_bf16(x).to_le_bytes());
+            }
+            return Ok(());
+        }
+        _ => {}
+    }
     let (be, bb) = ty.block_size();
     for (x, o) in src.chunks_exact(be).zip(out.chunks_exact_mut(bb)) {
         f(x, o);
     }
     Ok(())
+}
+
+/// F16 in bulk: `half`'s slice conversion (F16C when available, same IEEE rounding as numpy), then NaNs
+/// redone with numpy's payload rule.
+fn quantize_f16(src: &[f32], out: &mut [u8]) {
+    use half::slice::HalfFloatSliceExt;
+    let mut buf = [half::f16::ZERO; 1024];
+    for (x, o) in src.chunks(1024).zip(out.chunks_mut(2048)) {
+        let h = &mut buf[..x.len()];
+        h.convert_from_f32_slice(x);
+        for ((hv, &xv), o) in h.iter().zip(x).zip(o.chunks_exact_mut(2)) {
+            let bits = if xv.is_nan() { f32_to_f16(xv) } else { hv.to_bits() };
+            o.copy_from_slice(&bits.to_le_bytes());
+        }
+    }
 }
 
 /// f32 to bf16 bits, round to nearest even, NaN forced quiet (gguf-py `BF16.quantize_blocks`, same as
@@ -161,7 +189,7 @@ fn block_q4_0(x: &[f32], o: &mut [u8]) {
     let d = signed_absmax(x) / -8.0;
     let id = inv(d);
     o[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
-    let q = |v: f32| np_cast_u8((v * id + 8.5).trunc()).min(15);
+    let q = |v: f32| np_cast_u8(v * id + 8.5).min(15);
     for j in 0..16 {
         o[2 + j] = q(x[j]) | (q(x[j + 16]) << 4);
     }
@@ -175,7 +203,7 @@ fn block_q4_1(x: &[f32], o: &mut [u8]) {
     let id = inv(d);
     o[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
     o[2..4].copy_from_slice(&f32_to_f16(min).to_le_bytes());
-    let q = |v: f32| np_cast_u8(((v - min) * id + 0.5).trunc()).min(15);
+    let q = |v: f32| np_cast_u8((v - min) * id + 0.5).min(15);
     for j in 0..16 {
         o[4 + j] = q(x[j]) | (q(x[j + 16]) << 4);
     }
@@ -188,7 +216,7 @@ fn block_q5_0(x: &[f32], o: &mut [u8]) {
     let id = inv(d);
     let mut q = [0u8; 32];
     for (q, &v) in q.iter_mut().zip(x) {
-        *q = np_cast_u8((v * id + 16.5).trunc()).min(31);
+        *q = np_cast_u8(v * id + 16.5).min(31);
     }
     o[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
     pack_q5(&q, &mut o[2..22]);
@@ -202,7 +230,7 @@ fn block_q5_1(x: &[f32], o: &mut [u8]) {
     let id = inv(d);
     let mut q = [0u8; 32];
     for (q, &v) in q.iter_mut().zip(x) {
-        *q = np_cast_u8(((v - min) * id + 0.5).trunc()).min(31);
+        *q = np_cast_u8((v - min) * id + 0.5).min(31);
     }
     o[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
     o[2..4].copy_from_slice(&f32_to_f16(min).to_le_bytes());
@@ -246,7 +274,7 @@ mod tests {
         x[17] = 7.0;
         let q = quantize(GgmlType::Q4_0, &x).unwrap();
         assert_eq!(&q[0..2], &[0x00, 0x3C]);
-        assert_eq!(q[2], 0 | (1 << 4));
+        assert_eq!(q[2], 1 << 4); // element 0 -> 0, element 16 -> 1
         assert_eq!(q[3], 9 | (15 << 4));
     }
 }
