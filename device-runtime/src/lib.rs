@@ -5,6 +5,7 @@
 //! - [`tokenizer`]: tokenizers built from GGUF metadata (`tokenizer.ggml.*`).
 //! - [`chat`]: chat templates (`tokenizer.chat_template`) rendered with minijinja as HF transformers does.
 //! - [`arch`]: `ModelConfig` / `SubnetConfig`, the vocabulary that host and runtime share.
+//! - [`inspect`]: the report of `edgerun inspect` (architecture, shapes, tensor types, tokenizer facts).
 //! - [`engine`]: the CPU forward pass, prefill/decode, sampling.
 //! - [`subnet`]: sub-network extraction (slice, quantize, write GGUF) and exact file-size prediction.
 //!
@@ -15,6 +16,7 @@ pub mod arch;
 pub mod chat;
 pub mod engine;
 pub mod gguf;
+pub mod inspect;
 pub mod quant;
 pub mod subnet;
 pub mod tokenizer;

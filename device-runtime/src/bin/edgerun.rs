@@ -1,6 +1,6 @@
 //! `edgerun`: the device runtime's command-line tool (inspect, generate, perplexity, bench, profile).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -25,9 +25,18 @@ enum Cmd {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Inspect { file, json } => {
-            let _ = (file, json);
-            anyhow::bail!("inspect: not implemented yet")
-        }
+        Cmd::Inspect { file, json } => inspect(&file, json),
     }
+}
+
+/// `edgerun inspect FILE [--json]`.
+fn inspect(file: &std::path::Path, json: bool) -> Result<()> {
+    let f = device_runtime::gguf::GgufFile::open(file).context("inspect: cannot read the GGUF file")?;
+    let report = device_runtime::inspect::Report::new(&f);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(())
 }

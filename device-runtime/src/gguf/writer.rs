@@ -133,7 +133,7 @@ impl<'a> GgufWriter<'a> {
             return Err(invalid(format!("tensor {name:?}: zero dimension in {dims:?}")));
         }
         let (be, bb) = ty.block_size();
-        if dims[0] % be as u64 != 0 {
+        if !dims[0].is_multiple_of(be as u64) {
             return Err(invalid(format!(
                 "tensor {name:?}: row length {} is not a multiple of the {ty} block size {be}",
                 dims[0]
