@@ -7,6 +7,7 @@
 //! - [`arch`]: `ModelConfig` / `SubnetConfig`, the vocabulary that host and runtime share.
 //! - [`inspect`]: the report of `edgerun inspect` (architecture, shapes, tensor types, tokenizer facts).
 //! - [`engine`]: the CPU forward pass, prefill/decode, sampling.
+//! - [`subnet`]: sub-network extraction (slice, quantize, write GGUF) and exact file-size prediction.
 //!
 //! Design notes: `DESIGN.md` in the shared folder; the format follows the GGUF spec of ggml
 //! (`docs/gguf.md` in the ggml repository) and the reference reader/writer in gguf-py.
@@ -17,4 +18,5 @@ pub mod engine;
 pub mod gguf;
 pub mod inspect;
 pub mod quant;
+pub mod subnet;
 pub mod tokenizer;
