@@ -3,6 +3,9 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+#[path = "edgerun/engine_cmds.rs"]
+mod engine_cmds;
+
 #[derive(Parser)]
 #[command(name = "edgerun", version, about = "Run and inspect LLaMA-family GGUF models on the target device")]
 struct Cli {
@@ -20,12 +23,21 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Generate text from a prompt (greedy or sampled; --chat applies the model's chat template).
+    Generate(engine_cmds::GenerateArgs),
+    /// Perplexity of a text file, as llama-perplexity computes it.
+    Perplexity(engine_cmds::PerplexityArgs),
+    /// Prefill and decode speed, as llama-bench measures it.
+    Bench(engine_cmds::BenchArgs),
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Inspect { file, json } => inspect(&file, json),
+        Cmd::Generate(a) => engine_cmds::generate(a),
+        Cmd::Perplexity(a) => engine_cmds::perplexity_cmd(a),
+        Cmd::Bench(a) => engine_cmds::bench(a),
     }
 }
 
