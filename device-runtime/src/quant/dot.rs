@@ -917,6 +917,25 @@ mod tests {
         assert!(b[1].qs.iter().all(|v| *v == 0));
     }
 
+    /// This module's block decoding (used by the kernels) against `quant::dequant` (bit-exact with gguf-py).
+    #[test]
+    fn block_decoding_matches_quant_dequant() {
+        let mut seed = 11u64;
+        for ty in SUPPORTED_TYPES {
+            let cols = 512;
+            let data = random_matrix(ty, 3, cols, &mut seed);
+            let w = QMatrix::new(ty, 3, cols, &data).unwrap();
+            let expected = crate::quant::dequant::dequantize_to_vec(ty, &data).unwrap();
+            let mut got = vec![0f32; cols];
+            for r in 0..3 {
+                w.dequantize_row(r, &mut got);
+                for (i, (a, b)) in got.iter().zip(&expected[r * cols..(r + 1) * cols]).enumerate() {
+                    assert!(a == b || (a - b).abs() <= 1e-6 * b.abs(), "{ty} row {r} elem {i}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn bad_shapes_are_errors() {
         assert_eq!(QMatrix::new(GgmlType::Q2_K, 1, 256, &[0; 84]).unwrap_err(), KernelError::UnsupportedType(GgmlType::Q2_K));
