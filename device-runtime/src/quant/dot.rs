@@ -1,1 +1,839 @@
 //! Dot-product and matrix kernels on quantized blocks, used by the engine (scalar reference + SIMD paths).
+//!
+//! The engine multiplies a weight matrix kept in its GGUF block format ([`QMatrix`]) by f32 activations.
+//! As llama.cpp does (`ggml-cpu/quants.c`, `ggml_vec_dot_*`), activations are first quantized to 8-bit
+//! blocks of 32 ([`BlockQ8`]: f16-rounded scale `d`, `s = d * sum(qs)` for the formats with a minimum, and
+//! 32 `i8`), and the dot products run on integers inside each block:
+//!
+//! - Q8_0 · Q8:  `sum_b d_w d_a sum_i qw_i qa_i`
+//! - Q4_0 · Q8:  `qw = nibble - 8`
+//! - Q4_1 · Q8:  `sum_b (d_w d_a sum_i q_i qa_i + m_w s_a)` (the Q8_1 trick: needs the activation block sum)
+//! - Q5_0 / Q5_1 · Q8: as Q4_0 / Q4_1 with the fifth bit from `qh`
+//! - Q4_K · Q8: each 32-element sub-block has scale `d*sc` and minimum `dmin*m`: `d*sc*da*sum(q qa) - dmin*m*s_a`
+//! - Q6_K · Q8: each 16-element sub-block has scale `d*sc`; a 32-element activation block covers two of them
+//! - F16 and F32 weights multiply f32 activations directly.
+//!
+//! Block layouts: ggml `ggml-common.h` (`block_q8_0`, `block_q4_0`, ...); all little-endian, unaligned.
+//!
+//! Every format has a scalar kernel (portable, the reference the tests compare against); Q8_0, Q4_0 and Q4_1
+//! also have AVX2+FMA kernels chosen at run time with `is_x86_feature_detected!`. The matrix product
+//! [`matmul`] splits output rows across a rayon thread pool (llama.cpp-style) and, for several activation rows
+//! (prefill), reuses each unpacked weight block across tiles of 4 activation rows.
+
+use crate::gguf::GgmlType;
+use half::f16;
+use rayon::prelude::*;
+
+/// Errors of the kernels: a weight type without a kernel, or shapes that do not fit.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KernelError {
+    /// The tensor type has no matrix kernel in this runtime.
+    #[error("tensor type {0} is not supported by the CPU engine (supported: F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K)")]
+    UnsupportedType(GgmlType),
+    /// The row length is not a whole number of blocks of the type.
+    #[error("row length {cols} is not a multiple of the {ty} block size {block}")]
+    RowNotBlockAligned {
+        /// Tensor type.
+        ty: GgmlType,
+        /// Row length (elements).
+        cols: usize,
+        /// Block size (elements).
+        block: usize,
+    },
+    /// The data length does not equal `rows * row_bytes`.
+    #[error("tensor data is {got} bytes, expected {expected} for {rows} x {cols} {ty}")]
+    DataLength {
+        /// Tensor type.
+        ty: GgmlType,
+        /// Rows.
+        rows: usize,
+        /// Columns.
+        cols: usize,
+        /// Expected bytes.
+        expected: usize,
+        /// Actual bytes.
+        got: usize,
+    },
+}
+
+/// Types [`QMatrix`] accepts.
+pub const SUPPORTED_TYPES: [GgmlType; 9] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
+];
+
+/// A weight matrix in its GGUF block format: `rows` rows of `cols` elements, row-major.
+///
+/// In ggml terms the tensor has `ne = [cols, rows]` (`ne[0]` is the fastest dimension); `data` holds
+/// `rows * row_bytes()` bytes, usually borrowed from the memory-mapped GGUF file (no copy).
+#[derive(Clone, Copy, Debug)]
+pub struct QMatrix<'a> {
+    /// Block format.
+    pub ty: GgmlType,
+    /// Number of rows (output features).
+    pub rows: usize,
+    /// Row length in elements (input features).
+    pub cols: usize,
+    /// Raw data, `rows * row_bytes()` bytes.
+    pub data: &'a [u8],
+}
+
+#[inline]
+fn f16_at(b: &[u8], off: usize) -> f32 {
+    f16::from_bits(u16::from_le_bytes([b[off], b[off + 1]])).to_f32()
+}
+
+#[inline]
+fn round_f16(x: f32) -> f32 {
+    f16::from_f32(x).to_f32()
+}
+
+impl<'a> QMatrix<'a> {
+    /// Wrap `data` as a `rows x cols` matrix of type `ty`.
+    ///
+    /// Errors: [`KernelError::UnsupportedType`], [`KernelError::RowNotBlockAligned`], [`KernelError::DataLength`].
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self, KernelError> {
+        if !SUPPORTED_TYPES.contains(&ty) {
+            return Err(KernelError::UnsupportedType(ty));
+        }
+        let (be, bb) = ty.block_size();
+        if cols % be != 0 {
+            return Err(KernelError::RowNotBlockAligned { ty, cols, block: be });
+        }
+        let expected = (cols / be).checked_mul(bb).and_then(|r| r.checked_mul(rows));
+        if expected != Some(data.len()) {
+            return Err(KernelError::DataLength { ty, rows, cols, expected: expected.unwrap_or(usize::MAX), got: data.len() });
+        }
+        Ok(QMatrix { ty, rows, cols, data })
+    }
+
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        let (be, bb) = self.ty.block_size();
+        self.cols / be * bb
+    }
+
+    /// The raw bytes of row `r` (panics if `r >= rows`).
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        let rb = self.row_bytes();
+        &self.data[r * rb..(r + 1) * rb]
+    }
+
+    /// Dequantize row `r` into `out` (`cols` f32). Used for the token-embedding lookup.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        dequantize_row(self.ty, self.row(r), &mut out[..self.cols]);
+    }
+
+    /// Whether the kernels for this type take 8-bit quantized activations (else f32 activations).
+    pub fn wants_q8(&self) -> bool {
+        !matches!(self.ty, GgmlType::F32 | GgmlType::F16)
+    }
+}
+
+/// An activation block: 32 values quantized to `i8` with scale `d` (rounded to f16 as llama.cpp's
+/// `block_q8_0`/`block_q8_1` store it) and `s = d * sum(qs)` (used by formats with a minimum: Q4_1, Q5_1, Q4_K).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlockQ8 {
+    /// Scale: `x_i ~ d * qs_i`.
+    pub d: f32,
+    /// `d * sum(qs)`.
+    pub s: f32,
+    /// Quantized values.
+    pub qs: [i8; 32],
+}
+
+/// Quantize `x` (length a multiple of 32) into `out` (`x.len() / 32` blocks), as ggml's
+/// `quantize_row_q8_1_ref`: `d = max|x| / 127`, `q = round(x / d)`.
+pub fn quantize_row_q8(x: &[f32], out: &mut [BlockQ8]) {
+    debug_assert_eq!(x.len(), out.len() * 32);
+    for (xb, ob) in x.chunks_exact(32).zip(out.iter_mut()) {
+        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, v) in ob.qs.iter_mut().zip(xb) {
+            let qi = (v * id).round() as i32;
+            *q = qi as i8;
+            sum += qi;
+        }
+        ob.d = round_f16(d);
+        ob.s = round_f16(d * sum as f32);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Dequantization of one row (scalar; used for embeddings and as the reference of the tests).
+// ---------------------------------------------------------------------------------------------------------
+
+/// Dequantize one row of `ty` blocks (`src`) into `out` (f32, whole blocks). Panics on unsupported types
+/// (callers go through [`QMatrix::new`], which checks).
+pub fn dequantize_row(ty: GgmlType, src: &[u8], out: &mut [f32]) {
+    match ty {
+        GgmlType::F32 => {
+            for (o, c) in out.iter_mut().zip(src.chunks_exact(4)) {
+                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        GgmlType::F16 => {
+            for (o, c) in out.iter_mut().zip(src.chunks_exact(2)) {
+                *o = f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+            }
+        }
+        GgmlType::Q8_0 => {
+            for (o, b) in out.chunks_exact_mut(32).zip(src.chunks_exact(34)) {
+                let d = f16_at(b, 0);
+                for i in 0..32 {
+                    o[i] = d * (b[2 + i] as i8) as f32;
+                }
+            }
+        }
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            let bb = ty.block_bytes();
+            for (o, b) in out.chunks_exact_mut(32).zip(src.chunks_exact(bb)) {
+                let (q, d, m) = unpack_small_block(ty, b);
+                for i in 0..32 {
+                    o[i] = d * q[i] as f32 + m;
+                }
+            }
+        }
+        GgmlType::Q4_K => {
+            for (o, b) in out.chunks_exact_mut(256).zip(src.chunks_exact(144)) {
+                let (q, sc, mn) = unpack_q4_k(b);
+                for j in 0..8 {
+                    for i in 0..32 {
+                        o[j * 32 + i] = sc[j] * q[j * 32 + i] as f32 - mn[j];
+                    }
+                }
+            }
+        }
+        GgmlType::Q6_K => {
+            for (o, b) in out.chunks_exact_mut(256).zip(src.chunks_exact(210)) {
+                let (q, sc) = unpack_q6_k(b);
+                for j in 0..16 {
+                    for i in 0..16 {
+                        o[j * 16 + i] = sc[j] * q[j * 16 + i] as f32;
+                    }
+                }
+            }
+        }
+        other => panic!("dequantize_row: unsupported type {other}"),
+    }
+}
+
+/// Unpack a Q4_0/Q4_1/Q5_0/Q5_1 block to 32 integer values, scale `d` and additive minimum `m`
+/// (`x = d*q + m`; for Q4_0/Q5_0 the offset is folded into `q`: `q - 8` / `q - 16`, `m = 0`).
+#[inline]
+fn unpack_small_block(ty: GgmlType, b: &[u8]) -> ([i32; 32], f32, f32) {
+    let mut q = [0i32; 32];
+    match ty {
+        GgmlType::Q4_0 => {
+            for j in 0..16 {
+                q[j] = (b[2 + j] & 0x0F) as i32 - 8;
+                q[j + 16] = (b[2 + j] >> 4) as i32 - 8;
+            }
+            (q, f16_at(b, 0), 0.0)
+        }
+        GgmlType::Q4_1 => {
+            for j in 0..16 {
+                q[j] = (b[4 + j] & 0x0F) as i32;
+                q[j + 16] = (b[4 + j] >> 4) as i32;
+            }
+            (q, f16_at(b, 0), f16_at(b, 2))
+        }
+        GgmlType::Q5_0 => {
+            let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+            for j in 0..16 {
+                let h0 = ((qh >> j) << 4) & 0x10;
+                let h1 = (qh >> (j + 12)) & 0x10;
+                q[j] = ((b[6 + j] & 0x0F) as u32 | h0) as i32 - 16;
+                q[j + 16] = ((b[6 + j] >> 4) as u32 | h1) as i32 - 16;
+            }
+            (q, f16_at(b, 0), 0.0)
+        }
+        GgmlType::Q5_1 => {
+            let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+            for j in 0..16 {
+                let h0 = ((qh >> j) << 4) & 0x10;
+                let h1 = (qh >> (j + 12)) & 0x10;
+                q[j] = ((b[8 + j] & 0x0F) as u32 | h0) as i32;
+                q[j + 16] = ((b[8 + j] >> 4) as u32 | h1) as i32;
+            }
+            (q, f16_at(b, 0), f16_at(b, 2))
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// Q4_K scale/min of sub-block `j` (ggml `get_scale_min_k4`).
+#[inline]
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        ((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+    }
+}
+
+/// Unpack a Q4_K block (144 bytes: d, dmin, scales[12], qs[128]) into 256 values in 0..16 and, per
+/// 32-element sub-block, its scale `d*sc` and minimum `dmin*m` (`x = scale*q - min`). Source: ggml
+/// `dequantize_row_q4_K`.
+#[inline]
+fn unpack_q4_k(b: &[u8]) -> ([u8; 256], [f32; 8], [f32; 8]) {
+    let d = f16_at(b, 0);
+    let dmin = f16_at(b, 2);
+    let scales = &b[4..16];
+    let qs = &b[16..144];
+    let mut q = [0u8; 256];
+    let mut sc = [0f32; 8];
+    let mut mn = [0f32; 8];
+    for k in 0..4 {
+        let (s0, m0) = scale_min_k4(2 * k, scales);
+        let (s1, m1) = scale_min_k4(2 * k + 1, scales);
+        sc[2 * k] = d * s0 as f32;
+        mn[2 * k] = dmin * m0 as f32;
+        sc[2 * k + 1] = d * s1 as f32;
+        mn[2 * k + 1] = dmin * m1 as f32;
+        let src = &qs[32 * k..32 * k + 32];
+        for l in 0..32 {
+            q[64 * k + l] = src[l] & 0x0F;
+            q[64 * k + 32 + l] = src[l] >> 4;
+        }
+    }
+    (q, sc, mn)
+}
+
+/// Unpack a Q6_K block (210 bytes: ql[128], qh[64], scales[16] i8, d) into 256 values in -32..32 and the
+/// 16 sub-block scales `d*sc` (16 elements each). Source: ggml `dequantize_row_q6_K`.
+#[inline]
+fn unpack_q6_k(b: &[u8]) -> ([i8; 256], [f32; 16]) {
+    let d = f16_at(b, 208);
+    let mut q = [0i8; 256];
+    let mut sc = [0f32; 16];
+    for (j, s) in sc.iter_mut().enumerate() {
+        *s = d * (b[192 + j] as i8) as f32;
+    }
+    for n in 0..2 {
+        let ql = &b[64 * n..64 * n + 64];
+        let qh = &b[128 + 32 * n..128 + 32 * n + 32];
+        let y = &mut q[128 * n..128 * n + 128];
+        for l in 0..32 {
+            y[l] = ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) as i8 - 32;
+            y[l + 32] = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+            y[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+            y[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
+        }
+    }
+    (q, sc)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Scalar dot products: one weight row (raw blocks) with one quantized activation row.
+// ---------------------------------------------------------------------------------------------------------
+
+#[inline]
+fn isum(q: &[i32], a: &[i8]) -> i32 {
+    q.iter().zip(a).map(|(x, y)| x * *y as i32).sum()
+}
+
+/// Scalar dot product of one weight row of type `ty` (`w`, raw blocks) with quantized activations `a`
+/// (`cols / 32` blocks). The reference of the SIMD kernels. Panics for F32/F16 (use [`dot_f32_scalar`]).
+pub fn dot_q8_scalar(ty: GgmlType, w: &[u8], a: &[BlockQ8]) -> f32 {
+    let mut acc = 0f32;
+    match ty {
+        GgmlType::Q8_0 => {
+            for (b, ab) in w.chunks_exact(34).zip(a) {
+                let mut s = 0i32;
+                for i in 0..32 {
+                    s += (b[2 + i] as i8) as i32 * ab.qs[i] as i32;
+                }
+                acc += f16_at(b, 0) * ab.d * s as f32;
+            }
+        }
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            for (b, ab) in w.chunks_exact(ty.block_bytes()).zip(a) {
+                let (q, d, m) = unpack_small_block(ty, b);
+                acc += d * ab.d * isum(&q, &ab.qs) as f32 + m * ab.s;
+            }
+        }
+        GgmlType::Q4_K => {
+            for (b, ab) in w.chunks_exact(144).zip(a.chunks_exact(8)) {
+                let (q, sc, mn) = unpack_q4_k(b);
+                for j in 0..8 {
+                    let s: i32 = (0..32).map(|i| q[32 * j + i] as i32 * ab[j].qs[i] as i32).sum();
+                    acc += sc[j] * ab[j].d * s as f32 - mn[j] * ab[j].s;
+                }
+            }
+        }
+        GgmlType::Q6_K => {
+            for (b, ab) in w.chunks_exact(210).zip(a.chunks_exact(8)) {
+                let (q, sc) = unpack_q6_k(b);
+                for j in 0..8 {
+                    let s0: i32 = (0..16).map(|i| q[32 * j + i] as i32 * ab[j].qs[i] as i32).sum();
+                    let s1: i32 = (16..32).map(|i| q[32 * j + i] as i32 * ab[j].qs[i] as i32).sum();
+                    acc += ab[j].d * (sc[2 * j] * s0 as f32 + sc[2 * j + 1] * s1 as f32);
+                }
+            }
+        }
+        other => panic!("dot_q8_scalar: no 8-bit kernel for {other}"),
+    }
+    acc
+}
+
+/// Scalar dot product of one F32 or F16 weight row with f32 activations `x`.
+pub fn dot_f32_scalar(ty: GgmlType, w: &[u8], x: &[f32]) -> f32 {
+    match ty {
+        GgmlType::F32 => {
+            // 8 partial sums: lets the compiler vectorize without reassociation flags.
+            let mut acc = [0f32; 8];
+            for (wc, xc) in w.chunks_exact(32).zip(x.chunks_exact(8)) {
+                for i in 0..8 {
+                    let v = f32::from_le_bytes([wc[4 * i], wc[4 * i + 1], wc[4 * i + 2], wc[4 * i + 3]]);
+                    acc[i] += v * xc[i];
+                }
+            }
+            let n8 = x.len() / 8 * 8;
+            let mut s: f32 = acc.iter().sum();
+            for i in n8..x.len() {
+                s += f32::from_le_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]]) * x[i];
+            }
+            s
+        }
+        GgmlType::F16 => {
+            let mut acc = [0f32; 8];
+            for (wc, xc) in w.chunks_exact(16).zip(x.chunks_exact(8)) {
+                for i in 0..8 {
+                    acc[i] += f16_at(wc, 2 * i) * xc[i];
+                }
+            }
+            let n8 = x.len() / 8 * 8;
+            let mut s: f32 = acc.iter().sum();
+            for i in n8..x.len() {
+                s += f16_at(w, 2 * i) * x[i];
+            }
+            s
+        }
+        other => panic!("dot_f32_scalar: {other} is not a float type"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// AVX2 + FMA kernels (x86_64): Q8_0, Q4_0, Q4_1 against BlockQ8, tiles of 1 weight row x R activation rows.
+// ---------------------------------------------------------------------------------------------------------
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unused_unsafe)]
+mod avx2 {
+    use super::BlockQ8;
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn f16_at(p: *const u8) -> f32 {
+        unsafe {
+            let bits = u16::from_le_bytes([*p, *p.add(1)]);
+            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+        }
+    }
+
+    /// Sum of 32 products of signed bytes `x` (weights) and `y` (activations), as 8 f32 lanes (ggml
+    /// `mul_sum_i8_pairs_float`: `maddubs(|x|, sign(y, x))`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
+        unsafe {
+            let ax = _mm256_sign_epi8(x, x);
+            let sy = _mm256_sign_epi8(y, x);
+            let dot = _mm256_maddubs_epi16(ax, sy);
+            _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)))
+        }
+    }
+
+    /// Sum of 32 products of unsigned bytes `x` (weights, < 128) and signed bytes `y`, as 8 f32 lanes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn mul_sum_u8_i8(x: __m256i, y: __m256i) -> __m256 {
+        unsafe {
+            let dot = _mm256_maddubs_epi16(x, y);
+            _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)))
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        unsafe {
+            let lo = _mm256_castps256_ps128(v);
+            let hi = _mm256_extractf128_ps(v, 1);
+            let s = _mm_add_ps(lo, hi);
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            _mm_cvtss_f32(s)
+        }
+    }
+
+    /// 16 bytes of packed nibbles -> 32 bytes in 0..16 (low nibbles = elements 0..16, high = 16..32).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn unpack_nibbles(p: *const u8) -> __m256i {
+        unsafe {
+            let t = _mm_loadu_si128(p as *const __m128i);
+            let both = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+            _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+        }
+    }
+
+    /// Dot of one weight row (`nb` blocks at `w`) of type Q8_0 / Q4_0 / Q4_1 with `R` activation rows.
+    /// `a[r]` points at row r's `nb` blocks. Output: `out[r]`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_rows<const KIND: u8, const R: usize>(w: *const u8, nb: usize, a: [*const BlockQ8; R], out: &mut [f32; R]) {
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); R];
+            let mut accm = [0f32; R];
+            let bb = match KIND {
+                0 => 34usize,
+                1 => 18,
+                _ => 20,
+            };
+            for b in 0..nb {
+                let p = w.add(b * bb);
+                let dw = f16_at(p);
+                match KIND {
+                    0 => {
+                        let q = _mm256_loadu_si256(p.add(2) as *const __m256i);
+                        for r in 0..R {
+                            let ab = &*a[r].add(b);
+                            let y = _mm256_loadu_si256(ab.qs.as_ptr() as *const __m256i);
+                            let s = mul_sum_i8(q, y);
+                            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * ab.d), s, acc[r]);
+                        }
+                    }
+                    1 => {
+                        let q = _mm256_sub_epi8(unpack_nibbles(p.add(2)), _mm256_set1_epi8(8));
+                        for r in 0..R {
+                            let ab = &*a[r].add(b);
+                            let y = _mm256_loadu_si256(ab.qs.as_ptr() as *const __m256i);
+                            let s = mul_sum_i8(q, y);
+                            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * ab.d), s, acc[r]);
+                        }
+                    }
+                    _ => {
+                        let m = f16_at(p.add(2));
+                        let q = unpack_nibbles(p.add(4));
+                        for r in 0..R {
+                            let ab = &*a[r].add(b);
+                            let y = _mm256_loadu_si256(ab.qs.as_ptr() as *const __m256i);
+                            let s = mul_sum_u8_i8(q, y);
+                            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * ab.d), s, acc[r]);
+                            accm[r] += m * ab.s;
+                        }
+                    }
+                }
+            }
+            for r in 0..R {
+                out[r] = hsum(acc[r]) + accm[r];
+            }
+        }
+    }
+
+    /// F32 weight row · f32 activations.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f32(w: *const u8, x: &[f32]) -> f32 {
+        unsafe {
+            let n = x.len();
+            let mut acc0 = _mm256_setzero_ps();
+            let mut acc1 = _mm256_setzero_ps();
+            let mut i = 0;
+            while i + 16 <= n {
+                let w0 = _mm256_loadu_ps(w.add(4 * i) as *const f32);
+                let w1 = _mm256_loadu_ps(w.add(4 * i + 32) as *const f32);
+                acc0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x.as_ptr().add(i)), acc0);
+                acc1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x.as_ptr().add(i + 8)), acc1);
+                i += 16;
+            }
+            let mut s = hsum(_mm256_add_ps(acc0, acc1));
+            while i < n {
+                s += (w.add(4 * i) as *const f32).read_unaligned() * x[i];
+                i += 1;
+            }
+            s
+        }
+    }
+
+    /// F16 weight row · f32 activations (F16C conversion).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_f16(w: *const u8, x: &[f32]) -> f32 {
+        unsafe {
+            let n = x.len();
+            let mut acc = _mm256_setzero_ps();
+            let mut i = 0;
+            while i + 8 <= n {
+                let h = _mm_loadu_si128(w.add(2 * i) as *const __m128i);
+                acc = _mm256_fmadd_ps(_mm256_cvtph_ps(h), _mm256_loadu_ps(x.as_ptr().add(i)), acc);
+                i += 8;
+            }
+            let mut s = hsum(acc);
+            while i < n {
+                s += f16_at(w.add(2 * i)) * x[i];
+                i += 1;
+            }
+            s
+        }
+    }
+}
+
+/// Which kernels [`matmul`] uses: the portable scalar ones, or the fastest the CPU supports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelPath {
+    /// Portable scalar kernels (the reference).
+    Scalar,
+    /// AVX2+FMA where available (x86_64, checked at run time), scalar otherwise.
+    Best,
+}
+
+/// Whether the AVX2+FMA kernels can run on this CPU.
+pub fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("f16c")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Activations of a matrix product, prepared once for all weight rows: f32 rows, or quantized rows.
+enum Acts<'a> {
+    F32(&'a [f32]),
+    Q8(Vec<BlockQ8>),
+}
+
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// Weight rows per task: enough work per task to amortize scheduling; small enough to balance 2+ threads.
+const ROWS_PER_TASK: usize = 32;
+
+/// `y = x · Wᵀ`: `x` is `n x cols` (row-major f32), `y` is `n x rows` (row-major f32): for every activation
+/// row `t` and weight row `r`, `y[t*rows + r] = sum_k W[r,k] x[t*cols + k]`.
+///
+/// Quantized weights take activations quantized with [`quantize_row_q8`]; F32/F16 weights take f32. The
+/// work is split across the current rayon pool (use `ThreadPool::install` to choose the thread count) by
+/// chunks of weight rows. Panics if `x.len() != n*cols` or `y.len() != n*rows` (caller bug).
+pub fn matmul(w: &QMatrix, x: &[f32], n: usize, y: &mut [f32], path: KernelPath) {
+    assert_eq!(x.len(), n * w.cols, "matmul: activation length");
+    assert_eq!(y.len(), n * w.rows, "matmul: output length");
+    let nb = w.cols / 32;
+    let acts = if w.wants_q8() {
+        let mut q = vec![BlockQ8::default(); n * nb];
+        if n > 1 {
+            q.par_chunks_mut(nb).zip(x.par_chunks(w.cols)).for_each(|(qb, xr)| quantize_row_q8(xr, qb));
+        } else {
+            quantize_row_q8(x, &mut q);
+        }
+        Acts::Q8(q)
+    } else {
+        Acts::F32(x)
+    };
+    let simd = path == KernelPath::Best && has_avx2();
+    let rows = w.rows;
+    let yp = SendPtr(y.as_mut_ptr());
+    let n_tasks = rows.div_ceil(ROWS_PER_TASK);
+    let yp = &yp;
+    let acts = &acts;
+    let task = move |task: usize| {
+        let r0 = task * ROWS_PER_TASK;
+        let r1 = (r0 + ROWS_PER_TASK).min(rows);
+        // SAFETY: tasks write disjoint output columns r0..r1 of every row t; y outlives the scope.
+        let put = |t: usize, r: usize, v: f32| unsafe { *yp.0.add(t * rows + r) = v };
+        match acts {
+            Acts::F32(x) => {
+                for r in r0..r1 {
+                    let wr = w.row(r);
+                    for t in 0..n {
+                        let xr = &x[t * w.cols..(t + 1) * w.cols];
+                        put(t, r, dot_f32_row(w.ty, wr, xr, simd));
+                    }
+                }
+            }
+            Acts::Q8(q) => {
+                let kind = match w.ty {
+                    GgmlType::Q8_0 => Some(0u8),
+                    GgmlType::Q4_0 => Some(1),
+                    GgmlType::Q4_1 => Some(2),
+                    _ => None,
+                };
+                match (simd, kind) {
+                    #[cfg(target_arch = "x86_64")]
+                    (true, Some(kind)) => {
+                        for r in r0..r1 {
+                            let wr = w.row(r);
+                            let mut t = 0;
+                            while t + 4 <= n {
+                                let ap = [0, 1, 2, 3].map(|i| q[(t + i) * nb..].as_ptr());
+                                let mut o = [0f32; 4];
+                                // SAFETY: avx2+fma checked by has_avx2; wr holds nb blocks; each ap row nb blocks.
+                                unsafe {
+                                    match kind {
+                                        0 => avx2::dot_rows::<0, 4>(wr.as_ptr(), nb, ap, &mut o),
+                                        1 => avx2::dot_rows::<1, 4>(wr.as_ptr(), nb, ap, &mut o),
+                                        _ => avx2::dot_rows::<2, 4>(wr.as_ptr(), nb, ap, &mut o),
+                                    }
+                                }
+                                for i in 0..4 {
+                                    put(t + i, r, o[i]);
+                                }
+                                t += 4;
+                            }
+                            while t < n {
+                                let ap = [q[t * nb..].as_ptr()];
+                                let mut o = [0f32; 1];
+                                unsafe {
+                                    match kind {
+                                        0 => avx2::dot_rows::<0, 1>(wr.as_ptr(), nb, ap, &mut o),
+                                        1 => avx2::dot_rows::<1, 1>(wr.as_ptr(), nb, ap, &mut o),
+                                        _ => avx2::dot_rows::<2, 1>(wr.as_ptr(), nb, ap, &mut o),
+                                    }
+                                }
+                                put(t, r, o[0]);
+                                t += 1;
+                            }
+                        }
+                    }
+                    _ => {
+                        for r in r0..r1 {
+                            let wr = w.row(r);
+                            for t in 0..n {
+                                put(t, r, dot_q8_scalar(w.ty, wr, &q[t * nb..(t + 1) * nb]));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if n_tasks <= 1 {
+        task(0);
+    } else {
+        (0..n_tasks).into_par_iter().for_each(task);
+    }
+}
+
+#[inline]
+fn dot_f32_row(ty: GgmlType, w: &[u8], x: &[f32], simd: bool) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: simd implies avx2+fma+f16c detected; w holds x.len() elements of ty.
+        unsafe {
+            return match ty {
+                GgmlType::F32 => avx2::dot_f32(w.as_ptr(), x),
+                _ => avx2::dot_f16(w.as_ptr(), x),
+            };
+        }
+    }
+    let _ = simd;
+    dot_f32_scalar(ty, w, x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((*seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+    }
+
+    fn random_bytes(n: usize, seed: &mut u64) -> Vec<u8> {
+        (0..n).map(|_| (lcg(seed) * 127.0) as i8 as u8).collect()
+    }
+
+    /// Random blocks of `ty` with sane (small, finite) f16 scales.
+    fn random_matrix(ty: GgmlType, rows: usize, cols: usize, seed: &mut u64) -> Vec<u8> {
+        let (be, bb) = ty.block_size();
+        let mut data = random_bytes(rows * cols / be * bb, seed);
+        let put_f16 = |d: &mut [u8], off: usize, v: f32| d[off..off + 2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
+        for b in data.chunks_exact_mut(bb) {
+            match ty {
+                GgmlType::F32 => {
+                    let v = lcg(seed);
+                    b.copy_from_slice(&v.to_le_bytes());
+                }
+                GgmlType::F16 => put_f16(b, 0, lcg(seed)),
+                GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 => put_f16(b, 0, 0.01 + 0.01 * lcg(seed).abs()),
+                GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K => {
+                    put_f16(b, 0, 0.01 + 0.01 * lcg(seed).abs());
+                    put_f16(b, 2, 0.02 * lcg(seed));
+                }
+                GgmlType::Q6_K => put_f16(b, 208, 0.001 + 0.001 * lcg(seed).abs()),
+                _ => unreachable!(),
+            }
+        }
+        data
+    }
+
+    /// Hand-computed: a Q8_0 block with d=0.5 and q_i = i-16 dotted with x_i = 1.0 (quantized exactly:
+    /// d_a = 1/127, q_a = 127) gives 0.5 * sum(i-16) = 0.5 * (-16) = -8.
+    #[test]
+    fn q8_0_hand_computed() {
+        let mut blk = vec![0u8; 34];
+        blk[0..2].copy_from_slice(&f16::from_f32(0.5).to_bits().to_le_bytes());
+        for i in 0..32 {
+            blk[2 + i] = (i as i8 - 16) as u8;
+        }
+        let w = QMatrix::new(GgmlType::Q8_0, 1, 32, &blk).unwrap();
+        let x = [1.0f32; 32];
+        for path in [KernelPath::Scalar, KernelPath::Best] {
+            let mut y = [0f32; 1];
+            matmul(&w, &x, 1, &mut y, path);
+            assert!((y[0] + 8.0).abs() < 1e-3, "{path:?}: {}", y[0]);
+        }
+    }
+
+    /// Every kernel against the f32 dot of the dequantized row with the unquantized activations: the error
+    /// is bounded by the activation quantization (8 bits) and scalar and SIMD agree closely.
+    #[test]
+    fn kernels_match_dequantized_reference_and_simd_matches_scalar() {
+        let mut seed = 42u64;
+        for ty in SUPPORTED_TYPES {
+            let (rows, cols, n) = (37, 512, 6);
+            let data = random_matrix(ty, rows, cols, &mut seed);
+            let w = QMatrix::new(ty, rows, cols, &data).unwrap();
+            let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed)).collect();
+            let mut ys = vec![0f32; n * rows];
+            let mut yb = vec![0f32; n * rows];
+            matmul(&w, &x, n, &mut ys, KernelPath::Scalar);
+            matmul(&w, &x, n, &mut yb, KernelPath::Best);
+            let mut wr = vec![0f32; cols];
+            for r in 0..rows {
+                w.dequantize_row(r, &mut wr);
+                let norm: f32 = wr.iter().map(|v| v * v).sum::<f32>().sqrt();
+                for t in 0..n {
+                    let xr = &x[t * cols..(t + 1) * cols];
+                    let exact: f32 = wr.iter().zip(xr).map(|(a, b)| a * b).sum();
+                    let (s, b) = (ys[t * rows + r], yb[t * rows + r]);
+                    // 8-bit activations: |err| <~ |w| * |x quant error| ~ |w| * sqrt(cols) * (1/127)/sqrt(12)...
+                    let tol = if w.wants_q8() { 0.01 * norm * (cols as f32).sqrt() / 10.0 } else { 1e-3 * (1.0 + norm) };
+                    assert!((s - exact).abs() <= tol, "{ty} scalar r{r} t{t}: {s} vs {exact} (tol {tol})");
+                    assert!((b - s).abs() <= 1e-4 * (1.0 + s.abs()), "{ty} simd r{r} t{t}: {b} vs scalar {s}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        assert_eq!(QMatrix::new(GgmlType::Q2_K, 1, 256, &[0; 84]).unwrap_err(), KernelError::UnsupportedType(GgmlType::Q2_K));
+        assert!(matches!(QMatrix::new(GgmlType::Q8_0, 1, 33, &[0; 34]), Err(KernelError::RowNotBlockAligned { .. })));
+        assert!(matches!(QMatrix::new(GgmlType::Q8_0, 2, 32, &[0; 34]), Err(KernelError::DataLength { .. })));
+    }
+}

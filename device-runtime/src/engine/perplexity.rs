@@ -1,0 +1,73 @@
+//! Perplexity as llama.cpp's `llama-perplexity` computes it (`tools/perplexity/perplexity.cpp`,
+//! `perplexity()`): the token sequence is cut into `n_chunk = len / n_ctx` non-overlapping chunks of `n_ctx`
+//! tokens (the remainder is dropped); each chunk is evaluated from an empty KV cache, with its first token
+//! replaced by BOS when the vocabulary adds BOS; only the second half is scored: for `j` in
+//! `n_ctx/2 .. n_ctx-1`, `-log p(token[j+1] | tokens[..=j])`. PPL = `exp(mean NLL)` over all scored tokens.
+
+use super::session::{Logits, Session};
+use super::{ops, EngineError};
+
+/// Result of [`perplexity`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Perplexity {
+    /// `exp(nll / count)`.
+    pub ppl: f64,
+    /// Sum of negative log-likelihoods (nats).
+    pub nll: f64,
+    /// Scored tokens (`n_chunks * (n_ctx - 1 - n_ctx/2)`).
+    pub count: usize,
+    /// Chunks evaluated.
+    pub n_chunks: usize,
+    /// PPL after each chunk (running), as llama-perplexity prints it.
+    pub running: Vec<f64>,
+}
+
+/// Score `tokens` with llama-perplexity's method, chunks of `n_ctx` tokens (the session's context must hold
+/// `n_ctx`). `bos`: the BOS id when the vocabulary adds BOS (`tokenizer.ggml.add_bos_token`), else `None`.
+/// `max_chunks` limits the chunks (0: all). `progress` is called after each chunk with `(chunk, running ppl)`.
+///
+/// Errors: [`EngineError::Config`] if fewer than `n_ctx` tokens are given or `n_ctx < 4`; errors of
+/// [`Session::prefill`].
+pub fn perplexity(
+    session: &mut Session,
+    tokens: &[u32],
+    n_ctx: usize,
+    bos: Option<u32>,
+    max_chunks: usize,
+    mut progress: impl FnMut(usize, f64),
+) -> Result<Perplexity, EngineError> {
+    if n_ctx < 4 {
+        return Err(EngineError::Config(format!("perplexity context {n_ctx} is too small (at least 4)")));
+    }
+    let mut n_chunks = tokens.len() / n_ctx;
+    if n_chunks == 0 {
+        return Err(EngineError::Config(format!(
+            "{} tokens is less than one chunk of {n_ctx}: use a longer text or a smaller --ctx",
+            tokens.len()
+        )));
+    }
+    if max_chunks > 0 {
+        n_chunks = n_chunks.min(max_chunks);
+    }
+    let first = n_ctx / 2;
+    let (mut nll, mut count) = (0f64, 0usize);
+    let mut running = Vec::with_capacity(n_chunks);
+    for c in 0..n_chunks {
+        let mut chunk = tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
+        if let Some(b) = bos {
+            chunk[0] = b;
+        }
+        session.reset();
+        let logits = session.prefill(&chunk, Logits::All)?;
+        let nv = logits.len() / n_ctx;
+        for j in first..n_ctx - 1 {
+            let target = tokens[c * n_ctx + j + 1] as usize;
+            nll -= ops::log_softmax_at(&logits[j * nv..(j + 1) * nv], target);
+            count += 1;
+        }
+        let p = (nll / count as f64).exp();
+        running.push(p);
+        progress(c, p);
+    }
+    Ok(Perplexity { ppl: (nll / count as f64).exp(), nll, count, n_chunks, running })
+}

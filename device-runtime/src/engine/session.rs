@@ -1,0 +1,262 @@
+//! A session: the KV cache and the forward pass (batched prefill, token-by-token decode).
+//!
+//! The forward pass of one batch of `n` tokens at positions `pos..pos+n`, top to bottom (llama.cpp's
+//! `llm_build_llama` / `llm_build_deci`):
+//!
+//! ```text
+//! x = token_embd[tokens]                                  [n, d]
+//! for each block:
+//!   if attention:  h = rmsnorm(x) * attn_norm
+//!                  q = h Wqᵀ [n, nh*hd], k = h Wkᵀ, v = h Wvᵀ [n, nkv*hd]; RoPE(q, k) at their positions
+//!                  append k, v to the cache; per query head j (group j / (nh/nkv)):
+//!                  o_j = softmax(q_j Kᵀ / sqrt(hd), causal) V      x += o Woᵀ
+//!   if FFN:        h = rmsnorm(x) * ffn_norm;  x += (silu(h Wgᵀ) * (h Wuᵀ)) Wdᵀ
+//! logits = rmsnorm(x) * output_norm · outputᵀ            [n or 1, n_vocab]
+//! ```
+//!
+//! A block with 0 KV heads (or 0 query heads) has no attention, a block with FFN width 0 has no FFN, and a
+//! block with neither passes `x` through unchanged. (llama.cpp's `deci` graph skips a whole block, its
+//! attention included, when its FFN width is 0; the two agree when both are 0, which is what the sub-networks
+//! of this toolkit produce when they drop a layer. A block with attention but no FFN keeps its attention here.)
+
+use super::model::{Mat, Model};
+use super::ops;
+use super::EngineError;
+use crate::quant::dot::{self, KernelPath};
+use rayon::prelude::*;
+
+/// Session settings.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionOptions {
+    /// KV cache capacity in tokens (prompt + generated). 0: the model's training context, capped at 4096.
+    pub n_ctx: usize,
+    /// Worker threads (0: all logical CPUs).
+    pub threads: usize,
+    /// Tokens per prefill batch (a longer prompt runs in several batches).
+    pub n_batch: usize,
+    /// Kernels: the fastest this CPU supports, or the portable scalar ones.
+    pub kernels: KernelPath,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions { n_ctx: 0, threads: 0, n_batch: 512, kernels: KernelPath::Best }
+    }
+}
+
+/// Which positions of a prefill return logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last token's (what generation and llama-bench need): `[n_vocab]`.
+    Last,
+    /// Every token's (perplexity, scoring): `[n_tokens, n_vocab]`, row-major.
+    All,
+}
+
+struct LayerCache {
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+/// A sequence being evaluated: the model, the KV cache (f32, `n_ctx x n_head_kv*head_dim` per block with
+/// attention) and a thread pool.
+pub struct Session<'m> {
+    model: &'m Model,
+    n_ctx: usize,
+    n_batch: usize,
+    pos: usize,
+    cache: Vec<LayerCache>,
+    pool: rayon::ThreadPool,
+    kernels: KernelPath,
+}
+
+impl<'m> Session<'m> {
+    /// A new session on `model` with an empty KV cache.
+    ///
+    /// Errors: [`EngineError::Config`] if the thread pool cannot start or `n_ctx` exceeds the training context.
+    pub fn new(model: &'m Model, opts: SessionOptions) -> Result<Self, EngineError> {
+        let c = &model.config;
+        let n_ctx = if opts.n_ctx == 0 { c.n_ctx_train.clamp(1, 4096) } else { opts.n_ctx };
+        if c.n_ctx_train > 0 && n_ctx > c.n_ctx_train {
+            return Err(EngineError::Config(format!("context {n_ctx} exceeds the model's training context {}", c.n_ctx_train)));
+        }
+        let cache = model
+            .layers
+            .iter()
+            .map(|l| {
+                let kv = if l.shape.has_attention() { n_ctx * l.shape.n_head_kv * c.head_dim } else { 0 };
+                LayerCache { k: vec![0.0; kv], v: vec![0.0; kv] }
+            })
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.threads)
+            .build()
+            .map_err(|e| EngineError::Config(format!("thread pool: {e}")))?;
+        Ok(Session { model, n_ctx, n_batch: opts.n_batch.max(1), pos: 0, cache, pool, kernels: opts.kernels })
+    }
+
+    /// Tokens in the KV cache (the position of the next token).
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// KV cache capacity in tokens.
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Bytes held by the KV cache.
+    pub fn kv_cache_bytes(&self) -> usize {
+        self.cache.iter().map(|c| (c.k.len() + c.v.len()) * 4).sum()
+    }
+
+    /// Worker threads of this session.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Forget the sequence (the cache is overwritten by the next tokens).
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Run `tokens` through the model (in batches of `n_batch`), append them to the cache, and return
+    /// logits: `[n_vocab]` for [`Logits::Last`], `[tokens.len(), n_vocab]` for [`Logits::All`].
+    ///
+    /// Errors: [`EngineError::EmptyInput`], [`EngineError::ContextFull`] (nothing is evaluated then),
+    /// [`EngineError::TokenOutOfRange`].
+    pub fn prefill(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, EngineError> {
+        if tokens.is_empty() {
+            return Err(EngineError::EmptyInput);
+        }
+        if self.pos + tokens.len() > self.n_ctx {
+            return Err(EngineError::ContextFull { pos: self.pos, n_tokens: tokens.len(), n_ctx: self.n_ctx });
+        }
+        let nv = self.model.config.n_vocab;
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= nv) {
+            return Err(EngineError::TokenOutOfRange { token: t, n_vocab: nv });
+        }
+        let mut out = Vec::with_capacity(if logits == Logits::All { tokens.len() * nv } else { nv });
+        let nb = self.n_batch;
+        let n_chunks = tokens.len().div_ceil(nb);
+        for (i, chunk) in tokens.chunks(nb).enumerate() {
+            let last = i + 1 == n_chunks;
+            let want = if logits == Logits::All { Logits::All } else if last { Logits::Last } else { Logits::Last };
+            let l = self.pool.install(|| forward(self.model, &mut self.cache, self.pos, chunk, want, self.kernels, last || logits == Logits::All));
+            self.pos += chunk.len();
+            if logits == Logits::All || last {
+                out.extend_from_slice(&l);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Run one token and return its logits `[n_vocab]`. Errors as [`Session::prefill`].
+    pub fn decode(&mut self, token: u32) -> Result<Vec<f32>, EngineError> {
+        self.prefill(&[token], Logits::Last)
+    }
+}
+
+/// One batch through the model; returns the logits of the last token (`want = Last`) or all tokens, or
+/// nothing when `need_logits` is false (an intermediate prefill batch).
+fn forward(
+    model: &Model,
+    cache: &mut [LayerCache],
+    pos0: usize,
+    tokens: &[u32],
+    want: Logits,
+    kernels: KernelPath,
+    need_logits: bool,
+) -> Vec<f32> {
+    let c = &model.config;
+    let (n, d, hd) = (tokens.len(), c.n_embd, c.head_dim);
+    let mm = |m: &Mat, x: &[f32], y: &mut Vec<f32>| {
+        y.resize(n * m.rows, 0.0);
+        dot::matmul(&model.mat(m), x, x.len() / m.cols, y, kernels);
+    };
+
+    // Token embeddings.
+    let mut x = vec![0f32; n * d];
+    let emb = model.mat(&model.tok_embd);
+    for (t, row) in tokens.iter().zip(x.chunks_exact_mut(d)) {
+        emb.dequantize_row(*t as usize, row);
+    }
+    // RoPE tables for the batch's positions.
+    let ropes: Vec<Vec<(f32, f32)>> = (0..n)
+        .map(|t| {
+            let mut tab = Vec::new();
+            ops::rope_table(pos0 + t, c.rope_dims, c.rope_base, &mut tab);
+            tab
+        })
+        .collect();
+
+    let mut h = vec![0f32; n * d];
+    let (mut q, mut k, mut v, mut att, mut o) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut g, mut u) = (Vec::new(), Vec::new());
+    for (lw, lc) in model.layers.iter().zip(cache.iter_mut()) {
+        let s = lw.shape;
+        if s.has_attention() {
+            ops::rmsnorm(&mut h, &x, &lw.attn_norm, c.rms_eps);
+            mm(lw.wq.as_ref().unwrap(), &h, &mut q);
+            mm(lw.wk.as_ref().unwrap(), &h, &mut k);
+            mm(lw.wv.as_ref().unwrap(), &h, &mut v);
+            let (qd, kvd) = (s.n_head * hd, s.n_head_kv * hd);
+            for t in 0..n {
+                ops::rope(&mut q[t * qd..(t + 1) * qd], hd, &ropes[t], c.rope_neox);
+                ops::rope(&mut k[t * kvd..(t + 1) * kvd], hd, &ropes[t], c.rope_neox);
+            }
+            lc.k[pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&k);
+            lc.v[pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&v);
+            att.resize(n * qd, 0.0);
+            let group = s.n_head / s.n_head_kv;
+            let scale = 1.0 / (hd as f32).sqrt();
+            let (kc, vc, qr) = (&lc.k, &lc.v, &q);
+            let head = |idx: usize, out: &mut [f32]| {
+                let (t, j) = (idx / s.n_head, idx % s.n_head);
+                let kvh = j / group;
+                let qv = &qr[t * qd + j * hd..t * qd + (j + 1) * hd];
+                let len = pos0 + t + 1;
+                let mut sc: Vec<f32> = (0..len)
+                    .map(|p| {
+                        let kv = &kc[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd];
+                        qv.iter().zip(kv).map(|(a, b)| a * b).sum::<f32>() * scale
+                    })
+                    .collect();
+                ops::softmax(&mut sc);
+                out.fill(0.0);
+                for (p, w) in sc.iter().enumerate() {
+                    let vv = &vc[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd];
+                    for (o, b) in out.iter_mut().zip(vv) {
+                        *o += w * b;
+                    }
+                }
+            };
+            if n * s.n_head * (pos0 + n) >= 4096 {
+                att.par_chunks_mut(hd).enumerate().for_each(|(i, out)| head(i, out));
+            } else {
+                att.chunks_mut(hd).enumerate().for_each(|(i, out)| head(i, out));
+            }
+            mm(lw.wo.as_ref().unwrap(), &att, &mut o);
+            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+        }
+        if s.has_ffn() {
+            ops::rmsnorm(&mut h, &x, &lw.ffn_norm, c.rms_eps);
+            mm(lw.gate.as_ref().unwrap(), &h, &mut g);
+            mm(lw.up.as_ref().unwrap(), &h, &mut u);
+            ops::swiglu(&mut g, &u);
+            mm(lw.down.as_ref().unwrap(), &g, &mut o);
+            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+        }
+    }
+    if !need_logits {
+        return Vec::new();
+    }
+    let xs = if want == Logits::Last { &x[(n - 1) * d..] } else { &x[..] };
+    let rows = xs.len() / d;
+    let mut hn = vec![0f32; rows * d];
+    ops::rmsnorm(&mut hn, xs, &model.output_norm, c.rms_eps);
+    let out = &model.output;
+    let mut logits = vec![0f32; rows * out.rows];
+    dot::matmul(&model.mat(out), &hn, rows, &mut logits, kernels);
+    logits
+}
