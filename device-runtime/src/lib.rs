@@ -6,6 +6,7 @@
 //! - [`chat`]: chat templates (`tokenizer.chat_template`) rendered with minijinja as HF transformers does.
 //! - [`arch`]: `ModelConfig` / `SubnetConfig`, the vocabulary that host and runtime share.
 //! - [`engine`]: the CPU forward pass, prefill/decode, sampling.
+//! - [`profile`]: device facts, latency measurement and the latency model.
 //!
 //! Design notes: `DESIGN.md` in the shared folder; the format follows the GGUF spec of ggml
 //! (`docs/gguf.md` in the ggml repository) and the reference reader/writer in gguf-py.
@@ -14,5 +15,6 @@ pub mod arch;
 pub mod chat;
 pub mod engine;
 pub mod gguf;
+pub mod profile;
 pub mod quant;
 pub mod tokenizer;

@@ -3,6 +3,9 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+#[path = "edgerun/profile_cmd.rs"]
+mod profile_cmd;
+
 #[derive(Parser)]
 #[command(name = "edgerun", version, about = "Run and inspect LLaMA-family GGUF models on the target device")]
 struct Cli {
@@ -20,6 +23,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Measure this device's latency profile for sub-networks of a model (and validate the latency model).
+    Profile(Box<profile_cmd::ProfileArgs>),
 }
 
 fn main() -> Result<()> {
@@ -29,5 +34,6 @@ fn main() -> Result<()> {
             let _ = (file, json);
             anyhow::bail!("inspect: not implemented yet")
         }
+        Cmd::Profile(a) => profile_cmd::run(*a),
     }
 }
