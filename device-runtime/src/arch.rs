@@ -173,7 +173,7 @@ impl ModelConfig {
         let head_dim = match f.opt_u32(&k("attention.key_length"))? {
             Some(h) => h as usize,
             None => match first_heads {
-                Some(h) if d_model % h == 0 => d_model / h,
+                Some(h) if d_model.is_multiple_of(h) => d_model / h,
                 Some(h) => return Err(invalid(format!("d_model {d_model} is not a multiple of {h} heads"))),
                 None => d_model,
             },
@@ -181,18 +181,18 @@ impl ModelConfig {
         if head_dim == 0 {
             return Err(invalid("head dimension is 0".into()));
         }
-        if let Some(v) = f.opt_u32(&k("attention.value_length"))? {
-            if v as usize != head_dim {
+        if let Some(v) = f.opt_u32(&k("attention.value_length"))?
+            && v as usize != head_dim {
                 return Err(invalid(format!("value_length {v} differs from key_length {head_dim} (unsupported)")));
             }
-        }
         let rope_dim = f.opt_u32(&k("rope.dimension_count"))?.map_or(head_dim, |r| r as usize);
         if rope_dim > head_dim || rope_dim % 2 != 0 {
             return Err(invalid(format!("rope dimension {rope_dim} must be even and <= head_dim {head_dim}")));
         }
         let rope_freq_base = f.opt_f32(&k("rope.freq_base"))?.unwrap_or(10000.0);
         let rms_eps = f.get_f32(&k("attention.layer_norm_rms_epsilon"))?;
-        if !(rope_freq_base.is_finite() && rope_freq_base > 0.0) || !(rms_eps.is_finite() && rms_eps >= 0.0) {
+        let ok = |x: f32, min_exclusive: bool| x.is_finite() && if min_exclusive { x > 0.0 } else { x >= 0.0 };
+        if !ok(rope_freq_base, true) || !ok(rms_eps, false) {
             return Err(invalid(format!("rope freq_base {rope_freq_base} or rms epsilon {rms_eps} out of range")));
         }
         let n_vocab = match f.opt_u32(&k("vocab_size"))? {

@@ -5,9 +5,12 @@
 //! environment with `trim_blocks` and `lstrip_blocks`, loop controls (`break`/`continue`), a
 //! `raise_exception(msg)` function, and the variables `messages` (a list of `{role, content}`),
 //! `add_generation_prompt`, `bos_token`, `eos_token`. The engine is the `minijinja` crate, with
-//! `minijinja-contrib`'s Python-compatible string/dict methods (`.strip()`, `.startswith()`, `.items()`, ...).
+//! `minijinja-contrib`'s Python-compatible string/dict methods (`.strip()`, `.startswith()`, `.items()`, ...),
+//! and a `tojson` filter that writes what transformers' `tojson` (Python `json.dumps(ensure_ascii=False)`)
+//! writes: `", "`/`": "` separators, or `indent=n`.
 //! Not provided: `strftime_now`, tools and documents (templates that need them fail with an error).
 
+use minijinja::value::{Kwargs, Value};
 use minijinja::{Environment, ErrorKind, context};
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +59,39 @@ fn describe(e: &minijinja::Error) -> String {
     s
 }
 
+/// serde_json formatter with Python `json.dumps`'s default separators `", "` and `": "` (no indent).
+struct PySeparators;
+
+impl serde_json::ser::Formatter for PySeparators {
+    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
+        if first { Ok(()) } else { w.write_all(b", ") }
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+}
+
+/// The `tojson` filter of transformers' chat templates: `json.dumps(x, ensure_ascii=False, indent=indent)`.
+fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, minijinja::Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    kwargs.assert_all_used()?;
+    let mut buf = Vec::new();
+    let res = match indent {
+        None => serde::Serialize::serialize(&value, &mut serde_json::Serializer::with_formatter(&mut buf, PySeparators)),
+        Some(n) => {
+            let pad = vec![b' '; n];
+            let fmt = serde_json::ser::PrettyFormatter::with_indent(&pad);
+            serde::Serialize::serialize(&value, &mut serde_json::Serializer::with_formatter(&mut buf, fmt))
+        }
+    };
+    res.map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
+    let s = String::from_utf8(buf).map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    Ok(Value::from(s))
+}
+
 /// Renders `template` for `messages` as HF `apply_chat_template(messages, add_generation_prompt=...,
 /// tokenize=False)` does, with `bos_token`/`eos_token` as template variables.
 ///
@@ -75,6 +111,7 @@ pub fn apply_chat_template(
     env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
         Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
     });
+    env.add_filter("tojson", tojson);
     env.add_template("chat_template", template).map_err(|e| ChatError::Syntax(describe(&e)))?;
     let tmpl = env.get_template("chat_template").map_err(|e| ChatError::Syntax(describe(&e)))?;
     tmpl.render(context! {

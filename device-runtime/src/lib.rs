@@ -5,7 +5,9 @@
 //! - [`tokenizer`]: tokenizers built from GGUF metadata (`tokenizer.ggml.*`).
 //! - [`chat`]: chat templates (`tokenizer.chat_template`) rendered with minijinja as HF transformers does.
 //! - [`arch`]: `ModelConfig` / `SubnetConfig`, the vocabulary that host and runtime share.
+//! - [`inspect`]: the report of `edgerun inspect` (architecture, shapes, tensor types, tokenizer facts).
 //! - [`engine`]: the CPU forward pass, prefill/decode, sampling.
+//! - [`subnet`]: sub-network extraction (slice, quantize, write GGUF) and exact file-size prediction.
 //! - [`profile`]: device facts, latency measurement and the latency model.
 //!
 //! Design notes: `DESIGN.md` in the shared folder; the format follows the GGUF spec of ggml
@@ -15,6 +17,8 @@ pub mod arch;
 pub mod chat;
 pub mod engine;
 pub mod gguf;
+pub mod inspect;
 pub mod profile;
 pub mod quant;
+pub mod subnet;
 pub mod tokenizer;

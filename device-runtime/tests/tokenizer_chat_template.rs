@@ -10,7 +10,11 @@ use device_runtime::chat::{ChatError, ChatMessage, apply_chat_template, apply_mo
 use device_runtime::gguf::GgufFile;
 use device_runtime::tokenizer::Tokenizer;
 use serde::Deserialize;
-use serde_json::json;
+
+/// JSON text of a serializable value (struct fields in declaration order).
+fn js<T: serde::Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).unwrap()
+}
 
 fn smollm2_path() -> PathBuf {
     let dir = match std::env::var_os("LLAMANAS_ASSETS") {
@@ -34,6 +38,8 @@ const BLOCKS_STYLE: &str = "{% for message in messages %}\n    {% if message.rol
 
 const BREAK_STYLE: &str = "{% for m in messages %}{% if m.role == 'assistant' %}{% break %}{% endif %}{{ loop.index }}:{{ m.content | upper }}|{% endfor %}{{ messages | length }}";
 
+const TOJSON_STYLE: &str = "{{ messages | tojson }}\n{{ messages[-1] | tojson(indent=2) }}{% if add_generation_prompt %}\n{{ {'n': messages | length, 'x': [1, 'a', none, true]} | tojson }}{% endif %}";
+
 fn conversations() -> Vec<Vec<ChatMessage>> {
     let m = ChatMessage::new;
     vec![
@@ -54,7 +60,7 @@ struct Rendered {
 fn templates_match_jinja2() {
     let tok = smollm2();
     let smollm_template = tok.chat_template().expect("SmolLM2 GGUF has a chat template").to_string();
-    let templates = [smollm_template.as_str(), LLAMA3_STYLE, MISTRAL_STYLE, BLOCKS_STYLE, BREAK_STYLE];
+    let templates = [smollm_template.as_str(), LLAMA3_STYLE, MISTRAL_STYLE, BLOCKS_STYLE, BREAK_STYLE, TOJSON_STYLE];
     let (bos, eos) = ("<|im_start|>", "<|im_end|>");
     let mut cases = Vec::new();
     for t in templates {
@@ -64,15 +70,25 @@ fn templates_match_jinja2() {
             }
         }
     }
-    let input: Vec<_> = cases
-        .iter()
-        .map(|(t, conv, agp)| {
-            json!({"template": t, "messages": conv, "add_generation_prompt": agp, "bos_token": bos, "eos_token": eos})
-        })
-        .collect();
+    // Written by hand so that message keys keep the order role, content (serde_json's Value would sort them,
+    // and `tojson` output depends on the order, as Python dicts keep it).
+    let input = format!(
+        "[{}]",
+        cases
+            .iter()
+            .map(|(t, conv, agp)| format!(
+                r#"{{"template": {}, "messages": {}, "add_generation_prompt": {agp}, "bos_token": {}, "eos_token": {}}}"#,
+                js(t),
+                js(conv),
+                js(bos),
+                js(eos)
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let dir = tempfile::tempdir().unwrap();
     let (inp, outp) = (dir.path().join("in.json"), dir.path().join("out.json"));
-    std::fs::write(&inp, serde_json::to_vec(&input).unwrap()).unwrap();
+    std::fs::write(&inp, input).unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/ref/chat_template_ref.py");
     let out = Command::new("python3").arg(&script).arg(&inp).arg(&outp).output().expect("python3 must be installed");
     assert!(

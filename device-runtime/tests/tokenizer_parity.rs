@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use device_runtime::gguf::{GgufFile, GgufWriter, MetaValue};
-use device_runtime::tokenizer::{Tokenizer, TokenizerError, TokenizerMetadata};
+use device_runtime::tokenizer::{StreamDecoder, Tokenizer, TokenizerError, TokenizerMetadata};
 use serde::Deserialize;
 
 fn assets_dir() -> PathBuf {
@@ -42,7 +42,7 @@ fn python(args: &[&std::ffi::OsStr]) {
 }
 
 /// The pre-tokenizers compared: `file` is the file's own (`smollm`).
-const PRES: &[&str] = &["file", "gpt-2", "llama3", "qwen2"];
+const PRES: &[&str] = &["file", "gpt-2", "llama3", "qwen2", "default"];
 
 /// Runs `scripts/ref/tokenizer_ref.py` once per test binary (gguf-py's reader takes seconds) and returns its
 /// output folder: `meta.json` (the tokenizer metadata read by gguf-py, independent of this crate's GGUF
@@ -151,6 +151,10 @@ fn from_gguf_errors_name_the_key() {
     assert!(err.contains("no-tokenizer.gguf") && err.contains("tokenizer.ggml.model"), "{err}");
 
     w.add_metadata("tokenizer.ggml.model", MetaValue::String("gpt2".into()));
+    let f = GgufFile::from_bytes(w.to_bytes().unwrap(), "no-tokens.gguf").unwrap();
+    let err = Tokenizer::from_gguf(&f).unwrap_err().to_string();
+    assert!(err.contains("no-tokens.gguf") && err.contains("tokenizer.ggml.tokens"), "{err}");
+
     w.add_metadata("tokenizer.ggml.tokens", MetaValue::u32_array(&[1, 2, 3]));
     let f = GgufFile::from_bytes(w.to_bytes().unwrap(), "bad-tokens.gguf").unwrap();
     let err = Tokenizer::from_gguf(&f).unwrap_err();
@@ -165,11 +169,12 @@ fn from_gguf_errors_name_the_key() {
 }
 
 /// The other pre-tokenizers (llama.cpp's regexes) against the HF forms of their original tokenizer.json,
-/// run on SmolLM2's vocabulary: this checks the splitting, which is what differs between them.
+/// run on SmolLM2's vocabulary: this checks the splitting, which is what differs between them. `default`
+/// has no tokenizer.json; its reference is llama.cpp's regex list run by HF's Oniguruma engine.
 #[test]
 fn other_pre_tokenizers_match_hf_tokenizers() {
     let meta = smollm2_metadata();
-    for pre in ["gpt-2", "llama3", "qwen2"] {
+    for pre in ["gpt-2", "llama3", "qwen2", "default"] {
         let mut m = meta.clone();
         m.pre = Some(pre.to_string());
         let tok = Tokenizer::from_metadata(m).unwrap();
@@ -211,4 +216,27 @@ fn unknown_pre_tokenizer_is_an_error() {
     meta.pre = Some("made-up-pre".into());
     let err = Tokenizer::from_metadata(meta).unwrap_err().to_string();
     assert!(err.contains("made-up-pre") && err.contains("tokenizer.ggml.pre"), "{err}");
+}
+
+#[test]
+fn stream_decoder_reassembles_split_characters() {
+    let tok = Tokenizer::from_metadata(smollm2_metadata()).unwrap();
+    let r = reference("file");
+    let mut n_split = 0;
+    for c in &r.cases {
+        let mut dec = StreamDecoder::new(&tok, false);
+        let mut text = String::new();
+        for &id in &c.ids {
+            let piece = tok.token_to_piece(id).unwrap();
+            n_split += usize::from(std::str::from_utf8(&piece).is_err());
+            text.push_str(&dec.push(id).unwrap());
+        }
+        text.push_str(&dec.finish());
+        assert_eq!(text, c.text);
+    }
+    // The emoji/CJK cases do split characters over tokens, so the holding logic is exercised.
+    assert!(n_split > 0);
+    let mut dec = StreamDecoder::new(&tok, true);
+    let s: String = [1u32, 19556, 2].iter().map(|&id| dec.push(id).unwrap()).collect();
+    assert_eq!(s, "Hello");
 }

@@ -2,8 +2,13 @@
 //!
 //! The stages are built issue by issue; a stage that is not there yet says so and exits non-zero.
 
+mod export;
+
+use std::path::PathBuf;
+
 use anyhow::{Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, Parser, Subcommand};
+use device_runtime::subnet::ExportQuant;
 
 #[derive(Parser)]
 #[command(name = "llamanas", version, about = "Shrink LLaMA-family models with weight-sharing NAS (LLaMA-NAS)")]
@@ -20,8 +25,30 @@ enum Cmd {
     Finetune,
     /// LINAS multi-objective search (not yet implemented).
     Search,
-    /// Export sub-networks as quantized GGUF (not yet implemented).
-    Export,
+    /// Export sub-networks as quantized GGUF files (sliced from the super-network's shared weights).
+    #[command(group(ArgGroup::new("which").required(true).args(["subnet", "pareto"])))]
+    Export {
+        /// The super-network: a folder holding `supernet.gguf`, or a GGUF model file.
+        input: PathBuf,
+        /// A sub-network config JSON: {"layers":[...],"ffn":[...],"kv_heads":[...]}.
+        #[arg(long, value_name = "CONFIG.json")]
+        subnet: Option<PathBuf>,
+        /// A search run's pareto.json (format: docs/EXPORT.md); use with --pick.
+        #[arg(long, value_name = "PARETO.json", requires = "pick")]
+        pareto: Option<PathBuf>,
+        /// Which sub-network of --pareto: its id, or `all`.
+        #[arg(long, value_name = "ID|all", requires = "pareto")]
+        pick: Option<String>,
+        /// Quantization: q8_0, q4_0, q4_1, f16 or f32.
+        #[arg(long, default_value = "q8_0")]
+        quant: ExportQuant,
+        /// Output: a .gguf file (one sub-network) or a folder (files named <base>-<id>-<quant>.gguf).
+        #[arg(long, value_name = "DIR_OR_FILE")]
+        out: PathBuf,
+        /// Print one JSON object per exported file.
+        #[arg(long)]
+        json: bool,
+    },
     /// Score a model or sub-network on benchmarks (not yet implemented).
     Eval,
 }
@@ -32,7 +59,15 @@ fn main() -> Result<()> {
         Cmd::Import => "import",
         Cmd::Finetune => "finetune",
         Cmd::Search => "search",
-        Cmd::Export => "export",
+        Cmd::Export { input, subnet, pareto, pick, quant, out, json } => {
+            let source = match (subnet, pareto, pick) {
+                (Some(c), _, _) => export::Source::Config(c),
+                (None, Some(path), Some(pick)) => export::Source::Pareto { path, pick },
+                _ => bail!("export: give --subnet CONFIG.json or --pareto PARETO.json --pick ID|all"),
+            };
+            export::run(&export::ExportArgs { input, source, quant, out, json })?;
+            return Ok(());
+        }
         Cmd::Eval => "eval",
     };
     bail!("llamanas {name}: this stage is not implemented yet")

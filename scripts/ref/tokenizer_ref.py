@@ -33,6 +33,7 @@ LLAMA3_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,
                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
 QWEN2_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
 
 
 def pre_tokenizer(pre):
@@ -45,6 +46,13 @@ def pre_tokenizer(pre):
         rx = LLAMA3_REGEX if pre == "llama3" else QWEN2_REGEX
         return pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(rx), behavior="isolated", invert=False),
                                         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    if pre == "default":
+        # llama.cpp's regex list for the default pre-tokenizer, as HF Split steps (Oniguruma here,
+        # fancy-regex in Rust).
+        rxs = [r"[\p{P}\$\+<=>\^~\|]+", GPT2_REGEX, r"\p{N}+", r"[0-9][0-9][0-9]"]
+        return pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(rx), behavior="isolated", invert=False) for rx in rxs]
+            + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     sys.exit(f"tokenizer_ref.py: no reference pre-tokenizer for {pre!r}")
 
 

@@ -1,8 +1,10 @@
 //! `edgerun`: the device runtime's command-line tool (inspect, generate, perplexity, bench, profile).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+#[path = "edgerun/engine_cmds.rs"]
+mod engine_cmds;
 #[path = "edgerun/profile_cmd.rs"]
 mod profile_cmd;
 
@@ -23,6 +25,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Generate text from a prompt (greedy or sampled; --chat applies the model's chat template).
+    Generate(engine_cmds::GenerateArgs),
+    /// Perplexity of a text file, as llama-perplexity computes it.
+    Perplexity(engine_cmds::PerplexityArgs),
+    /// Prefill and decode speed, as llama-bench measures it.
+    Bench(engine_cmds::BenchArgs),
     /// Measure this device's latency profile for sub-networks of a model (and validate the latency model).
     Profile(Box<profile_cmd::ProfileArgs>),
 }
@@ -30,10 +38,22 @@ enum Cmd {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Inspect { file, json } => {
-            let _ = (file, json);
-            anyhow::bail!("inspect: not implemented yet")
-        }
+        Cmd::Inspect { file, json } => inspect(&file, json),
+        Cmd::Generate(a) => engine_cmds::generate(a),
+        Cmd::Perplexity(a) => engine_cmds::perplexity_cmd(a),
+        Cmd::Bench(a) => engine_cmds::bench(a),
         Cmd::Profile(a) => profile_cmd::run(*a),
     }
+}
+
+/// `edgerun inspect FILE [--json]`.
+fn inspect(file: &std::path::Path, json: bool) -> Result<()> {
+    let f = device_runtime::gguf::GgufFile::open(file).context("inspect: cannot read the GGUF file")?;
+    let report = device_runtime::inspect::Report::new(&f);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(())
 }

@@ -217,30 +217,31 @@ fn forward(
             let group = s.n_head / s.n_head_kv;
             let scale = 1.0 / (hd as f32).sqrt();
             let (kc, vc, qr) = (&lc.k, &lc.v, &q);
-            let head = |idx: usize, out: &mut [f32]| {
-                let (t, j) = (idx / s.n_head, idx % s.n_head);
+            // Attention of query head j of token t over the cached positions 0..=pos0+t (causal).
+            let head = |t: usize, j: usize, out: &mut [f32], sc: &mut Vec<f32>| {
                 let kvh = j / group;
                 let qv = &qr[t * qd + j * hd..t * qd + (j + 1) * hd];
                 let len = pos0 + t + 1;
-                let mut sc: Vec<f32> = (0..len)
-                    .map(|p| {
-                        let kv = &kc[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd];
-                        qv.iter().zip(kv).map(|(a, b)| a * b).sum::<f32>() * scale
-                    })
-                    .collect();
-                ops::softmax(&mut sc);
+                sc.clear();
+                sc.extend((0..len).map(|p| ops::dot(qv, &kc[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd]) * scale));
+                ops::softmax(sc);
                 out.fill(0.0);
                 for (p, w) in sc.iter().enumerate() {
-                    let vv = &vc[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd];
-                    for (o, b) in out.iter_mut().zip(vv) {
-                        *o += w * b;
-                    }
+                    ops::axpy(out, *w, &vc[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd]);
                 }
             };
-            if n * s.n_head * (pos0 + n) >= 4096 {
-                att.par_chunks_mut(hd).enumerate().for_each(|(i, out)| head(i, out));
+            if n == 1 && (pos0 + 1) * qd < 65536 {
+                // Short decode: less work than waking the pool costs.
+                let mut sc = Vec::new();
+                att.chunks_mut(hd).enumerate().for_each(|(j, out)| head(0, j, out, &mut sc));
+            } else if n == 1 {
+                att.par_chunks_mut(hd).enumerate().for_each_init(Vec::new, |sc, (j, out)| head(0, j, out, sc));
             } else {
-                att.chunks_mut(hd).enumerate().for_each(|(i, out)| head(i, out));
+                att.par_chunks_mut(qd).enumerate().for_each_init(Vec::new, |sc, (t, row)| {
+                    for (j, out) in row.chunks_mut(hd).enumerate() {
+                        head(t, j, out, sc);
+                    }
+                });
             }
             mm(lw.wo.as_ref().unwrap(), &att, &mut o);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);

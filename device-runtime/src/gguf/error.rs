@@ -36,7 +36,7 @@ pub enum GgufError {
         have: u64,
     },
     /// The first four bytes are not `GGUF`.
-    #[error("{file}: bad magic {found:02x?} at offset 0 (expected \"GGUF\" = [47, 47, 55, 46]): not a GGUF file")]
+    #[error("{file}: bad magic {found:#04x?} at offset 0 (expected \"GGUF\"): not a GGUF file")]
     BadMagic {
         /// File name.
         file: String,

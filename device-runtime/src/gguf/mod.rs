@@ -22,7 +22,7 @@ pub use error::GgufError;
 pub use reader::{ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GgufFile, TensorInfo};
 pub use types::GgmlType;
 pub use value::{GgufValueType, MetaArray, MetaValue};
-pub use writer::GgufWriter;
+pub use writer::{GgufWriter, predict_file_size};
 
 #[cfg(test)]
 mod tests;

@@ -335,7 +335,7 @@ impl GgufFile {
             return Err(bad("data range lies outside the file".into()));
         }
         let size = std::mem::size_of::<T>();
-        if data.as_ptr() as usize % std::mem::align_of::<T>() != 0 || data.len() % size != 0 {
+        if !(data.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()) || !data.len().is_multiple_of(size) {
             return Err(bad(format!("data at absolute offset {} is not {}-byte aligned", self.data_offset + t.offset, size)));
         }
         // SAFETY: aligned, in bounds, length a multiple of size_of::<T>(); T is f32 or f16, for which every bit
@@ -615,9 +615,7 @@ impl<'a> Parser<'a> {
                     block: be,
                 });
             }
-            let n_bytes = n_elem
-                .and_then(|n| (n / be as u64).checked_mul(bb as u64))
-                .filter(|&b| b.checked_add(data_off).is_some());
+            let n_bytes = n_elem.and_then(|n| (n / be as u64).checked_mul(bb as u64));
             if n_bytes.is_none() {
                 return Err(GgufError::SizeOverflow { file, offset: dims_offset, tensor: name, dims, ty });
             }

@@ -133,7 +133,7 @@ impl<'a> GgufWriter<'a> {
             return Err(invalid(format!("tensor {name:?}: zero dimension in {dims:?}")));
         }
         let (be, bb) = ty.block_size();
-        if dims[0] % be as u64 != 0 {
+        if !dims[0].is_multiple_of(be as u64) {
             return Err(invalid(format!(
                 "tensor {name:?}: row length {} is not a multiple of the {ty} block size {be}",
                 dims[0]
@@ -249,6 +249,58 @@ impl<'a> GgufWriter<'a> {
     }
 }
 
+/// The exact size in bytes of the GGUF v3 file that [`GgufWriter::write_to`] would write for `metadata` (in
+/// order) and tensors given as `(name, dims, type)` without their data: header, key-value pairs, tensor infos,
+/// padding to the alignment (`general.alignment` in `metadata`, else 32) and every tensor's data padded to it.
+///
+/// Lets a caller (e.g. the sub-network search) know a file's size without building its tensors.
+///
+/// Errors: [`GgufError::InvalidInput`] for the problems [`GgufWriter::add_tensor`] and
+/// [`GgufWriter::write_to`] reject (bad dims, row length not a whole number of blocks, bad alignment, ...).
+pub fn predict_file_size<S: AsRef<str>>(
+    metadata: &[(String, MetaValue)],
+    tensors: &[(S, Vec<u64>, GgmlType)],
+) -> Result<u64, GgufError> {
+    let mut w = GgufWriter::new();
+    for (k, v) in metadata {
+        w.add_metadata(k, v.clone());
+    }
+    let alignment = w.validate()?;
+    let mut sink = std::io::sink();
+    let mut out = Counter { w: &mut sink, n: 0 };
+    let io = |source| GgufError::Io { file: WRITER.into(), op: "count", source };
+    out.n = 4 + 4 + 8 + 8;
+    for (k, v) in &w.metadata {
+        put_str(&mut out, k).map_err(io)?;
+        out.n += 4;
+        put_value(&mut out, v).map_err(io)?;
+    }
+    let mut data = 0u64;
+    for (name, dims, ty) in tensors {
+        let name = name.as_ref();
+        // Same checks as add_tensor (with an empty buffer replaced by the size they imply).
+        if dims.is_empty() || dims.len() > MAX_DIMS || dims.contains(&0) {
+            return Err(invalid(format!("tensor {name:?}: bad dims {dims:?} (1..={MAX_DIMS} dims, none zero)")));
+        }
+        let (be, bb) = ty.block_size();
+        if dims[0] % be as u64 != 0 {
+            return Err(invalid(format!(
+                "tensor {name:?}: row length {} is not a multiple of the {ty} block size {be}",
+                dims[0]
+            )));
+        }
+        let size = dims
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .and_then(|n| (n / be as u64).checked_mul(bb as u64))
+            .ok_or_else(|| invalid(format!("tensor {name:?}: size of {dims:?} ({ty}) overflows 64 bits")))?;
+        put_str(&mut out, name).map_err(io)?;
+        out.n += 4 + 8 * dims.len() as u64 + 4 + 8;
+        data += size.next_multiple_of(alignment);
+    }
+    Ok(out.n.next_multiple_of(alignment) + data)
+}
+
 /// Check that every element of an array has the declared element type (recursively).
 fn check_value(key: &str, v: &MetaValue, depth: usize) -> Result<(), GgufError> {
     if let MetaValue::Array(a) = v {
@@ -321,5 +373,37 @@ fn put_value<W: Write>(out: &mut Counter<'_, W>, v: &MetaValue) -> std::io::Resu
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn predicted_size_equals_written_size() {
+        let mut w = GgufWriter::new();
+        w.add_metadata("general.architecture", MetaValue::String("llama".into()));
+        w.add_metadata("a.list", MetaValue::u32_array(&[1, 2, 3]));
+        w.add_metadata("s.list", MetaValue::string_array(&["x", "yz"]));
+        w.add_tensor("a", &[64, 3], GgmlType::Q8_0, vec![0u8; 2 * 3 * 34]).unwrap();
+        w.add_tensor("b", &[5], GgmlType::F32, vec![0u8; 20]).unwrap();
+        w.add_tensor("c", &[32, 2], GgmlType::Q4_1, vec![0u8; 40]).unwrap();
+        let infos = vec![
+            ("a", vec![64, 3], GgmlType::Q8_0),
+            ("b", vec![5], GgmlType::F32),
+            ("c", vec![32, 2], GgmlType::Q4_1),
+        ];
+        let n = w.to_bytes().unwrap().len() as u64;
+        assert_eq!(predict_file_size(w.metadata(), &infos).unwrap(), n);
+        // Hand count for one key and no tensors: 24 header + (8+1 key, 4 type, 4 value) = 41 -> padded to 64.
+        let md = vec![("k".to_string(), MetaValue::U32(7))];
+        assert_eq!(predict_file_size::<&str>(&md, &[]).unwrap(), 64);
+        // With alignment 64 the data padding changes too.
+        w.set_alignment(64).unwrap();
+        let n = w.to_bytes().unwrap().len() as u64;
+        assert_eq!(predict_file_size(w.metadata(), &infos).unwrap(), n);
+        let e = predict_file_size(&md, &[("q", vec![33], GgmlType::Q4_0)]).unwrap_err().to_string();
+        assert!(e.contains("row length 33 is not a multiple of the Q4_0 block size 32"), "{e}");
     }
 }

@@ -105,6 +105,9 @@ pub enum ProfileError {
     /// The base model's configuration is unusable.
     #[error(transparent)]
     Arch(#[from] crate::arch::ArchError),
+    /// Exporting a validation sub-network failed.
+    #[error(transparent)]
+    Subnet(#[from] crate::subnet::SubnetError),
     /// Dequantizing or quantizing weights failed.
     #[error("tensor {tensor}: {source}")]
     Quant {

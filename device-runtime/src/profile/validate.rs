@@ -3,7 +3,8 @@
 //!
 //! Each sub-network keeps a random set of blocks (at least a quarter of them), with per block a random FFN
 //! width (a multiple of 128 up to the block's width: measured widths and widths between them) and a random
-//! KV-head count (`1..=` the block's). It is built at the profile's quantization, loaded by the engine, and
+//! KV-head count (`1..=` the block's). It is exported at the profile's quantization with
+//! [`crate::subnet::export_subnet`] to a GGUF file in a temporary folder, loaded with [`Model::load`], and
 //! timed as a user runs it: prefill of a prompt into an empty cache, then single-token decodes at a context
 //! length (consecutive runs, no cache flush), `runs` timed runs after one warm-up, median.
 
@@ -12,6 +13,7 @@ use super::{LatencyModel, Profile, ProfileError, ValidationSummary};
 use crate::arch::SubnetConfig;
 use crate::engine::{Logits, Model, Session, SessionOptions};
 use crate::gguf::GgufFile;
+use crate::subnet::{ExportQuant, Provenance, export_subnet};
 use std::time::Instant;
 
 /// Settings of [`validate_profile`].
@@ -165,23 +167,39 @@ pub fn build_subnet(b: &ModelBuilder, subnet: &SubnetConfig, n_ctx: usize) -> Re
     b.build(&blocks, None, n_ctx)
 }
 
-/// Validate `profile` on `k` random sub-networks of `base`: predictions against end-to-end measurements.
+/// Validate `profile` on `k` random sub-networks of `base`: predictions against end-to-end measurements of
+/// the sub-networks exported to GGUF (in a temporary folder under `std::env::temp_dir()`, removed afterwards).
 ///
 /// Errors: [`ProfileError::Mismatch`] (profile not for this model), [`ProfileError::OutOfRange`] (the decode
-/// context or prompt length outside the profile), engine errors.
+/// context or prompt length outside the profile), [`ProfileError::Subnet`] (export), engine errors.
 pub fn validate_profile(base: &GgufFile, profile: &Profile, o: &ValidationOptions) -> Result<ValidationReport, ProfileError> {
     let b = ModelBuilder::new(base, &profile.quant)?;
     let lm = LatencyModel::new(profile.clone(), &b.config, &profile.quant)?;
+    let quant: ExportQuant = profile.quant.parse().map_err(ProfileError::Invalid)?;
     let subnets = random_subnets(&b.config.ffn, &b.config.n_kv_heads, o.k, o.seed);
+    let dir = std::env::temp_dir().join(format!("edgerun-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| ProfileError::Io { file: dir.display().to_string(), source: e })?;
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    let provenance = Provenance::for_base(base);
     let bar = if o.progress { indicatif::ProgressBar::new(o.k as u64) } else { indicatif::ProgressBar::hidden() };
     let mut rows = Vec::with_capacity(o.k);
     for s in subnets {
         bar.set_message(s.id());
         let decode_pred_ms = lm.decode_ms(&s, o.decode_context)?;
         let prefill_pred_ms = lm.prefill_ms(&s, o.prefill_length)?;
-        let m = build_subnet(&b, &s, (o.decode_context + 1).max(o.prefill_length))?;
+        let path = dir.join(format!("{}.gguf", s.id()));
+        export_subnet(base, &s, quant, &provenance, &path)?;
+        let m = Model::load(&path)?;
         let (decode_meas_ms, prefill_meas_ms) =
             measure_end_to_end(&m, profile.threads, o.decode_context, o.prefill_length, o.runs)?;
+        drop(m);
+        let _ = std::fs::remove_file(&path);
         rows.push(ValidationRow { subnet: s, decode_pred_ms, decode_meas_ms, prefill_pred_ms, prefill_meas_ms });
         bar.inc(1);
     }

@@ -543,6 +543,48 @@ mod avx2 {
         }
     }
 
+    /// AVX2 version of [`super::quantize_row_q8`] (as ggml's AVX2 `quantize_row_q8_1`: scale `127/amax`,
+    /// rounding to nearest even, so a value exactly between two steps may differ by one from the scalar one).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn quantize_row_q8(x: &[f32], out: &mut [BlockQ8]) {
+        unsafe {
+            let sign = _mm256_set1_ps(-0.0);
+            for (b, ob) in out.iter_mut().enumerate() {
+                let p = x.as_ptr().add(32 * b);
+                let v = [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))];
+                let mut m = _mm256_andnot_ps(sign, v[0]);
+                for vi in &v[1..] {
+                    m = _mm256_max_ps(m, _mm256_andnot_ps(sign, *vi));
+                }
+                let m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+                let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+                let m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+                let amax = _mm_cvtss_f32(m4);
+                let d = amax / 127.0;
+                let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+                let q = v.map(|vi| _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(vi, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+                let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+                let s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+                let s4 = _mm_hadd_epi32(s4, s4);
+                let s4 = _mm_hadd_epi32(s4, s4);
+                let isum = _mm_cvtsi128_si32(s4);
+                let a = _mm256_packs_epi32(q[0], q[1]);
+                let c = _mm256_packs_epi32(q[2], q[3]);
+                let packed = _mm256_packs_epi16(a, c);
+                let packed = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+                _mm256_storeu_si256(ob.qs.as_mut_ptr() as *mut __m256i, packed);
+                ob.d = f16_round(d);
+                ob.s = f16_round(d * isum as f32);
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn f16_round(x: f32) -> f32 {
+        unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph(_mm_set_ss(x), _MM_FROUND_TO_NEAREST_INT))) }
+    }
+
     /// F32 weight row · f32 activations.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn dot_f32(w: *const u8, x: &[f32]) -> f32 {
@@ -635,10 +677,19 @@ pub fn matmul(w: &QMatrix, x: &[f32], n: usize, y: &mut [f32], path: KernelPath)
     let nb = w.cols / 32;
     let acts = if w.wants_q8() {
         let mut q = vec![BlockQ8::default(); n * nb];
+        let simd = path == KernelPath::Best && has_avx2();
+        let quant = |xr: &[f32], qb: &mut [BlockQ8]| {
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: avx2+fma+f16c detected; xr has 32 * qb.len() values.
+                return unsafe { avx2::quantize_row_q8(xr, qb) };
+            }
+            quantize_row_q8(xr, qb)
+        };
         if n > 1 {
-            q.par_chunks_mut(nb).zip(x.par_chunks(w.cols)).for_each(|(qb, xr)| quantize_row_q8(xr, qb));
+            q.par_chunks_mut(nb).zip(x.par_chunks(w.cols)).for_each(|(qb, xr)| quant(xr, qb));
         } else {
-            quantize_row_q8(x, &mut q);
+            quant(x, &mut q);
         }
         Acts::Q8(q)
     } else {
@@ -828,6 +879,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn simd_activation_quantizer_matches_scalar() {
+        if !has_avx2() {
+            return;
+        }
+        let mut seed = 5u64;
+        let mut x: Vec<f32> = (0..32 * 64).map(|_| lcg(&mut seed) * 3.0).collect();
+        x[32..64].fill(0.0); // all-zero block
+        x[64] = 127.0; // exact steps
+        let (mut a, mut b) = (vec![BlockQ8::default(); 64], vec![BlockQ8::default(); 64]);
+        quantize_row_q8(&x, &mut a);
+        unsafe { avx2::quantize_row_q8(&x, &mut b) };
+        for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(p.d, q.d, "block {i}");
+            for j in 0..32 {
+                assert!((p.qs[j] as i32 - q.qs[j] as i32).abs() <= 1, "block {i} elem {j}: {} vs {}", p.qs[j], q.qs[j]);
+            }
+            let sa: i32 = p.qs.iter().map(|v| *v as i32).sum();
+            assert!((p.s - q.s).abs() <= p.d * 4.0 + 1e-3 * sa.abs() as f32 * p.d, "block {i}: s {} vs {}", p.s, q.s);
+        }
+        assert_eq!(b[1].d, 0.0);
+        assert!(b[1].qs.iter().all(|v| *v == 0));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! `add_*` flags when a key is absent: llama.cpp `llama_vocab::impl::load`.
 
 use super::{TokenizerError, TokenizerMetadata};
-use crate::gguf::{GgufFile, MetaValue};
+use crate::gguf::{GgufError, GgufFile, MetaValue};
 
 /// Pre-tokenizer names for which llama.cpp adds BOS by default (LLaMA 3 family).
 const ADD_BOS_PRES: &[&str] = &["llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral"];
@@ -33,7 +33,7 @@ pub(super) fn read(f: &GgufFile) -> Result<TokenizerMetadata, TokenizerError> {
     let model = f.get_str("tokenizer.ggml.model")?.to_string();
     let pre = f.opt_str("tokenizer.ggml.pre")?.map(str::to_string);
     let tokens = opt_array(f, "tokenizer.ggml.tokens", "strings", |v| v.as_str().map(str::to_string))?
-        .ok_or_else(|| TokenizerError::Gguf(f.get_array("tokenizer.ggml.tokens").unwrap_err()))?;
+        .ok_or_else(|| GgufError::MissingKey { file: f.name().to_string(), key: "tokenizer.ggml.tokens".into() })?;
     let token_types = opt_array(f, "tokenizer.ggml.token_type", "32-bit integers", MetaValue::as_i32)?.unwrap_or_default();
     let merges =
         opt_array(f, "tokenizer.ggml.merges", "strings", |v| v.as_str().map(str::to_string))?.unwrap_or_default();

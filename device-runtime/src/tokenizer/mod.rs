@@ -529,6 +529,67 @@ impl Tokenizer {
     }
 }
 
+/// Incremental detokenizer for streaming generation output: feed ids one at a time, get back the text that
+/// is complete so far. Bytes of a UTF-8 character split over several tokens (byte-level BPE, `<0xXX>`
+/// tokens) are held until the character is complete; invalid bytes become U+FFFD.
+///
+/// Unlike [`Tokenizer::decode`], no SPM space prefix is removed: generated text continues a prompt.
+#[derive(Debug)]
+pub struct StreamDecoder<'a> {
+    tok: &'a Tokenizer,
+    skip_special: bool,
+    pending: Vec<u8>,
+}
+
+impl<'a> StreamDecoder<'a> {
+    /// A decoder over `tok`; `skip_special` drops CONTROL/UNKNOWN tokens (e.g. `<|im_end|>`).
+    pub fn new(tok: &'a Tokenizer, skip_special: bool) -> Self {
+        Self { tok, skip_special, pending: Vec::new() }
+    }
+
+    /// Adds token `id`; returns the text completed by it (possibly empty).
+    ///
+    /// Errors: [`TokenizerError::IdOutOfRange`].
+    pub fn push(&mut self, id: u32) -> Result<String, TokenizerError> {
+        let ty = self.tok.token_type(id)?;
+        if self.skip_special && (ty == TOKEN_TYPE_CONTROL || ty == TOKEN_TYPE_UNKNOWN) {
+            return Ok(String::new());
+        }
+        self.tok.piece_into(id, &mut self.pending)?;
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending.clear();
+                    break;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    out.push_str(std::str::from_utf8(&self.pending[..valid]).expect("valid prefix"));
+                    match e.error_len() {
+                        // Incomplete character at the end: keep it for the next token.
+                        None => {
+                            self.pending.drain(..valid);
+                            break;
+                        }
+                        Some(n) => {
+                            out.push(char::REPLACEMENT_CHARACTER);
+                            self.pending.drain(..valid + n);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Ends the stream: the bytes still held (an incomplete character) as U+FFFD, or an empty string.
+    pub fn finish(self) -> String {
+        String::from_utf8_lossy(&self.pending).into_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,5 +616,77 @@ mod tests {
             vec![Fragment::Text("1<ab>2<a>"), Fragment::Token(3), Fragment::Text("3")]
         );
         assert_eq!(m.partition("", true), vec![]);
+    }
+
+    /// A tiny byte-level BPE vocabulary: the 256 byte chars, then "ab" (merge "a b"), then one CONTROL token.
+    fn tiny_bpe() -> TokenizerMetadata {
+        let mut tokens: Vec<String> = bpe::byte_to_char().iter().map(|c| c.to_string()).collect();
+        tokens.push("ab".into());
+        tokens.push("<|end|>".into());
+        let mut token_types = vec![TOKEN_TYPE_NORMAL; 257];
+        token_types.push(TOKEN_TYPE_CONTROL);
+        TokenizerMetadata {
+            model: "gpt2".into(),
+            pre: Some("gpt-2".into()),
+            tokens,
+            token_types,
+            merges: vec!["a b".into()],
+            scores: None,
+            bos: None,
+            eos: Some(257),
+            unk: None,
+            pad: None,
+            eot: None,
+            eom: None,
+            add_bos: false,
+            add_eos: false,
+            add_space_prefix: false,
+            chat_template: None,
+        }
+    }
+
+    #[test]
+    fn tokenizer_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Tokenizer>();
+    }
+
+    #[test]
+    fn tiny_bpe_encodes_and_decodes() {
+        let tok = Tokenizer::from_metadata(tiny_bpe()).unwrap();
+        // "ab" merges; " " is byte 0x20 -> its byte char; "c" stays a single byte token.
+        assert_eq!(tok.encode("ab c<|end|>", false, true).unwrap(), [256, 32, 99, 257]);
+        assert_eq!(tok.decode(&[256, 32, 99, 257], true).unwrap(), "ab c");
+        assert!(tok.is_eog(257));
+    }
+
+    #[test]
+    fn invalid_metadata_is_rejected() {
+        let err = |m: TokenizerMetadata| Tokenizer::from_metadata(m).unwrap_err().to_string();
+        let mut m = tiny_bpe();
+        m.token_types.pop();
+        assert!(err(m).contains("token_type has 257 entries for 258 tokens"));
+        let mut m = tiny_bpe();
+        m.eos = Some(258);
+        assert!(err(m).contains("eos_token_id = 258 is out of range"));
+        let mut m = tiny_bpe();
+        m.add_bos = true;
+        assert!(err(m).contains("no BOS id"));
+        let mut m = tiny_bpe();
+        m.merges.push("x zz".into());
+        assert!(err(m).contains("\"zz\" is not in the vocabulary"));
+        let mut m = tiny_bpe();
+        m.merges.push("nospace".into());
+        assert!(err(m).contains("no space separator"));
+        let mut m = tiny_bpe();
+        m.model = "bert".into();
+        assert!(err(m).contains("unknown tokenizer model `bert`"));
+        let mut m = tiny_bpe();
+        m.scores = Some(vec![0.0; 3]);
+        assert!(err(m).contains("scores has 3 entries"));
+        let mut m = tiny_bpe();
+        m.tokens.clear();
+        m.token_types.clear();
+        assert!(err(m).contains("empty"));
     }
 }

@@ -1,0 +1,333 @@
+//! `edgerun generate | perplexity | bench`: the engine's subcommands.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use device_runtime::chat::{apply_model_chat_template, ChatMessage};
+use device_runtime::engine::{perplexity::perplexity, Logits, Model, Sampler, SamplerConfig, Session, SessionOptions};
+use device_runtime::quant::dot::KernelPath;
+use device_runtime::tokenizer::Tokenizer;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Arguments of `edgerun generate`.
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// The GGUF model (llama or deci).
+    pub model: PathBuf,
+    /// The prompt (with --chat: the user message).
+    #[arg(short, long)]
+    pub prompt: String,
+    /// Tokens to generate (at most; generation stops at an end-of-generation token).
+    #[arg(short = 'n', long, default_value_t = 64)]
+    pub n_predict: usize,
+    /// Apply the model's chat template (tokenizer.chat_template) to the prompt as one user message.
+    #[arg(long)]
+    pub chat: bool,
+    /// System message for --chat.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Sampling temperature (0: greedy).
+    #[arg(long, default_value_t = 0.0)]
+    pub temp: f32,
+    /// Top-k (0: off).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Top-p (1: off).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Worker threads (0: all CPUs).
+    #[arg(short, long, default_value_t = 0)]
+    pub threads: usize,
+    /// Context size in tokens (0: prompt + n, capped by the training context).
+    #[arg(short, long, default_value_t = 0)]
+    pub ctx: usize,
+    /// Use the portable scalar kernels instead of the SIMD ones.
+    #[arg(long)]
+    pub scalar: bool,
+}
+
+fn kernels(scalar: bool) -> KernelPath {
+    if scalar { KernelPath::Scalar } else { KernelPath::Best }
+}
+
+fn load(path: &PathBuf) -> Result<(Model, Tokenizer)> {
+    let m = Model::load(path).with_context(|| format!("loading {}", path.display()))?;
+    let g = m.gguf().context("model has no GGUF metadata")?;
+    let tok = Tokenizer::from_gguf(g).with_context(|| format!("{}: tokenizer", path.display()))?;
+    Ok((m, tok))
+}
+
+/// `edgerun generate`: prompt in, continuation out (stdout), speed on stderr.
+pub fn generate(a: GenerateArgs) -> Result<()> {
+    let (m, tok) = load(&a.model)?;
+    let text = if a.chat {
+        let mut msgs = vec![];
+        if let Some(s) = &a.system {
+            msgs.push(ChatMessage::new("system", s.clone()));
+        }
+        msgs.push(ChatMessage::new("user", a.prompt.clone()));
+        apply_model_chat_template(&tok, &msgs, true).with_context(|| format!("{}: chat template", a.model.display()))?
+    } else {
+        a.prompt.clone()
+    };
+    let prompt = tok.encode(&text, true, a.chat).context("tokenizing the prompt")?;
+    if prompt.is_empty() {
+        bail!("the prompt is empty");
+    }
+    let n_ctx = if a.ctx > 0 { a.ctx } else { (prompt.len() + a.n_predict).min(m.config.n_ctx_train.max(1)) };
+    if prompt.len() > n_ctx {
+        bail!("the prompt has {} tokens, more than the context of {n_ctx} tokens (--ctx)", prompt.len());
+    }
+    let mut s = Session::new(&m, SessionOptions { n_ctx, threads: a.threads, kernels: kernels(a.scalar), ..Default::default() })?;
+    let mut sampler = Sampler::new(SamplerConfig { temperature: a.temp, top_k: a.top_k, top_p: a.top_p, seed: a.seed });
+    let t0 = Instant::now();
+    let mut logits = s.prefill(&prompt, Logits::Last)?;
+    let t_prefill = t0.elapsed().as_secs_f64();
+    let mut out = std::io::stdout().lock();
+    if !a.chat {
+        write!(out, "{}", a.prompt)?;
+    }
+    let t1 = Instant::now();
+    let mut generated: Vec<u32> = vec![];
+    let mut printed = 0usize; // bytes of the decoded text already printed (pieces may split UTF-8 chars)
+    for _ in 0..a.n_predict {
+        let t = sampler.sample(&logits);
+        if tok.is_eog(t) {
+            break;
+        }
+        generated.push(t);
+        let text = tok.decode(&generated, true)?;
+        let stable = text.trim_end_matches('\u{FFFD}');
+        if stable.len() > printed && stable.is_char_boundary(printed) {
+            write!(out, "{}", &stable[printed..])?;
+            out.flush()?;
+            printed = stable.len();
+        }
+        if s.pos() >= s.n_ctx() {
+            eprintln!("\n[context of {} tokens is full]", s.n_ctx());
+            break;
+        }
+        logits = s.decode(t)?;
+    }
+    writeln!(out)?;
+    let t_decode = t1.elapsed().as_secs_f64();
+    eprintln!(
+        "prompt {} tokens: {:.1} tokens/s; generated {} tokens: {:.1} tokens/s; {} threads",
+        prompt.len(),
+        prompt.len() as f64 / t_prefill,
+        generated.len(),
+        generated.len() as f64 / t_decode.max(1e-9),
+        s.threads()
+    );
+    Ok(())
+}
+
+/// Arguments of `edgerun perplexity`.
+#[derive(Args, Debug)]
+pub struct PerplexityArgs {
+    /// The GGUF model.
+    pub model: PathBuf,
+    /// The text file to score.
+    #[arg(short, long)]
+    pub file: PathBuf,
+    /// Chunk size in tokens (llama-perplexity -c).
+    #[arg(short, long, default_value_t = 512)]
+    pub ctx: usize,
+    /// Score at most this many chunks (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub chunks: usize,
+    /// Worker threads (0: all CPUs).
+    #[arg(short, long, default_value_t = 0)]
+    pub threads: usize,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Use the portable scalar kernels.
+    #[arg(long)]
+    pub scalar: bool,
+}
+
+/// `edgerun perplexity`: llama-perplexity's method (non-overlapping chunks, second half scored).
+pub fn perplexity_cmd(a: PerplexityArgs) -> Result<()> {
+    let (m, tok) = load(&a.model)?;
+    let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let tokens = tok.encode(&text, true, false).context("tokenizing")?;
+    let bos = if tok.metadata().add_bos { tok.bos() } else { None };
+    let mut s = Session::new(&m, SessionOptions { n_ctx: a.ctx, threads: a.threads, n_batch: a.ctx, kernels: kernels(a.scalar) })?;
+    let t0 = Instant::now();
+    let p = perplexity(&mut s, &tokens, a.ctx, bos, a.chunks, |c, p| {
+        if !a.json {
+            eprint!("[{}]{p:.4} ", c + 1);
+        }
+    })
+    .with_context(|| format!("{}: {} tokens", a.file.display(), tokens.len()))?;
+    let secs = t0.elapsed().as_secs_f64();
+    if a.json {
+        let j = serde_json::json!({
+            "model": a.model.display().to_string(), "file": a.file.display().to_string(), "ctx": a.ctx,
+            "tokens": tokens.len(), "chunks": p.n_chunks, "scored": p.count, "ppl": p.ppl, "nll": p.nll,
+            "running": p.running, "seconds": secs, "threads": s.threads(),
+        });
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    } else {
+        eprintln!();
+        println!(
+            "{}: {} tokens, {} chunks of {}, {} scored: PPL = {:.4} ({:.1} s, {:.1} tokens/s)",
+            a.file.display(),
+            tokens.len(),
+            p.n_chunks,
+            a.ctx,
+            p.count,
+            p.ppl,
+            secs,
+            (p.n_chunks * a.ctx) as f64 / secs
+        );
+    }
+    Ok(())
+}
+
+/// Arguments of `edgerun bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// The GGUF model.
+    pub model: PathBuf,
+    /// Prompt tokens (prefill test, logits of the last token only, as llama-bench); 0 skips.
+    #[arg(short = 'p', long, default_value_t = 128)]
+    pub n_prompt: usize,
+    /// Generated tokens (decode test, one token at a time from an empty cache, as llama-bench); 0 skips.
+    #[arg(short = 'n', long, default_value_t = 64)]
+    pub n_gen: usize,
+    /// Thread counts, comma-separated.
+    #[arg(short, long, default_value = "1,2", value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Repetitions per test (after one warm-up run).
+    #[arg(short, long, default_value_t = 3)]
+    pub reps: usize,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Use the portable scalar kernels.
+    #[arg(long)]
+    pub scalar: bool,
+}
+
+fn mean_sd(x: &[f64]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let m = x.iter().sum::<f64>() / n;
+    let v = if x.len() > 1 { x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (m, v.sqrt())
+}
+
+/// Peak resident set size of this process (`VmHWM` of /proc/self/status), bytes; None where unavailable.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// `edgerun bench`: prefill and decode tokens/s like llama-bench (mean ± standard deviation).
+pub fn bench(a: BenchArgs) -> Result<()> {
+    let m = Model::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    if a.reps == 0 {
+        bail!("--reps must be at least 1");
+    }
+    let n_ctx = (a.n_prompt.max(a.n_gen)).max(1);
+    let file_size = std::fs::metadata(&a.model)?.len();
+    let ty = m.model_config().map(|_| ()).map_or("?".to_string(), |_| {
+        // Most common matrix type: the type of blk.0.ffn_down (what llama-bench's file type reports).
+        m.gguf().and_then(|g| g.tensor("blk.0.ffn_down.weight").map(|t| t.ty.to_string())).unwrap_or_default()
+    });
+    let name = format!("{} {} {}", m.config.arch, a.model.file_stem().and_then(|s| s.to_str()).unwrap_or(""), ty);
+    let mut rows = vec![];
+    // Pseudo-random token ids (llama-bench also uses random tokens).
+    let mut seed = 1234u64;
+    let mut rnd_tok = || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((seed >> 33) % m.config.n_vocab as u64) as u32
+    };
+    let prompt: Vec<u32> = (0..a.n_prompt).map(|_| rnd_tok()).collect();
+    let first = rnd_tok();
+    let mut kv_bytes = 0;
+    for &threads in &a.threads {
+        let mut s = Session::new(&m, SessionOptions { n_ctx, threads, n_batch: a.n_prompt.max(1), kernels: kernels(a.scalar) })?;
+        kv_bytes = s.kv_cache_bytes();
+        let mut tests: Vec<(String, usize, Vec<f64>)> = vec![];
+        if a.n_prompt > 0 {
+            let mut v = vec![];
+            for r in 0..=a.reps {
+                s.reset();
+                let t = Instant::now();
+                s.prefill(&prompt, Logits::Last)?;
+                if r > 0 {
+                    v.push(a.n_prompt as f64 / t.elapsed().as_secs_f64());
+                }
+            }
+            tests.push((format!("pp{}", a.n_prompt), a.n_prompt, v));
+        }
+        if a.n_gen > 0 {
+            let mut v = vec![];
+            for r in 0..=a.reps {
+                s.reset();
+                let t = Instant::now();
+                let mut tok = first;
+                for _ in 0..a.n_gen {
+                    let l = s.decode(tok)?;
+                    tok = device_runtime::engine::sampler::argmax(&l);
+                }
+                if r > 0 {
+                    v.push(a.n_gen as f64 / t.elapsed().as_secs_f64());
+                }
+            }
+            tests.push((format!("tg{}", a.n_gen), a.n_gen, v));
+        }
+        for (test, n, v) in tests {
+            let (mean, sd) = mean_sd(&v);
+            let mut sorted = v.clone();
+            sorted.sort_by(f64::total_cmp);
+            let median = sorted[sorted.len() / 2];
+            rows.push(serde_json::json!({
+                "model": name, "file_size": file_size, "threads": s.threads(), "test": test, "n_tokens": n,
+                "tokens_per_s": v, "mean": mean, "stddev": sd, "median": median,
+            }));
+        }
+    }
+    let rss = peak_rss_bytes();
+    if a.json {
+        let j = serde_json::json!({
+            "model": a.model.display().to_string(), "file_size": file_size, "weight_bytes": m.weight_bytes,
+            "kv_cache_bytes": kv_bytes, "peak_rss_bytes": rss, "kernels": if a.scalar { "scalar" } else if device_runtime::quant::dot::has_avx2() { "avx2" } else { "scalar" },
+            "results": rows,
+        });
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    } else {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        println!("| model | size | backend | threads | test | t/s |");
+        println!("| --- | ---: | --- | ---: | ---: | ---: |");
+        for r in &rows {
+            println!(
+                "| {} | {:.2} MiB | CPU | {} | {} | {:.2} ± {:.2} |",
+                r["model"].as_str().unwrap(),
+                mib(file_size),
+                r["threads"],
+                r["test"].as_str().unwrap(),
+                r["mean"].as_f64().unwrap(),
+                r["stddev"].as_f64().unwrap()
+            );
+        }
+        if let Some(rss) = rss {
+            println!(
+                "\npeak RSS {:.1} MiB (file {:.1} MiB + KV cache {:.1} MiB + {:.1} MiB)",
+                mib(rss),
+                mib(file_size),
+                mib(kv_bytes as u64),
+                mib(rss) - mib(file_size) - mib(kv_bytes as u64)
+            );
+        }
+    }
+    Ok(())
+}
