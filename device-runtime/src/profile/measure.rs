@@ -462,7 +462,7 @@ pub fn profile_model(base: &GgufFile, o: &ProfileOptions) -> Result<Profile, Pro
     let prefill_embedding: Vec<Stat> = o.lengths.iter().map(|&n| embedding_at(n, &mut timer)).collect::<Result<_, _>>()?;
     let decode_embedding = if o.lengths[0] == 1 { prefill_embedding[0] } else { embedding_at(1, &mut timer)? };
     drop(full);
-    let sub = |a: Stat, b: f64| Stat { median_ms: (a.median_ms - b).max(0.0), ..a };
+    let sub = |a: Stat, b: f64| Stat { median_ms: super::round_ns((a.median_ms - b).max(0.0)), ..a };
     let decode_overhead: Vec<Stat> =
         base_dec.iter().map(|s| sub(*s, decode_embedding.median_ms + final_norm.median_ms)).collect();
     let prefill_overhead: Vec<Stat> = base_pre
@@ -532,7 +532,7 @@ pub fn profile_model(base: &GgufFile, o: &ProfileOptions) -> Result<Profile, Pro
             prefill_layers: o.prefill_layers,
             cache_flush_bytes: o.cache_flush_bytes,
             budget_s: o.budget_s,
-            elapsed_s: timer.elapsed_s(),
+            elapsed_s: (timer.elapsed_s() * 1e3).round() / 1e3,
             weights: format!(
                 "{}: blocks dequantized, sliced (first KV groups / FFN neurons) and quantized to {}",
                 base.name(),

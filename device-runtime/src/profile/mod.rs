@@ -118,6 +118,12 @@ pub enum ProfileError {
     },
 }
 
+/// `ms` rounded to whole nanoseconds (1e-6 ms): finer digits are noise, and short decimals survive the JSON
+/// round trip exactly.
+pub fn round_ns(ms: f64) -> f64 {
+    (ms * 1e6).round() / 1e6
+}
+
 /// A timing: median and spread (interquartile range) over the repeated runs, in milliseconds.
 ///
 /// For block parts (measured as the difference between a model with `L` such parts and one without, divided
@@ -145,15 +151,15 @@ impl Stat {
             let (i, f) = (x.floor() as usize, x - x.floor());
             if i + 1 < s.len() { s[i] * (1.0 - f) + s[i + 1] * f } else { s[i] }
         };
-        Stat { median_ms: q(0.5), spread_ms: q(0.75) - q(0.25), runs: s.len() }
+        Stat { median_ms: round_ns(q(0.5)), spread_ms: round_ns(q(0.75) - q(0.25)), runs: s.len() }
     }
 
     /// `(self - base) / n`: the per-part figure of a differential measurement.
     pub fn per_part(self, base: Stat, n: usize) -> Stat {
         let n = n.max(1) as f64;
         Stat {
-            median_ms: (self.median_ms - base.median_ms) / n,
-            spread_ms: (self.spread_ms + base.spread_ms) / n,
+            median_ms: round_ns((self.median_ms - base.median_ms) / n),
+            spread_ms: round_ns((self.spread_ms + base.spread_ms) / n),
             runs: self.runs.min(base.runs),
         }
     }

@@ -209,7 +209,8 @@ pub fn validate_profile(base: &GgufFile, profile: &Profile, o: &ValidationOption
         let mape = errs.iter().map(|e| e.abs()).sum::<f64>() / n;
         let within = 100.0 * errs.iter().filter(|e| e.abs() <= 10.0).count() as f64 / n;
         let max = errs.iter().fold(0f64, |m, e| if e.abs() > m.abs() { *e } else { m });
-        (mape, within, max)
+        let r = |x: f64| (x * 1e4).round() / 1e4;
+        (r(mape), r(within), r(max))
     };
     let (dm, dw, dx) = stats(rows.iter().map(|r| r.decode_err_pct()).collect());
     let (pm, pw, px) = stats(rows.iter().map(|r| r.prefill_err_pct()).collect());
