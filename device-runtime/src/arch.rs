@@ -17,6 +17,13 @@ pub const SUPPORTED_ARCHS: [&str; 2] = ["llama", "deci"];
 /// Largest `block_count` accepted (guards allocations on hostile files; real models have < 200).
 pub const MAX_LAYERS: usize = 4096;
 
+/// Largest `embedding_length`, FFN width, vocabulary size and head dimension accepted (2^24; real models are
+/// below 2^18). Guards the allocations that follow from a configuration.
+pub const MAX_WIDTH: usize = 1 << 24;
+
+/// Largest number of attention heads per layer accepted.
+pub const MAX_HEADS: usize = 1 << 16;
+
 /// Errors building or checking a [`ModelConfig`] or [`SubnetConfig`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -158,6 +165,13 @@ impl ModelConfig {
         let ffn = required(k("feed_forward_length"))?;
         let n_heads = required(k("attention.head_count"))?;
         let n_kv_heads = per_layer(f, &k("attention.head_count_kv"), n_layers)?.unwrap_or_else(|| n_heads.clone());
+        let too_big = |what: &str, v: usize, max: usize| (v > max).then(|| invalid(format!("{what} {v} exceeds {max}")));
+        if let Some(e) = too_big("embedding_length", d_model, MAX_WIDTH)
+            .or_else(|| ffn.iter().find_map(|&x| too_big("feed_forward_length", x, MAX_WIDTH)))
+            .or_else(|| n_heads.iter().find_map(|&x| too_big("attention.head_count", x, MAX_HEADS)))
+        {
+            return Err(e);
+        }
         for (i, (&h, &kv)) in n_heads.iter().zip(&n_kv_heads).enumerate() {
             if h == 0 && arch == "llama" {
                 return Err(invalid(format!("layer {i}: 0 attention heads (only deci allows attention-free layers)")));
@@ -178,8 +192,8 @@ impl ModelConfig {
                 None => d_model,
             },
         };
-        if head_dim == 0 {
-            return Err(invalid("head dimension is 0".into()));
+        if head_dim == 0 || head_dim > MAX_WIDTH {
+            return Err(invalid(format!("head dimension {head_dim} out of range 1..={MAX_WIDTH}")));
         }
         if let Some(v) = f.opt_u32(&k("attention.value_length"))?
             && v as usize != head_dim {
@@ -202,8 +216,17 @@ impl ModelConfig {
                 _ => return Err(invalid(format!("no {} and no 2-D token_embd.weight tensor", k("vocab_size")))),
             },
         };
-        if n_vocab == 0 {
-            return Err(invalid("vocabulary size is 0".into()));
+        if n_vocab == 0 || n_vocab > MAX_WIDTH {
+            return Err(invalid(format!("vocabulary size {n_vocab} out of range 1..={MAX_WIDTH}")));
+        }
+        // The token embedding, when present, must agree: [d_model, n_vocab] in ggml order.
+        if let Some(t) = f.tensor("token_embd.weight") {
+            if t.dims.len() != 2 || t.dims[0] != d_model as u64 || t.dims[1] != n_vocab as u64 {
+                return Err(invalid(format!(
+                    "token_embd.weight has dims {:?}, expected [{d_model}, {n_vocab}] (embedding_length, vocab)",
+                    t.dims
+                )));
+            }
         }
         let name = match f.get("general.name") {
             Some(MetaValue::String(s)) => Some(s.clone()),
@@ -255,26 +278,32 @@ impl ModelConfig {
     /// (query heads = `kv_heads * gqa_group(layer)`): attn_norm `d` + Wq `d*hq*hd` + Wk, Wv `d*kv*hd` each +
     /// Wo `hq*hd*d` + ffn_norm `d` + gate, up, down `d*ffn` each. Norms are dropped with their sub-block.
     pub fn layer_params(&self, layer: usize, ffn: usize, kv_heads: usize) -> u64 {
+        // Saturating: the fields are public and a hostile file may hold absurd sizes.
+        let mul = |xs: &[u64]| xs.iter().fold(1u64, |a, &x| a.saturating_mul(x));
         let d = self.d_model as u64;
         let hd = self.head_dim as u64;
         let kv = kv_heads as u64;
-        let hq = kv * self.gqa_group(layer) as u64;
-        let attn = if hq > 0 { d + 2 * d * hq * hd + 2 * d * kv * hd } else { 0 };
-        let mlp = if ffn > 0 { d + 3 * d * ffn as u64 } else { 0 };
-        attn + mlp
+        let hq = mul(&[kv, self.gqa_group(layer) as u64]);
+        let attn = if hq > 0 { d.saturating_add(mul(&[2, d, hq, hd])).saturating_add(mul(&[2, d, kv, hd])) } else { 0 };
+        let mlp = if ffn > 0 { d.saturating_add(mul(&[3, d, ffn as u64])) } else { 0 };
+        attn.saturating_add(mlp)
     }
 
     /// Parameters outside the blocks: token embedding `n_vocab*d`, output norm `d`, and the output
     /// projection `n_vocab*d` unless tied.
     pub fn non_layer_params(&self) -> u64 {
-        let ve = self.n_vocab as u64 * self.d_model as u64;
-        ve + self.d_model as u64 + if self.tied_embeddings { 0 } else { ve }
+        let ve = (self.n_vocab as u64).saturating_mul(self.d_model as u64);
+        ve.saturating_add(self.d_model as u64).saturating_add(if self.tied_embeddings { 0 } else { ve })
     }
 
     /// Total parameters of a sub-network (assumed valid for this model).
     pub fn subnet_params(&self, s: &SubnetConfig) -> u64 {
-        let layers: u64 = s.layers.iter().zip(&s.ffn).zip(&s.kv_heads).map(|((&l, &f), &k)| self.layer_params(l, f, k)).sum();
-        layers + self.non_layer_params()
+        s.layers
+            .iter()
+            .zip(&s.ffn)
+            .zip(&s.kv_heads)
+            .map(|((&l, &f), &k)| self.layer_params(l, f, k))
+            .fold(self.non_layer_params(), u64::saturating_add)
     }
 
     /// Total parameters of the full model.
@@ -399,6 +428,20 @@ mod tests {
         assert!(e.contains("unsupported architecture \"gpt2\""), "{e}");
         let e = model(&[("deci.attention.head_count_kv", MetaValue::u32_array(&[3, 0, 1]))]).unwrap_err().to_string();
         assert!(e.contains("4 query heads is not a multiple of 3 KV heads"), "{e}");
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_and_param_counts_saturate() {
+        // Found by the fuzzer: embedding_length 0xfff70040 made layer_params overflow.
+        let e = model(&[("deci.embedding_length", MetaValue::U32(0xfff7_0040))]).unwrap_err().to_string();
+        assert!(e.contains("embedding_length 4294377536 exceeds 16777216"), "{e}");
+        let e = model(&[("deci.embedding_length", MetaValue::U32(32))]).unwrap_err().to_string();
+        assert!(e.contains("token_embd.weight has dims [64, 10], expected [32, 10]"), "{e}");
+        let mut m = model(&[]).unwrap();
+        m.d_model = usize::MAX;
+        m.head_dim = usize::MAX;
+        m.n_vocab = usize::MAX;
+        assert_eq!(m.total_params(), u64::MAX);
     }
 
     #[test]

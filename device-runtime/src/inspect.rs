@@ -130,7 +130,7 @@ impl Report {
         for t in f.tensors() {
             let c = tensor_types.entry(t.ty.name().into()).or_default();
             c.count += 1;
-            c.bytes += t.n_bytes();
+            c.bytes = c.bytes.saturating_add(t.n_bytes());
         }
         let block_of = |name: &str| -> Option<(usize, String)> {
             let rest = name.strip_prefix("blk.")?;
@@ -186,7 +186,7 @@ impl Report {
             name: s("general.name"),
             config,
             config_error,
-            params_in_file: f.tensors().iter().map(|t| t.n_elements()).sum(),
+            params_in_file: f.tensors().iter().map(|t| t.n_elements()).fold(0, u64::saturating_add),
             layers,
             other_tensors,
             tensor_types,

@@ -216,3 +216,25 @@ fn open_reports_missing_files_with_the_path() {
     assert_eq!(e.kind(), "io");
     assert!(e.to_string().starts_with("/nonexistent/dir/model.gguf: open:"), "{e}");
 }
+
+/// Inputs the fuzzer (`fuzz/`) found crashing, kept as regressions: each must go through the same steps as the
+/// fuzz target without panicking.
+#[test]
+fn fuzz_regressions_do_not_panic() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        if let Ok(f) = GgufFile::from_bytes(bytes, &path.display().to_string()) {
+            if let Ok(m) = ModelConfig::from_gguf(&f) {
+                let _ = (m.total_params(), m.full_subnet().validate(&m));
+            }
+            let _ = device_runtime::inspect::Report::new(&f).to_text();
+            let rewritten = GgufWriter::from_file(&f).unwrap().to_bytes().unwrap();
+            GgufFile::from_bytes(rewritten, "rewritten").unwrap();
+        }
+        n += 1;
+    }
+    assert!(n >= 1, "no regression inputs in {}", dir.display());
+}

@@ -10,6 +10,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let Ok(f) = GgufFile::from_bytes(data.to_vec(), "fuzz") else { return };
     let _ = ModelConfig::from_gguf(&f).map(|m| (m.total_params(), m.full_subnet().validate(&m)));
+    let _ = device_runtime::inspect::Report::new(&f).to_text();
     for t in f.tensors() {
         assert_eq!(f.tensor_data(t).len() as u64, t.n_bytes());
         let _ = f.tensor_f32(t);
