@@ -291,7 +291,7 @@ fn target_type(name: &str, src: &TensorInfo, quant: ExportQuant, tied: bool) -> 
     let is_output = name == "output.weight" || (tied && name == "token_embd.weight");
     match quant {
         ExportQuant::Q4_0 | ExportQuant::Q4_1 if is_output => {
-            if src.dims[0] % 256 == 0 && src.ty == GgmlType::Q6_K {
+            if src.dims[0].is_multiple_of(256) && src.ty == GgmlType::Q6_K {
                 GgmlType::Q6_K
             } else {
                 GgmlType::Q8_0
@@ -339,7 +339,7 @@ impl<'f> ExportPlan<'f> {
                     "layer {l} is kept with 0 KV heads and FFN 0 (an empty block): drop the layer instead"
                 )));
             }
-            if cfg.ffn[i] % qt.block_elems() != 0 {
+            if !cfg.ffn[i].is_multiple_of(qt.block_elems()) {
                 return Err(unexportable(format!(
                     "layer {l}: FFN width {} is not a multiple of the {qt} block size {} (the row length of ffn_down)",
                     cfg.ffn[i],
@@ -395,19 +395,19 @@ impl<'f> ExportPlan<'f> {
                     (format!("blk.{i}.{rest}"), dims, slice, Some(expect))
                 }
             };
-            if let Some(expect) = expect {
-                if t.dims != expect {
-                    return Err(bad_tensor(
-                        t,
-                        format!("dims {:?} do not match the base configuration (expected {expect:?})", t.dims),
-                    ));
-                }
+            if let Some(expect) = expect
+                && t.dims != expect
+            {
+                return Err(bad_tensor(
+                    t,
+                    format!("dims {:?} do not match the base configuration (expected {expect:?})", t.dims),
+                ));
             }
             if !quant::can_dequantize(t.ty) {
                 return Err(bad_tensor(t, format!("tensor type {} cannot be dequantized", t.ty)));
             }
             let ty = target_type(&t.name, t, quant, mc.tied_embeddings);
-            if dims[0] % ty.block_elems() as u64 != 0 {
+            if !dims[0].is_multiple_of(ty.block_elems() as u64) {
                 return Err(unexportable(format!(
                     "tensor {name}: row length {} is not a multiple of the {ty} block size {}",
                     dims[0],
@@ -519,7 +519,7 @@ impl<'f> ExportPlan<'f> {
             Slice::Cols(n) => (src.n_rows() as usize, n as usize),
         };
         let (be, bb) = src.ty.block_size();
-        if src.ty == t.ty && keep_cols % be == 0 {
+        if src.ty == t.ty && keep_cols.is_multiple_of(be) {
             if keep_cols == row_len {
                 return Ok((Cow::Borrowed(&data[..keep_rows * rb]), true));
             }

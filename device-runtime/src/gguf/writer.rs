@@ -283,7 +283,7 @@ pub fn predict_file_size<S: AsRef<str>>(
             return Err(invalid(format!("tensor {name:?}: bad dims {dims:?} (1..={MAX_DIMS} dims, none zero)")));
         }
         let (be, bb) = ty.block_size();
-        if dims[0] % be as u64 != 0 {
+        if !dims[0].is_multiple_of(be as u64) {
             return Err(invalid(format!(
                 "tensor {name:?}: row length {} is not a multiple of the {ty} block size {be}",
                 dims[0]

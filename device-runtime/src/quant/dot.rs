@@ -726,38 +726,47 @@ pub fn matmul(w: &QMatrix, x: &[f32], n: usize, y: &mut [f32], path: KernelPath)
                 match (simd, kind) {
                     #[cfg(target_arch = "x86_64")]
                     (true, Some(kind)) => {
-                        for r in r0..r1 {
-                            let wr = w.row(r);
-                            let mut t = 0;
-                            while t + 4 <= n {
-                                let ap = [0, 1, 2, 3].map(|i| q[(t + i) * nb..].as_ptr());
-                                let mut o = [0f32; 4];
-                                // SAFETY: avx2+fma checked by has_avx2; wr holds nb blocks; each ap row nb blocks.
-                                unsafe {
-                                    match kind {
-                                        0 => avx2::dot_rows::<0, 4>(wr.as_ptr(), nb, ap, &mut o),
-                                        1 => avx2::dot_rows::<1, 4>(wr.as_ptr(), nb, ap, &mut o),
-                                        _ => avx2::dot_rows::<2, 4>(wr.as_ptr(), nb, ap, &mut o),
+                        // Token chunks whose quantized activations fit in L1 (~16 KiB), so that every weight
+                        // row of the task reuses them from L1 rather than streaming them from L2.
+                        let tc = ((16384 / (nb * std::mem::size_of::<BlockQ8>())).max(4) / 4 * 4).max(4);
+                        let mut c0 = 0;
+                        while c0 < n {
+                            let c1 = (c0 + tc).min(n);
+                            for r in r0..r1 {
+                                let wr = w.row(r);
+                                let mut t = c0;
+                                while t + 4 <= c1 {
+                                    let ap = [0, 1, 2, 3].map(|i| q[(t + i) * nb..].as_ptr());
+                                    let mut o = [0f32; 4];
+                                    // SAFETY: avx2+fma checked by has_avx2; wr holds nb blocks; each ap row nb blocks.
+                                    unsafe {
+                                        match kind {
+                                            0 => avx2::dot_rows::<0, 4>(wr.as_ptr(), nb, ap, &mut o),
+                                            1 => avx2::dot_rows::<1, 4>(wr.as_ptr(), nb, ap, &mut o),
+                                            _ => avx2::dot_rows::<2, 4>(wr.as_ptr(), nb, ap, &mut o),
+                                        }
                                     }
-                                }
-                                for i in 0..4 {
-                                    put(t + i, r, o[i]);
-                                }
-                                t += 4;
-                            }
-                            while t < n {
-                                let ap = [q[t * nb..].as_ptr()];
-                                let mut o = [0f32; 1];
-                                unsafe {
-                                    match kind {
-                                        0 => avx2::dot_rows::<0, 1>(wr.as_ptr(), nb, ap, &mut o),
-                                        1 => avx2::dot_rows::<1, 1>(wr.as_ptr(), nb, ap, &mut o),
-                                        _ => avx2::dot_rows::<2, 1>(wr.as_ptr(), nb, ap, &mut o),
+                                    for i in 0..4 {
+                                        put(t + i, r, o[i]);
                                     }
+                                    t += 4;
                                 }
-                                put(t, r, o[0]);
-                                t += 1;
+                                while t < c1 {
+                                    let ap = [q[t * nb..].as_ptr()];
+                                    let mut o = [0f32; 1];
+                                    // SAFETY: as above.
+                                    unsafe {
+                                        match kind {
+                                            0 => avx2::dot_rows::<0, 1>(wr.as_ptr(), nb, ap, &mut o),
+                                            1 => avx2::dot_rows::<1, 1>(wr.as_ptr(), nb, ap, &mut o),
+                                            _ => avx2::dot_rows::<2, 1>(wr.as_ptr(), nb, ap, &mut o),
+                                        }
+                                    }
+                                    put(t, r, o[0]);
+                                    t += 1;
+                                }
                             }
+                            c0 = c1;
                         }
                     }
                     _ => {
@@ -855,8 +864,8 @@ mod tests {
     #[test]
     fn kernels_match_dequantized_reference_and_simd_matches_scalar() {
         let mut seed = 42u64;
-        for ty in SUPPORTED_TYPES {
-            let (rows, cols, n) = (37, 512, 6);
+        // (1024 cols, 30 tokens): several L1 token chunks of 12 plus a remainder tile.
+        for (ty, (rows, cols, n)) in SUPPORTED_TYPES.iter().flat_map(|t| [(*t, (37, 512, 6)), (*t, (9, 1024, 30))]) {
             let data = random_matrix(ty, rows, cols, &mut seed);
             let w = QMatrix::new(ty, rows, cols, &data).unwrap();
             let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed)).collect();
@@ -875,7 +884,9 @@ mod tests {
                     // 8-bit activations: |err| <~ |w| * |x quant error| ~ |w| * sqrt(cols) * (1/127)/sqrt(12)...
                     let tol = if w.wants_q8() { 0.01 * norm * (cols as f32).sqrt() / 10.0 } else { 1e-3 * (1.0 + norm) };
                     assert!((s - exact).abs() <= tol, "{ty} scalar r{r} t{t}: {s} vs {exact} (tol {tol})");
-                    assert!((b - s).abs() <= 1e-4 * (1.0 + s.abs()), "{ty} simd r{r} t{t}: {b} vs scalar {s}");
+                    // The SIMD path also quantizes activations with the AVX2 quantizer, whose rounding of
+                    // exact ties (to even) may differ by one step from the scalar one (away from zero).
+                    assert!((b - s).abs() <= 2e-3 * (1.0 + s.abs()), "{ty} simd r{r} t{t}: {b} vs scalar {s}");
                 }
             }
         }
@@ -904,6 +915,25 @@ mod tests {
         }
         assert_eq!(b[1].d, 0.0);
         assert!(b[1].qs.iter().all(|v| *v == 0));
+    }
+
+    /// This module's block decoding (used by the kernels) against `quant::dequant` (bit-exact with gguf-py).
+    #[test]
+    fn block_decoding_matches_quant_dequant() {
+        let mut seed = 11u64;
+        for ty in SUPPORTED_TYPES {
+            let cols = 512;
+            let data = random_matrix(ty, 3, cols, &mut seed);
+            let w = QMatrix::new(ty, 3, cols, &data).unwrap();
+            let expected = crate::quant::dequant::dequantize_to_vec(ty, &data).unwrap();
+            let mut got = vec![0f32; cols];
+            for r in 0..3 {
+                w.dequantize_row(r, &mut got);
+                for (i, (a, b)) in got.iter().zip(&expected[r * cols..(r + 1) * cols]).enumerate() {
+                    assert!(a == b || (a - b).abs() <= 1e-6 * b.abs(), "{ty} row {r} elem {i}: {a} vs {b}");
+                }
+            }
+        }
     }
 
     #[test]
