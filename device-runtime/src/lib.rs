@@ -8,6 +8,7 @@
 //! - [`inspect`]: the report of `edgerun inspect` (architecture, shapes, tensor types, tokenizer facts).
 //! - [`engine`]: the CPU forward pass, prefill/decode, sampling.
 //! - [`subnet`]: sub-network extraction (slice, quantize, write GGUF) and exact file-size prediction.
+//! - [`profile`]: device facts, latency measurement and the latency model.
 //!
 //! Design notes: `DESIGN.md` in the shared folder; the format follows the GGUF spec of ggml
 //! (`docs/gguf.md` in the ggml repository) and the reference reader/writer in gguf-py.
@@ -17,6 +18,7 @@ pub mod chat;
 pub mod engine;
 pub mod gguf;
 pub mod inspect;
+pub mod profile;
 pub mod quant;
 pub mod subnet;
 pub mod tokenizer;

@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 
 #[path = "edgerun/engine_cmds.rs"]
 mod engine_cmds;
+#[path = "edgerun/profile_cmd.rs"]
+mod profile_cmd;
 
 #[derive(Parser)]
 #[command(name = "edgerun", version, about = "Run and inspect LLaMA-family GGUF models on the target device")]
@@ -29,6 +31,8 @@ enum Cmd {
     Perplexity(engine_cmds::PerplexityArgs),
     /// Prefill and decode speed, as llama-bench measures it.
     Bench(engine_cmds::BenchArgs),
+    /// Measure this device's latency profile for sub-networks of a model (and validate the latency model).
+    Profile(Box<profile_cmd::ProfileArgs>),
 }
 
 fn main() -> Result<()> {
@@ -38,6 +42,7 @@ fn main() -> Result<()> {
         Cmd::Generate(a) => engine_cmds::generate(a),
         Cmd::Perplexity(a) => engine_cmds::perplexity_cmd(a),
         Cmd::Bench(a) => engine_cmds::bench(a),
+        Cmd::Profile(a) => profile_cmd::run(*a),
     }
 }
 

@@ -120,6 +120,12 @@ impl<'m> Session<'m> {
         self.pos = 0;
     }
 
+    /// Keep only the first `pos` tokens of the KV cache (no-op when `pos >= self.pos()`): the next token is
+    /// evaluated at position `pos`. Used by the latency profiler to decode repeatedly at one context length.
+    pub fn truncate(&mut self, pos: usize) {
+        self.pos = self.pos.min(pos);
+    }
+
     /// Run `tokens` through the model (in batches of `n_batch`), append them to the cache, and return
     /// logits: `[n_vocab]` for [`Logits::Last`], `[tokens.len(), n_vocab]` for [`Logits::All`].
     ///

@@ -1,0 +1,219 @@
+//! `edgerun profile`: measure a device profile (latency tables) and validate the latency model.
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use device_runtime::gguf::GgufFile;
+use device_runtime::profile::{Profile, ProfileOptions, ValidationOptions, profile_model, validate_profile};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Arguments of `edgerun profile`.
+#[derive(Args, Debug)]
+pub struct ProfileArgs {
+    /// The base model (GGUF) whose block shapes and weights are measured.
+    pub model: PathBuf,
+    /// Engine worker threads (0: all logical CPUs).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Quantization of the sub-networks: q8_0, q4_0, q4_1, f16, f32.
+    #[arg(long, default_value = "q8_0")]
+    pub quant: String,
+    /// Compute backend (this build: cpu).
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+    /// Output profile (JSON). Default: profiles/<cpu>-<cpus>c-<mem>g-t<threads>-<quant>.json.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Wall-time bound for the measurements, seconds (fewer repeated runs when short; an error if exceeded).
+    #[arg(long, default_value_t = 600.0)]
+    pub budget: f64,
+    /// Decode context lengths (tokens in the KV cache), comma-separated, increasing.
+    #[arg(long, value_delimiter = ',', default_value = "0,256,512,1024,2048")]
+    pub contexts: Vec<usize>,
+    /// Prefill prompt lengths, comma-separated, increasing, at most 512.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,128,256,512")]
+    pub lengths: Vec<usize>,
+    /// Untimed warm-up runs per measurement.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Fewest timed runs per measurement.
+    #[arg(long, default_value_t = 3)]
+    pub min_runs: usize,
+    /// Most timed runs per measurement.
+    #[arg(long, default_value_t = 9)]
+    pub max_runs: usize,
+    /// Blocks per part model in decode measurements.
+    #[arg(long, default_value_t = 8)]
+    pub decode_layers: usize,
+    /// Blocks per part model in prefill measurements.
+    #[arg(long, default_value_t = 4)]
+    pub prefill_layers: usize,
+    /// MiB written before each timed run to evict the caches (0: no flush).
+    #[arg(long, default_value_t = 64)]
+    pub flush_mib: usize,
+    /// Validate on K random sub-networks of MODEL (predicted vs. measured end to end).
+    #[arg(long, value_name = "K")]
+    pub validate: Option<usize>,
+    /// Do not measure: read this profile and validate it (with --validate K).
+    #[arg(long, value_name = "PROFILE")]
+    pub from: Option<PathBuf>,
+    /// Seed of the random sub-networks.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Context length of the validation's decode measurements.
+    #[arg(long, default_value_t = 256)]
+    pub validate_context: usize,
+    /// Prompt length of the validation's prefill measurements.
+    #[arg(long, default_value_t = 128)]
+    pub validate_length: usize,
+    /// Timed runs per validation measurement.
+    #[arg(long, default_value_t = 5)]
+    pub validate_runs: usize,
+    /// Write the validation rows (one per sub-network) to this CSV file.
+    #[arg(long)]
+    pub validation_csv: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn write_atomic(path: &std::path::Path, text: &str) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile_in(dir)?;
+    tmp.1.write_all(text.as_bytes()).with_context(|| format!("writing {}", tmp.0.display()))?;
+    drop(tmp.1);
+    std::fs::rename(&tmp.0, path).with_context(|| format!("renaming {} to {}", tmp.0.display(), path.display()))
+}
+
+fn tempfile_in(dir: &std::path::Path) -> Result<(PathBuf, std::fs::File)> {
+    let p = dir.join(format!(".edgerun-{}.tmp", std::process::id()));
+    let f = std::fs::File::create(&p).with_context(|| format!("creating {}", p.display()))?;
+    Ok((p, f))
+}
+
+/// Run `edgerun profile`.
+pub fn run(a: ProfileArgs) -> Result<()> {
+    let base = GgufFile::open(&a.model).with_context(|| format!("opening the model {}", a.model.display()))?;
+    let mut profile = match &a.from {
+        Some(p) => Profile::load(p).with_context(|| format!("reading the profile {}", p.display()))?,
+        None => {
+            let o = ProfileOptions {
+                threads: a.threads,
+                quant: a.quant.clone(),
+                backend: a.backend.clone(),
+                contexts: a.contexts.clone(),
+                lengths: a.lengths.clone(),
+                warmup: a.warmup,
+                min_runs: a.min_runs,
+                max_runs: a.max_runs,
+                decode_layers: a.decode_layers,
+                prefill_layers: a.prefill_layers,
+                cache_flush_bytes: a.flush_mib << 20,
+                budget_s: a.budget,
+                progress: !a.quiet,
+            };
+            let p = profile_model(&base, &o).with_context(|| format!("profiling {}", a.model.display()))?;
+            print_profile(&p);
+            p
+        }
+    };
+    let out = a.out.clone().or_else(|| a.from.clone()).unwrap_or_else(|| PathBuf::from("profiles").join(profile.file_name()));
+    if let Some(k) = a.validate {
+        if k == 0 {
+            bail!("--validate needs K >= 1");
+        }
+        let o = ValidationOptions {
+            k,
+            seed: a.seed,
+            decode_context: a.validate_context,
+            prefill_length: a.validate_length,
+            runs: a.validate_runs,
+            progress: !a.quiet,
+        };
+        let r = validate_profile(&base, &profile, &o).with_context(|| format!("validating on {}", a.model.display()))?;
+        println!("validation: {k} random sub-networks of {}, decode at context {}, prefill of {} tokens", a.model.display(), o.decode_context, o.prefill_length);
+        println!("{:>14} {:>6} {:>10} {:>10} {:>7} {:>10} {:>10} {:>7}", "subnet", "layers", "dec pred", "dec meas", "err%", "pre pred", "pre meas", "err%");
+        let mut csv = String::from("subnet_id,subnet,decode_pred_ms,decode_meas_ms,decode_err_pct,prefill_pred_ms,prefill_meas_ms,prefill_err_pct\n");
+        for row in &r.rows {
+            println!(
+                "{:>14} {:>6} {:>10.3} {:>10.3} {:>+7.2} {:>10.2} {:>10.2} {:>+7.2}",
+                row.subnet.id(),
+                row.subnet.layers.len(),
+                row.decode_pred_ms,
+                row.decode_meas_ms,
+                row.decode_err_pct(),
+                row.prefill_pred_ms,
+                row.prefill_meas_ms,
+                row.prefill_err_pct()
+            );
+            csv.push_str(&format!(
+                "{},\"{}\",{:.4},{:.4},{:.3},{:.4},{:.4},{:.3}\n",
+                row.subnet.id(),
+                row.subnet.canonical_json().replace('"', "\"\""),
+                row.decode_pred_ms,
+                row.decode_meas_ms,
+                row.decode_err_pct(),
+                row.prefill_pred_ms,
+                row.prefill_meas_ms,
+                row.prefill_err_pct()
+            ));
+        }
+        let s = &r.summary;
+        println!(
+            "decode:  MAPE {:.2}%, within +-10%: {:.1}%, largest error {:+.2}%",
+            s.decode_mape_pct, s.decode_within_10_pct, s.decode_max_err_pct
+        );
+        println!(
+            "prefill: MAPE {:.2}%, within +-10%: {:.1}%, largest error {:+.2}%",
+            s.prefill_mape_pct, s.prefill_within_10_pct, s.prefill_max_err_pct
+        );
+        if let Some(p) = &a.validation_csv {
+            write_atomic(p, &csv)?;
+        }
+        profile.validation = Some(r.summary);
+    }
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    profile.save(&out).with_context(|| format!("writing the profile {}", out.display()))?;
+    println!("profile written to {}", out.display());
+    Ok(())
+}
+
+fn print_profile(p: &Profile) {
+    let d = &p.device;
+    println!(
+        "device: {} ({} logical CPUs, {} MHz, {:.1} GiB, {} {}), {} threads, {} ({}; head {})",
+        d.cpu_brand,
+        d.logical_cpus,
+        d.cpu_mhz,
+        d.memory_bytes as f64 / (1u64 << 30) as f64,
+        d.os,
+        d.os_version,
+        p.threads,
+        p.quant,
+        p.weight_type,
+        p.head_type
+    );
+    let t = &p.decode;
+    println!(
+        "decode, ms: overhead {:.4}, embedding {:.4}, final norm {:.4}, output head {:.3}",
+        t.overhead[0].median_ms, t.embedding.median_ms, t.final_norm.median_ms, t.output_head.median_ms
+    );
+    for r in &t.attention {
+        let v: Vec<String> = r.ms.iter().zip(&t.contexts).map(|(s, c)| format!("{c}: {:.4}", s.median_ms)).collect();
+        println!("  attention kv {} per block, by context: {}", r.kv_heads, v.join(", "));
+    }
+    let v: Vec<String> = t.ffn.iter().map(|r| format!("{}: {:.4}", r.width, r.ms[0].median_ms)).collect();
+    println!("  ffn per block, by width: {}", v.join(", "));
+    let t = &p.prefill;
+    for r in &t.attention {
+        let v: Vec<String> = r.ms.iter().zip(&t.lengths).map(|(s, n)| format!("{n}: {:.3}", s.median_ms)).collect();
+        println!("prefill attention kv {} per block, by length: {}", r.kv_heads, v.join(", "));
+    }
+    if let Some(r) = t.ffn.last() {
+        let v: Vec<String> = r.ms.iter().zip(&t.lengths).map(|(s, n)| format!("{n}: {:.3}", s.median_ms)).collect();
+        println!("prefill ffn {} per block, by length: {}", r.width, v.join(", "));
+    }
+    println!("measured in {:.1} s", p.method.elapsed_s);
+}

@@ -1,0 +1,182 @@
+//! The latency model: decode ms/token and prefill ms of any sub-network, summed from a profile's tables.
+//!
+//! ```text
+//! decode(s, c)  = overhead(c) + embedding(1) + final_norm + output_head + Σ_blocks attention(kv_b, c) + ffn(w_b)
+//! prefill(s, n) = overhead(n) + embedding(n) + final_norm + output_head + Σ_blocks attention(kv_b, n) + ffn(w_b, n)
+//! ```
+//!
+//! Tables are interpolated linearly between measured context / prompt lengths (attention is linear in the
+//! context, its prefill cost is sampled densely enough for the quadratic term) and between FFN widths (a width
+//! below the first measured one is extrapolated from the first two). KV-head counts are measured exactly.
+//! A context or prompt length outside the measured range, an FFN width above the model's or more KV heads than
+//! it has is an [`ProfileError::OutOfRange`] error, never an extrapolation.
+
+use super::{FfnRow, Profile, ProfileError, RUNTIME_VERSION, Stat};
+use crate::arch::{ModelConfig, SubnetConfig};
+
+/// Predicts latencies from a [`Profile`] for sub-networks of one base model.
+#[derive(Clone, Debug)]
+pub struct LatencyModel {
+    profile: Profile,
+    base: ModelConfig,
+}
+
+/// Linear interpolation of `ys` over increasing `xs` at `x` (`xs` non-empty; `x` inside `[xs[0], xs[last]]`).
+fn interp(xs: &[usize], ys: &[f64], x: f64) -> f64 {
+    if xs.len() == 1 {
+        return ys[0];
+    }
+    let i = xs.windows(2).position(|w| x <= w[1] as f64).unwrap_or(xs.len() - 2);
+    let (x0, x1) = (xs[i] as f64, xs[i + 1] as f64);
+    ys[i] + (ys[i + 1] - ys[i]) * (x - x0) / (x1 - x0)
+}
+
+fn medians(v: &[Stat]) -> Vec<f64> {
+    v.iter().map(|s| s.median_ms).collect()
+}
+
+impl LatencyModel {
+    /// A model for sub-networks of `base` quantized to `quant` (`q8_0`, ...), from `profile`.
+    ///
+    /// Errors: [`ProfileError::Mismatch`] when the profile was made for another quantization, another runtime
+    /// version ([`RUNTIME_VERSION`]) or another model family (width, head size, vocabulary, GQA group, tied
+    /// head), or does not cover the base model's KV heads and FFN widths; [`ProfileError::Incomplete`] when
+    /// its tables are incomplete.
+    pub fn new(profile: Profile, base: &ModelConfig, quant: &str) -> Result<LatencyModel, ProfileError> {
+        profile.check().map_err(|reason| ProfileError::Incomplete { file: "<profile>".into(), reason })?;
+        let mis = |s: String| Err(ProfileError::Mismatch(s));
+        if !profile.quant.eq_ignore_ascii_case(quant) {
+            return mis(format!("the profile was measured for quantization {}, not {quant}", profile.quant));
+        }
+        if profile.runtime_version != RUNTIME_VERSION {
+            return mis(format!(
+                "the profile was measured by runtime version {}, this is {RUNTIME_VERSION}: measure again with `edgerun profile`",
+                profile.runtime_version
+            ));
+        }
+        let m = &profile.model;
+        let family = if base.arch == "llama" || base.arch == "deci" { "llama" } else { base.arch.as_str() };
+        let max_kv = base.n_kv_heads.iter().copied().max().unwrap_or(0);
+        let max_ffn = base.ffn.iter().copied().max().unwrap_or(0);
+        let groups_ok = (0..base.n_layers).all(|l| base.n_kv_heads[l] == 0 || base.gqa_group(l) == m.gqa_group);
+        let facts = [
+            ("family", m.family.clone(), family.to_string()),
+            ("d_model", m.d_model.to_string(), base.d_model.to_string()),
+            ("head_dim", m.head_dim.to_string(), base.head_dim.to_string()),
+            ("n_vocab", m.n_vocab.to_string(), base.n_vocab.to_string()),
+            ("tied_embeddings", m.tied_embeddings.to_string(), base.tied_embeddings.to_string()),
+        ];
+        for (what, p, b) in facts {
+            if p != b {
+                return mis(format!("the profile's model family has {what} {p}, the model has {b}"));
+            }
+        }
+        if !groups_ok {
+            return mis(format!("the model's GQA group sizes differ from the profile's {}", m.gqa_group));
+        }
+        if max_kv > m.max_kv_heads || max_ffn > m.max_ffn {
+            return mis(format!(
+                "the profile covers up to {} KV heads and FFN {}, the model has {max_kv} and {max_ffn}",
+                m.max_kv_heads, m.max_ffn
+            ));
+        }
+        Ok(LatencyModel { profile, base: base.clone() })
+    }
+
+    /// The profile the model predicts from.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    fn ffn_at(rows: &[FfnRow], point: usize, width: usize, max: usize) -> Result<f64, ProfileError> {
+        if width == 0 {
+            return Ok(0.0);
+        }
+        if width > max {
+            return Err(ProfileError::OutOfRange(format!("FFN width {width} > the profile's {max}")));
+        }
+        let ws: Vec<usize> = rows.iter().map(|r| r.width).collect();
+        let ys: Vec<f64> = rows.iter().map(|r| r.ms[point].median_ms).collect();
+        if ws.len() >= 2 && width < ws[0] {
+            // Below the first measured width: the line through the first two.
+            let slope = (ys[1] - ys[0]) / (ws[1] - ws[0]) as f64;
+            return Ok((ys[0] - slope * (ws[0] - width) as f64).max(0.0));
+        }
+        Ok(interp(&ws, &ys, width as f64))
+    }
+
+    fn check_subnet(&self, s: &SubnetConfig) -> Result<(), ProfileError> {
+        s.validate(&self.base)?;
+        Ok(())
+    }
+
+    fn point(xs: &[usize], x: usize, what: &str) -> Result<(), ProfileError> {
+        let (lo, hi) = (xs[0], *xs.last().unwrap());
+        if x < lo || x > hi {
+            return Err(ProfileError::OutOfRange(format!("{what} {x} outside the measured {lo}..={hi}")));
+        }
+        Ok(())
+    }
+
+    /// Predicted time to decode one token, ms, with `context` tokens already in the KV cache.
+    ///
+    /// Errors: [`ProfileError::Arch`] (sub-network invalid for the base model), [`ProfileError::OutOfRange`]
+    /// (context outside the profile's contexts).
+    pub fn decode_ms(&self, s: &SubnetConfig, context: usize) -> Result<f64, ProfileError> {
+        self.check_subnet(s)?;
+        let t = &self.profile.decode;
+        Self::point(&t.contexts, context, "context")?;
+        let x = context as f64;
+        let mut ms = interp(&t.contexts, &medians(&t.overhead), x) + t.embedding.median_ms + t.final_norm.median_ms + t.output_head.median_ms;
+        let attn: Vec<Vec<f64>> = t.attention.iter().map(|r| medians(&r.ms)).collect();
+        for (&kv, &w) in s.kv_heads.iter().zip(&s.ffn) {
+            if kv > 0 {
+                ms += interp(&t.contexts, &attn[kv - 1], x);
+            }
+            ms += Self::ffn_at(&t.ffn, 0, w, self.profile.model.max_ffn)?;
+        }
+        Ok(ms)
+    }
+
+    /// Predicted time to prefill a prompt of `n_tokens` into an empty KV cache (logits of the last token), ms.
+    ///
+    /// Errors: as [`LatencyModel::decode_ms`], for a prompt length outside the profile's lengths.
+    pub fn prefill_ms(&self, s: &SubnetConfig, n_tokens: usize) -> Result<f64, ProfileError> {
+        self.check_subnet(s)?;
+        let t = &self.profile.prefill;
+        Self::point(&t.lengths, n_tokens, "prompt length")?;
+        let x = n_tokens as f64;
+        let lens = &t.lengths;
+        let mut ms = interp(lens, &medians(&t.overhead), x)
+            + interp(lens, &medians(&t.embedding), x)
+            + t.final_norm.median_ms
+            + t.output_head.median_ms;
+        let attn: Vec<Vec<f64>> = t.attention.iter().map(|r| medians(&r.ms)).collect();
+        // FFN: interpolate over widths at each measured length, then over lengths.
+        for (&kv, &w) in s.kv_heads.iter().zip(&s.ffn) {
+            if kv > 0 {
+                ms += interp(lens, &attn[kv - 1], x);
+            }
+            let per_len: Vec<f64> =
+                (0..lens.len()).map(|i| Self::ffn_at(&t.ffn, i, w, self.profile.model.max_ffn)).collect::<Result<_, _>>()?;
+            ms += interp(lens, &per_len, x);
+        }
+        Ok(ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolation_by_hand() {
+        let xs = [0, 100, 300];
+        let ys = [1.0, 2.0, 4.0];
+        assert_eq!(interp(&xs, &ys, 0.0), 1.0);
+        assert_eq!(interp(&xs, &ys, 50.0), 1.5);
+        assert_eq!(interp(&xs, &ys, 200.0), 3.0);
+        assert_eq!(interp(&xs, &ys, 300.0), 4.0);
+        assert_eq!(interp(&[7], &[2.5], 7.0), 2.5);
+    }
+}

@@ -1,0 +1,230 @@
+//! Validation of a profile: random sub-networks of the real model, measured end to end with the engine,
+//! against the latency model's predictions (MAPE, share within +-10%).
+//!
+//! Each sub-network keeps a random set of blocks (at least a quarter of them), with per block a random FFN
+//! width (a multiple of 128 up to the block's width: measured widths and widths between them) and a random
+//! KV-head count (`1..=` the block's). It is exported at the profile's quantization with
+//! [`crate::subnet::export_subnet`] to a GGUF file in a temporary folder, loaded with [`Model::load`], and
+//! timed as a user runs it: prefill of a prompt into an empty cache, then single-token decodes at a context
+//! length (consecutive runs, no cache flush), `runs` timed runs after one warm-up, median.
+
+use super::measure::{BlockSpec, ModelBuilder, tokens};
+use super::{LatencyModel, Profile, ProfileError, ValidationSummary};
+use crate::arch::SubnetConfig;
+use crate::engine::{Logits, Model, Session, SessionOptions};
+use crate::gguf::GgufFile;
+use crate::subnet::{ExportQuant, Provenance, export_subnet};
+use std::time::Instant;
+
+/// Settings of [`validate_profile`].
+#[derive(Clone, Debug)]
+pub struct ValidationOptions {
+    /// Number of random sub-networks.
+    pub k: usize,
+    /// Seed of the random sub-networks.
+    pub seed: u64,
+    /// Context length of the decode measurements (tokens in the cache).
+    pub decode_context: usize,
+    /// Prompt length of the prefill measurements.
+    pub prefill_length: usize,
+    /// Timed runs per measurement.
+    pub runs: usize,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+impl Default for ValidationOptions {
+    fn default() -> Self {
+        ValidationOptions { k: 30, seed: 1, decode_context: 256, prefill_length: 128, runs: 5, progress: false }
+    }
+}
+
+/// One validated sub-network.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ValidationRow {
+    /// The sub-network.
+    pub subnet: SubnetConfig,
+    /// Predicted decode ms/token.
+    pub decode_pred_ms: f64,
+    /// Measured decode ms/token (median).
+    pub decode_meas_ms: f64,
+    /// Predicted prefill ms.
+    pub prefill_pred_ms: f64,
+    /// Measured prefill ms (median).
+    pub prefill_meas_ms: f64,
+}
+
+impl ValidationRow {
+    /// Decode error, % of the measurement (positive: over-predicted).
+    pub fn decode_err_pct(&self) -> f64 {
+        100.0 * (self.decode_pred_ms - self.decode_meas_ms) / self.decode_meas_ms
+    }
+    /// Prefill error, % of the measurement.
+    pub fn prefill_err_pct(&self) -> f64 {
+        100.0 * (self.prefill_pred_ms - self.prefill_meas_ms) / self.prefill_meas_ms
+    }
+}
+
+/// Rows and summary of a validation.
+#[derive(Clone, Debug)]
+pub struct ValidationReport {
+    /// One row per sub-network.
+    pub rows: Vec<ValidationRow>,
+    /// MAPE and shares.
+    pub summary: ValidationSummary,
+}
+
+/// SplitMix64 (Steele et al. 2014): a small seeded generator, enough for sampling sub-networks.
+pub(crate) struct SplitMix(u64);
+
+impl SplitMix {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `lo..=hi`.
+    pub(crate) fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + (self.next() % (hi - lo + 1) as u64) as usize
+    }
+}
+
+/// `k` random sub-networks of a model with per-layer FFN widths `ffn` and KV heads `kv` (see the module docs).
+pub fn random_subnets(ffn: &[usize], kv: &[usize], k: usize, seed: u64) -> Vec<SubnetConfig> {
+    let mut r = SplitMix(seed);
+    let n = ffn.len();
+    (0..k)
+        .map(|_| {
+            let keep = r.range(n.div_ceil(4).max(1), n);
+            let mut idx: Vec<usize> = (0..n).collect();
+            for i in 0..keep {
+                let j = r.range(i, n - 1);
+                idx.swap(i, j);
+            }
+            let mut layers = idx[..keep].to_vec();
+            layers.sort_unstable();
+            let ffn_w = layers
+                .iter()
+                .map(|&l| match ffn[l] / 128 {
+                    0 => ffn[l],
+                    steps => 128 * r.range(1, steps),
+                })
+                .collect();
+            let kvs = layers.iter().map(|&l| r.range(1, kv[l].max(1))).collect();
+            SubnetConfig { layers, ffn: ffn_w, kv_heads: kvs }
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// Measure `model` end to end: (decode ms at `ctx`, prefill ms of `n` tokens), medians of `runs` runs.
+pub fn measure_end_to_end(model: &Model, threads: usize, ctx: usize, n: usize, runs: usize) -> Result<(f64, f64), ProfileError> {
+    let mut s = Session::new(model, SessionOptions { n_ctx: (ctx + 1).max(n), threads, ..Default::default() })?;
+    let toks = tokens((ctx + 1).max(n), model.config.n_vocab);
+    let runs = runs.max(1);
+    let mut pre = Vec::with_capacity(runs);
+    for i in 0..=runs {
+        s.reset();
+        let t = Instant::now();
+        s.prefill(&toks[..n], Logits::Last)?;
+        if i > 0 {
+            pre.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    if s.pos() < ctx {
+        s.prefill(&toks[s.pos()..ctx], Logits::Last)?;
+    }
+    let mut dec = Vec::with_capacity(runs);
+    for i in 0..=runs {
+        s.truncate(ctx);
+        let t = Instant::now();
+        s.decode(toks[ctx])?;
+        if i > 0 {
+            dec.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok((median(dec), median(pre)))
+}
+
+/// Build `subnet` of `base` at the profile's quantization in memory (sliced and quantized as the exporter
+/// does; see [`ModelBuilder`]).
+pub fn build_subnet(b: &ModelBuilder, subnet: &SubnetConfig, n_ctx: usize) -> Result<Model, ProfileError> {
+    subnet.validate(&b.config)?;
+    let blocks: Vec<BlockSpec> = subnet
+        .layers
+        .iter()
+        .zip(&subnet.ffn)
+        .zip(&subnet.kv_heads)
+        .map(|((&l, &f), &k)| BlockSpec { base_layer: l, kv_heads: k, ffn: f })
+        .collect();
+    b.build(&blocks, None, n_ctx)
+}
+
+/// Validate `profile` on `k` random sub-networks of `base`: predictions against end-to-end measurements of
+/// the sub-networks exported to GGUF (in a temporary folder under `std::env::temp_dir()`, removed afterwards).
+///
+/// Errors: [`ProfileError::Mismatch`] (profile not for this model), [`ProfileError::OutOfRange`] (the decode
+/// context or prompt length outside the profile), [`ProfileError::Subnet`] (export), engine errors.
+pub fn validate_profile(base: &GgufFile, profile: &Profile, o: &ValidationOptions) -> Result<ValidationReport, ProfileError> {
+    let b = ModelBuilder::new(base, &profile.quant)?;
+    let lm = LatencyModel::new(profile.clone(), &b.config, &profile.quant)?;
+    let quant: ExportQuant = profile.quant.parse().map_err(ProfileError::Invalid)?;
+    let subnets = random_subnets(&b.config.ffn, &b.config.n_kv_heads, o.k, o.seed);
+    let dir = std::env::temp_dir().join(format!("edgerun-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| ProfileError::Io { file: dir.display().to_string(), source: e })?;
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir.clone());
+    let provenance = Provenance::for_base(base);
+    let bar = if o.progress { indicatif::ProgressBar::new(o.k as u64) } else { indicatif::ProgressBar::hidden() };
+    let mut rows = Vec::with_capacity(o.k);
+    for s in subnets {
+        bar.set_message(s.id());
+        let decode_pred_ms = lm.decode_ms(&s, o.decode_context)?;
+        let prefill_pred_ms = lm.prefill_ms(&s, o.prefill_length)?;
+        let path = dir.join(format!("{}.gguf", s.id()));
+        export_subnet(base, &s, quant, &provenance, &path)?;
+        let m = Model::load(&path)?;
+        let (decode_meas_ms, prefill_meas_ms) =
+            measure_end_to_end(&m, profile.threads, o.decode_context, o.prefill_length, o.runs)?;
+        drop(m);
+        let _ = std::fs::remove_file(&path);
+        rows.push(ValidationRow { subnet: s, decode_pred_ms, decode_meas_ms, prefill_pred_ms, prefill_meas_ms });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let stats = |errs: Vec<f64>| {
+        let n = errs.len().max(1) as f64;
+        let mape = errs.iter().map(|e| e.abs()).sum::<f64>() / n;
+        let within = 100.0 * errs.iter().filter(|e| e.abs() <= 10.0).count() as f64 / n;
+        let max = errs.iter().fold(0f64, |m, e| if e.abs() > m.abs() { *e } else { m });
+        let r = |x: f64| (x * 1e4).round() / 1e4;
+        (r(mape), r(within), r(max))
+    };
+    let (dm, dw, dx) = stats(rows.iter().map(|r| r.decode_err_pct()).collect());
+    let (pm, pw, px) = stats(rows.iter().map(|r| r.prefill_err_pct()).collect());
+    let summary = ValidationSummary {
+        k: rows.len(),
+        seed: o.seed,
+        decode_context: o.decode_context,
+        prefill_length: o.prefill_length,
+        decode_mape_pct: dm,
+        decode_within_10_pct: dw,
+        decode_max_err_pct: dx,
+        prefill_mape_pct: pm,
+        prefill_within_10_pct: pw,
+        prefill_max_err_pct: px,
+    };
+    Ok(ValidationReport { rows, summary })
+}
