@@ -20,6 +20,22 @@ fn invalid(reason: String) -> GgufError {
     GgufError::InvalidInput { file: WRITER.into(), reason }
 }
 
+/// Bytes of a tensor of `ty` with ggml dims `dims` (non-empty, no zero): the row length `dims[0]` must be a
+/// whole number of blocks and the size must fit in 64 bits, else [`GgufError::InvalidInput`] naming the tensor.
+fn data_size(name: &str, dims: &[u64], ty: GgmlType) -> Result<u64, GgufError> {
+    let (be, bb) = ty.block_size();
+    if !dims[0].is_multiple_of(be as u64) {
+        return Err(invalid(format!(
+            "tensor {name:?}: row length {} is not a multiple of the {ty} block size {be}",
+            dims[0]
+        )));
+    }
+    dims.iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .and_then(|n| (n / be as u64).checked_mul(bb as u64))
+        .ok_or_else(|| invalid(format!("tensor {name:?}: size of {dims:?} ({ty}) overflows 64 bits")))
+}
+
 /// A tensor queued for writing.
 struct PendingTensor<'a> {
     name: String,
@@ -132,18 +148,7 @@ impl<'a> GgufWriter<'a> {
         if dims.contains(&0) {
             return Err(invalid(format!("tensor {name:?}: zero dimension in {dims:?}")));
         }
-        let (be, bb) = ty.block_size();
-        if !dims[0].is_multiple_of(be as u64) {
-            return Err(invalid(format!(
-                "tensor {name:?}: row length {} is not a multiple of the {ty} block size {be}",
-                dims[0]
-            )));
-        }
-        let size = dims
-            .iter()
-            .try_fold(1u64, |a, &d| a.checked_mul(d))
-            .and_then(|n| (n / be as u64).checked_mul(bb as u64))
-            .ok_or_else(|| invalid(format!("tensor {name:?}: size of {dims:?} ({ty}) overflows 64 bits")))?;
+        let size = data_size(name, dims, ty)?;
         if size != data.len() as u64 {
             return Err(invalid(format!(
                 "tensor {name:?}: {} bytes of data, but dims {dims:?} of {ty} need {size}",
@@ -282,18 +287,7 @@ pub fn predict_file_size<S: AsRef<str>>(
         if dims.is_empty() || dims.len() > MAX_DIMS || dims.contains(&0) {
             return Err(invalid(format!("tensor {name:?}: bad dims {dims:?} (1..={MAX_DIMS} dims, none zero)")));
         }
-        let (be, bb) = ty.block_size();
-        if !dims[0].is_multiple_of(be as u64) {
-            return Err(invalid(format!(
-                "tensor {name:?}: row length {} is not a multiple of the {ty} block size {be}",
-                dims[0]
-            )));
-        }
-        let size = dims
-            .iter()
-            .try_fold(1u64, |a, &d| a.checked_mul(d))
-            .and_then(|n| (n / be as u64).checked_mul(bb as u64))
-            .ok_or_else(|| invalid(format!("tensor {name:?}: size of {dims:?} ({ty}) overflows 64 bits")))?;
+        let size = data_size(name, dims, *ty)?;
         put_str(&mut out, name).map_err(io)?;
         out.n += 4 + 8 * dims.len() as u64 + 4 + 8;
         data += size.next_multiple_of(alignment);
