@@ -6,7 +6,7 @@ use llamanas::export;
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use clap::{ArgGroup, Parser, Subcommand};
 use device_runtime::subnet::ExportQuant;
 
@@ -19,8 +19,36 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Import a GGUF model as a super-network (not yet implemented).
-    Import,
+    /// Import a LLaMA-family GGUF as a super-network folder (supernet.gguf + supernet.json), with FFN neurons
+    /// and KV groups reordered by importance on calibration text (docs/SUPERNET.md).
+    Import {
+        /// The base model (llama or deci GGUF, any tensor type the runtime dequantizes).
+        model: PathBuf,
+        /// The super-network folder to create.
+        #[arg(long, value_name = "SUPERNET_DIR")]
+        out: PathBuf,
+        /// Type of the 2-D weights of supernet.gguf (1-D tensors are F32).
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: llamanas::store::WeightDtype,
+        /// Keep the base order (no calibration; identity permutations).
+        #[arg(long)]
+        no_reorder: bool,
+        /// Calibration text: an Alpaca JSON list (.json) or a text file [default: $LLAMANAS_ASSETS/data/alpaca_en_demo.json].
+        #[arg(long, value_name = "FILE")]
+        calib: Option<PathBuf>,
+        /// Calibration tokens.
+        #[arg(long, value_name = "N", default_value_t = llamanas::store::import::DEFAULT_CALIB_TOKENS)]
+        calib_tokens: usize,
+        /// Tokens per calibration sequence.
+        #[arg(long, value_name = "N", default_value_t = llamanas::store::import::DEFAULT_SEQ_LEN)]
+        seq_len: usize,
+        /// Engine threads (0: all CPUs).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Replace an existing super-network folder.
+        #[arg(long)]
+        force: bool,
+    },
     /// InstaTune super-network fine-tuning (not yet implemented).
     Finetune,
     /// LINAS multi-objective search (not yet implemented).
@@ -56,7 +84,42 @@ enum Cmd {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let name = match cli.cmd {
-        Cmd::Import => "import",
+        Cmd::Import { model, out, dtype, no_reorder, calib, calib_tokens, seq_len, threads, force } => {
+            use llamanas::store::import::{ImportOptions, run};
+            let opts = ImportOptions {
+                base: model,
+                out: out.clone(),
+                dtype,
+                reorder: !no_reorder,
+                calib,
+                calib_tokens,
+                seq_len,
+                threads,
+                force,
+                progress: true,
+            };
+            let t0 = std::time::Instant::now();
+            let rep = run(&opts).with_context(|| format!("llamanas import to {}", out.display()))?;
+            let m = &rep.meta;
+            println!(
+                "{}: super-network of {} ({} layers, {:.1} M params), weights {:?}, {:.1} MiB",
+                out.display(),
+                m.base.file,
+                m.base.config.n_layers,
+                m.base.config.total_params() as f64 / 1e6,
+                m.weights.dtype,
+                rep.gguf_bytes as f64 / (1024.0 * 1024.0)
+            );
+            match &m.calibration {
+                Some(c) => println!(
+                    "  reordered by importance: {} calibration tokens ({}, {}) in {:.1} s ({:.0} tokens/s)",
+                    c.tokens, c.format, c.source, rep.calib_seconds, rep.calib_tokens_per_s
+                ),
+                None => println!("  base order kept (--no-reorder)"),
+            }
+            println!("  total {:.1} s", t0.elapsed().as_secs_f64());
+            return Ok(());
+        }
         Cmd::Finetune => "finetune",
         Cmd::Search => "search",
         Cmd::Export { input, subnet, pareto, pick, quant, out, json } => {

@@ -16,7 +16,7 @@ pub mod session;
 
 pub use model::{EngineConfig, LayerShape, Model, Storage, TensorRef};
 pub use sampler::{Sampler, SamplerConfig};
-pub use session::{Logits, Session, SessionOptions};
+pub use session::{ActivationObserver, Logits, Session, SessionOptions};
 
 use crate::gguf::GgmlType;
 use crate::quant::dot::KernelError;

@@ -53,6 +53,22 @@ pub enum Logits {
     All,
 }
 
+/// Receives intermediate activations of [`Session::prefill_observed`] (for importance scores at import:
+/// Minitron, Muralidharan et al. 2024). Both methods default to doing nothing. Called once per block and
+/// prefill batch, in block order, on the calling thread.
+pub trait ActivationObserver: Send {
+    /// Block `layer`'s attention output before `attn_output`, `[n_tokens, n_head*head_dim]` row-major (query
+    /// head `j` occupies columns `j*head_dim..(j+1)*head_dim`; KV group `j / (n_head/n_head_kv)`).
+    fn attention(&mut self, layer: usize, n_tokens: usize, att: &[f32]) {
+        let _ = (layer, n_tokens, att);
+    }
+    /// Block `layer`'s FFN hidden activations `silu(h Wgᵀ) * (h Wuᵀ)` (the input of `ffn_down`),
+    /// `[n_tokens, n_ff]` row-major.
+    fn ffn_hidden(&mut self, layer: usize, n_tokens: usize, hidden: &[f32]) {
+        let _ = (layer, n_tokens, hidden);
+    }
+}
+
 struct LayerCache {
     k: Vec<f32>,
     v: Vec<f32>,
@@ -132,6 +148,26 @@ impl<'m> Session<'m> {
     /// Errors: [`EngineError::EmptyInput`], [`EngineError::ContextFull`] (nothing is evaluated then),
     /// [`EngineError::TokenOutOfRange`].
     pub fn prefill(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, EngineError> {
+        self.prefill_impl(tokens, logits, None)
+    }
+
+    /// [`Session::prefill`] that also hands every block's attention output and FFN hidden activations to
+    /// `observer` ([`ActivationObserver`]). Same results and errors as [`Session::prefill`].
+    pub fn prefill_observed(
+        &mut self,
+        tokens: &[u32],
+        logits: Logits,
+        observer: &mut dyn ActivationObserver,
+    ) -> Result<Vec<f32>, EngineError> {
+        self.prefill_impl(tokens, logits, Some(observer))
+    }
+
+    fn prefill_impl(
+        &mut self,
+        tokens: &[u32],
+        logits: Logits,
+        mut observer: Option<&mut dyn ActivationObserver>,
+    ) -> Result<Vec<f32>, EngineError> {
         if tokens.is_empty() {
             return Err(EngineError::EmptyInput);
         }
@@ -148,7 +184,10 @@ impl<'m> Session<'m> {
         for (i, chunk) in tokens.chunks(nb).enumerate() {
             let last = i + 1 == n_chunks;
             let want = if logits == Logits::All { Logits::All } else if last { Logits::Last } else { Logits::Last };
-            let l = self.pool.install(|| forward(self.model, &mut self.cache, self.pos, chunk, want, self.kernels, last || logits == Logits::All));
+            let l = self.pool.install(|| {
+                let obs = observer.as_deref_mut();
+                forward(self.model, &mut self.cache, self.pos, chunk, want, self.kernels, last || logits == Logits::All, obs)
+            });
             self.pos += chunk.len();
             if logits == Logits::All || last {
                 out.extend_from_slice(&l);
@@ -165,7 +204,8 @@ impl<'m> Session<'m> {
 
 /// One batch through the model; returns the logits of the last token (`want = Last`) or all tokens, or
 /// nothing when `need_logits` is false (an intermediate prefill batch).
-fn forward(
+#[allow(clippy::too_many_arguments)]
+fn forward<'o>(
     model: &Model,
     cache: &mut [LayerCache],
     pos0: usize,
@@ -173,6 +213,7 @@ fn forward(
     want: Logits,
     kernels: KernelPath,
     need_logits: bool,
+    mut observer: Option<&mut (dyn ActivationObserver + 'o)>,
 ) -> Vec<f32> {
     let c = &model.config;
     let (n, d, hd) = (tokens.len(), c.n_embd, c.head_dim);
@@ -199,7 +240,7 @@ fn forward(
     let mut h = vec![0f32; n * d];
     let (mut q, mut k, mut v, mut att, mut o) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut g, mut u) = (Vec::new(), Vec::new());
-    for (lw, lc) in model.layers.iter().zip(cache.iter_mut()) {
+    for (il, (lw, lc)) in model.layers.iter().zip(cache.iter_mut()).enumerate() {
         let s = lw.shape;
         if s.has_attention() {
             ops::rmsnorm(&mut h, &x, &lw.attn_norm, c.rms_eps);
@@ -243,6 +284,9 @@ fn forward(
                     }
                 });
             }
+            if let Some(ob) = observer.as_deref_mut() {
+                ob.attention(il, n, &att);
+            }
             mm(lw.wo.as_ref().unwrap(), &att, &mut o);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
         }
@@ -251,6 +295,9 @@ fn forward(
             mm(lw.gate.as_ref().unwrap(), &h, &mut g);
             mm(lw.up.as_ref().unwrap(), &h, &mut u);
             ops::swiglu(&mut g, &u);
+            if let Some(ob) = observer.as_deref_mut() {
+                ob.ffn_hidden(il, n, &g);
+            }
             mm(lw.down.as_ref().unwrap(), &g, &mut o);
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
         }

@@ -1,0 +1,387 @@
+//! `llamanas import`: a LLaMA-family GGUF → a super-network folder (docs/SUPERNET.md).
+//!
+//! 1. The base GGUF is opened and checked (`llama` or `deci`, every tensor type dequantizable).
+//! 2. Calibration (unless `--no-reorder`): the calibration text is tokenized and evaluated by the runtime
+//!    engine on the base model as it is (its own block formats), in independent sequences of `seq_len`
+//!    tokens; [`ActivationStats`] collects the FFN hidden activations and attention outputs of every block.
+//! 3. Scores and order per layer ([`crate::importance`]).
+//! 4. Every tensor is dequantized to F32 ([`device_runtime::quant::dequantize`]), reordered, converted to the
+//!    output type (F32, or F16 for 2-D tensors) and written to `supernet.gguf` (atomic), then `supernet.json`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use device_runtime::arch::ModelConfig;
+use device_runtime::chat::{ChatMessage, apply_model_chat_template};
+use device_runtime::engine::{Logits, Model, Session, SessionOptions};
+use device_runtime::gguf::{GgmlType, GgufFile, GgufWriter, MetaValue};
+use device_runtime::quant;
+use device_runtime::subnet::Provenance;
+use device_runtime::tokenizer::Tokenizer;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Deserialize;
+
+use super::{
+    BaseModel, Calibration, GGUF_NAME, JSON_NAME, KEY_BASE_FILE, KEY_BASE_SHA256, KEY_REORDERED, KEY_SCHEMA, LayerOrder,
+    SCHEMA_VERSION, SupernetMeta, WeightDtype, Weights, prepare_output_dir,
+};
+use crate::importance::{self, ActivationStats, BlockDims};
+use crate::space::SearchSpace;
+
+/// Default number of calibration tokens.
+pub const DEFAULT_CALIB_TOKENS: usize = 4096;
+/// Default calibration sequence length (tokens per independent sequence).
+pub const DEFAULT_SEQ_LEN: usize = 512;
+
+/// Options of `llamanas import`.
+#[derive(Clone, Debug)]
+pub struct ImportOptions {
+    /// The base GGUF.
+    pub base: PathBuf,
+    /// The output folder.
+    pub out: PathBuf,
+    /// Type of the 2-D tensors of `supernet.gguf`.
+    pub dtype: WeightDtype,
+    /// Reorder by importance (false: `--no-reorder`, identity order, no calibration).
+    pub reorder: bool,
+    /// Calibration text: an Alpaca JSON list (`[{"instruction","input","output"}]`, `.json`) or a text file.
+    /// `None`: `$LLAMANAS_ASSETS/data/alpaca_en_demo.json`.
+    pub calib: Option<PathBuf>,
+    /// Calibration tokens (at most; fewer if the text is shorter).
+    pub calib_tokens: usize,
+    /// Tokens per calibration sequence.
+    pub seq_len: usize,
+    /// Engine threads (0: all CPUs).
+    pub threads: usize,
+    /// Replace an existing super-network folder.
+    pub force: bool,
+    /// Show progress bars on stderr.
+    pub progress: bool,
+}
+
+impl ImportOptions {
+    /// Options with the defaults of the command line for `base` and `out`.
+    pub fn new(base: impl Into<PathBuf>, out: impl Into<PathBuf>) -> ImportOptions {
+        ImportOptions {
+            base: base.into(),
+            out: out.into(),
+            dtype: WeightDtype::F32,
+            reorder: true,
+            calib: None,
+            calib_tokens: DEFAULT_CALIB_TOKENS,
+            seq_len: DEFAULT_SEQ_LEN,
+            threads: 0,
+            force: false,
+            progress: false,
+        }
+    }
+}
+
+/// The default calibration file: `$LLAMANAS_ASSETS/data/alpaca_en_demo.json`.
+pub fn default_calib_path() -> Result<PathBuf> {
+    let dir = std::env::var_os("LLAMANAS_ASSETS").context(
+        "no --calib given and LLAMANAS_ASSETS is not set (the default calibration text is $LLAMANAS_ASSETS/data/alpaca_en_demo.json)",
+    )?;
+    Ok(PathBuf::from(dir).join("data/alpaca_en_demo.json"))
+}
+
+#[derive(Deserialize)]
+struct AlpacaItem {
+    instruction: String,
+    #[serde(default)]
+    input: String,
+    #[serde(default)]
+    output: String,
+}
+
+/// Calibration tokens from `path`: an Alpaca JSON list (`.json`: each item rendered as a user/assistant
+/// conversation through the model's chat template, or as plain `instruction\n\ninput\n\noutput` text when the
+/// model has none), or any other file read as UTF-8 text. Items are tokenized one by one (special tokens of the
+/// template parsed) and concatenated until `max_tokens`. Returns the tokens and the format name
+/// (`alpaca-chat`, `alpaca-plain` or `text`).
+///
+/// Errors: unreadable file, invalid JSON, invalid UTF-8, no tokens.
+pub fn calibration_tokens(path: &Path, tok: &Tokenizer, max_tokens: usize) -> Result<(Vec<u32>, &'static str)> {
+    let len = std::fs::metadata(path).with_context(|| format!("calibration text {}: cannot read", path.display()))?.len();
+    ensure!(len <= 1 << 30, "calibration text {}: {len} bytes is larger than 1 GiB", path.display());
+    let text = std::fs::read_to_string(path).with_context(|| format!("calibration text {}: cannot read as UTF-8", path.display()))?;
+    let mut tokens = Vec::new();
+    let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let format = if is_json {
+        let items: Vec<AlpacaItem> = serde_json::from_str(&text).with_context(|| {
+            format!("calibration text {}: not an Alpaca JSON list ([{{\"instruction\",\"input\",\"output\"}}, ...])", path.display())
+        })?;
+        let chat = tok.chat_template().is_some();
+        for (i, it) in items.iter().enumerate() {
+            if tokens.len() >= max_tokens {
+                break;
+            }
+            let prompt = if it.input.is_empty() { it.instruction.clone() } else { format!("{}\n\n{}", it.instruction, it.input) };
+            let (rendered, special) = if chat {
+                let msgs = [ChatMessage::new("user", prompt), ChatMessage::new("assistant", it.output.clone())];
+                let r = apply_model_chat_template(tok, &msgs, false)
+                    .with_context(|| format!("calibration text {}: item {i}: chat template", path.display()))?;
+                (r, true)
+            } else {
+                (format!("{prompt}\n\n{}\n\n", it.output), false)
+            };
+            let t = tok
+                .encode(&rendered, !chat, special)
+                .with_context(|| format!("calibration text {}: item {i}: tokenizer", path.display()))?;
+            tokens.extend(t);
+        }
+        if chat { "alpaca-chat" } else { "alpaca-plain" }
+    } else {
+        tokens = tok.encode(&text, true, false).with_context(|| format!("calibration text {}: tokenizer", path.display()))?;
+        "text"
+    };
+    tokens.truncate(max_tokens);
+    ensure!(!tokens.is_empty(), "calibration text {}: no tokens", path.display());
+    Ok((tokens, format))
+}
+
+/// Shapes of the blocks of `m` for [`ActivationStats`].
+pub fn block_dims(m: &ModelConfig) -> Vec<BlockDims> {
+    (0..m.n_layers)
+        .map(|l| BlockDims { n_ff: m.ffn[l], n_head: m.n_heads[l], n_head_kv: m.n_kv_heads[l], head_dim: m.head_dim })
+        .collect()
+}
+
+/// Run `tokens` through `model` in independent sequences of `seq_len` tokens (each from an empty KV cache)
+/// and collect the activation statistics of every block. `progress(tokens_done)` after each sequence.
+///
+/// Errors: the engine's (a sequence longer than the model's context, ...).
+pub fn calibrate(
+    model: &Model,
+    tokens: &[u32],
+    seq_len: usize,
+    threads: usize,
+    mut progress: impl FnMut(usize),
+) -> Result<ActivationStats> {
+    let mc = model.model_config().context("the calibration model was not loaded from GGUF")?;
+    ensure!(seq_len > 0, "calibration sequence length must be > 0");
+    let opts = SessionOptions { n_ctx: seq_len.min(mc.n_ctx_train.max(1)), threads, n_batch: seq_len, ..Default::default() };
+    let seq = opts.n_ctx;
+    let mut session = Session::new(model, opts).context("calibration session")?;
+    let mut stats = ActivationStats::new(block_dims(mc));
+    let mut done = 0;
+    for chunk in tokens.chunks(seq) {
+        session.reset();
+        session.prefill_observed(chunk, Logits::Last, &mut stats).context("calibration forward pass")?;
+        done += chunk.len();
+        progress(done);
+    }
+    Ok(stats)
+}
+
+/// Parse `blk.N.KIND.weight` into `(N, KIND)`.
+fn block_tensor(name: &str) -> Option<(usize, &str)> {
+    let rest = name.strip_prefix("blk.")?;
+    let (n, rest) = rest.split_once('.')?;
+    let kind = rest.strip_suffix(".weight")?;
+    Some((n.parse().ok()?, kind))
+}
+
+const REORDERED_KINDS: [&str; 7] = ["ffn_gate", "ffn_up", "ffn_down", "attn_q", "attn_k", "attn_v", "attn_output"];
+const PLAIN_KINDS: [&str; 2] = ["attn_norm", "ffn_norm"];
+
+/// Dequantize tensor `name` of `f` to f32.
+fn tensor_f32(f: &GgufFile, name: &str) -> Result<Vec<f32>> {
+    let t = f.tensor(name).with_context(|| format!("{}: missing tensor {name}", f.name()))?;
+    quant::dequantize_to_vec(t.ty, f.tensor_data(t)).with_context(|| format!("{}: tensor {name}", f.name()))
+}
+
+/// Importance scores and order of every layer from the statistics (`ffn_down` and `attn_output` of `f`
+/// supply the weight norms).
+pub fn layer_orders(f: &GgufFile, m: &ModelConfig, stats: &ActivationStats) -> Result<Vec<LayerOrder>> {
+    let mut orders = Vec::with_capacity(m.n_layers);
+    for l in 0..m.n_layers {
+        let (n_ff, nh, nkv, hd) = (m.ffn[l], m.n_heads[l], m.n_kv_heads[l], m.head_dim);
+        let ffn_scores = if n_ff > 0 {
+            let down = tensor_f32(f, &format!("blk.{l}.ffn_down.weight"))?;
+            importance::ffn_scores(&stats.ffn_mean_abs(l), &down, n_ff)
+        } else {
+            vec![]
+        };
+        let kv_scores = if nh > 0 && nkv > 0 {
+            let wo = tensor_f32(f, &format!("blk.{l}.attn_output.weight"))?;
+            importance::kv_scores(&stats.kv_mean_norm(l), &wo, nh * hd, nh / nkv * hd)
+        } else {
+            vec![]
+        };
+        let ffn = importance::descending_order(&ffn_scores);
+        let kv_groups = importance::descending_order(&kv_scores);
+        orders.push(LayerOrder {
+            ffn_scores: ffn.iter().map(|&i| ffn_scores[i]).collect(),
+            kv_scores: kv_groups.iter().map(|&i| kv_scores[i]).collect(),
+            ffn,
+            kv_groups,
+        });
+    }
+    Ok(orders)
+}
+
+/// The identity order of every layer (no scores).
+pub fn identity_orders(m: &ModelConfig) -> Vec<LayerOrder> {
+    (0..m.n_layers)
+        .map(|l| LayerOrder {
+            ffn: (0..m.ffn[l]).collect(),
+            kv_groups: (0..if m.n_heads[l] > 0 { m.n_kv_heads[l] } else { 0 }).collect(),
+            ffn_scores: vec![],
+            kv_scores: vec![],
+        })
+        .collect()
+}
+
+/// Build `supernet.gguf` in memory: base metadata (with `general.file_type` of `dtype`) plus the
+/// `llamanas.supernet.*` keys, every tensor dequantized, reordered by `orders`, converted to `dtype` (2-D) or
+/// F32 (1-D). `progress(i)` after each tensor.
+///
+/// Errors: a tensor that cannot be dequantized, a per-block tensor import does not know how to reorder (when
+/// an order is not the identity), shapes that do not match the config.
+pub fn build_supernet_gguf(
+    f: &GgufFile,
+    m: &ModelConfig,
+    orders: &[LayerOrder],
+    dtype: WeightDtype,
+    base_sha256: &str,
+    base_file: &str,
+    reordered: bool,
+    mut progress: impl FnMut(usize),
+) -> Result<GgufWriter<'static>> {
+    ensure!(orders.len() == m.n_layers, "{} orders for {} layers", orders.len(), m.n_layers);
+    let mut w = GgufWriter::new();
+    for (k, v) in f.metadata() {
+        w.add_metadata(k, v.clone());
+    }
+    w.add_metadata("general.file_type", MetaValue::U32(dtype.ftype()));
+    w.add_metadata(KEY_SCHEMA, MetaValue::U32(SCHEMA_VERSION));
+    w.add_metadata(KEY_BASE_FILE, MetaValue::String(base_file.to_owned()));
+    w.add_metadata(KEY_BASE_SHA256, MetaValue::String(base_sha256.to_owned()));
+    w.add_metadata(KEY_REORDERED, MetaValue::Bool(reordered));
+    for (i, t) in f.tensors().iter().enumerate() {
+        let data = tensor_f32(f, &t.name)?;
+        let data = match block_tensor(&t.name) {
+            Some((l, kind)) if l < m.n_layers => {
+                let o = &orders[l];
+                let moved = !o.ffn.iter().enumerate().all(|(i, &p)| i == p) || !o.kv_groups.iter().enumerate().all(|(i, &p)| i == p);
+                if REORDERED_KINDS.contains(&kind) {
+                    let (nh, nkv, hd) = (m.n_heads[l], m.n_kv_heads[l], m.head_dim);
+                    let expect = match kind {
+                        "ffn_gate" | "ffn_up" | "ffn_down" => m.d_model * m.ffn[l],
+                        "attn_k" | "attn_v" => m.d_model * nkv * hd,
+                        _ => m.d_model * nh * hd,
+                    };
+                    ensure!(data.len() == expect, "{}: tensor {} has {} elements, the config implies {expect}", f.name(), t.name, data.len());
+                    importance::reorder_tensor(kind, data, &o.ffn, &o.kv_groups, if nkv > 0 { nh / nkv } else { 1 }, hd)
+                } else if PLAIN_KINDS.contains(&kind) || !moved {
+                    data
+                } else {
+                    bail!("{}: tensor {}: import does not know how to reorder it (use --no-reorder)", f.name(), t.name);
+                }
+            }
+            _ => data,
+        };
+        let ty = if t.dims.len() >= 2 { dtype.ggml_type() } else { GgmlType::F32 };
+        let bytes = quant::quantize(ty, &data).with_context(|| format!("{}: tensor {} to {ty}", f.name(), t.name))?;
+        w.add_tensor(&t.name, &t.dims, ty, bytes).with_context(|| format!("tensor {}", t.name))?;
+        progress(i + 1);
+    }
+    Ok(w)
+}
+
+/// What [`run`] did.
+#[derive(Clone, Debug)]
+pub struct ImportReport {
+    /// The description written.
+    pub meta: SupernetMeta,
+    /// Bytes of `supernet.gguf`.
+    pub gguf_bytes: u64,
+    /// Seconds spent in calibration.
+    pub calib_seconds: f64,
+    /// Calibration tokens per second.
+    pub calib_tokens_per_s: f64,
+}
+
+fn bar(show: bool, len: u64, msg: &'static str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(len).with_message(msg);
+    b.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})").expect("valid template").progress_chars("=> "),
+    );
+    b
+}
+
+/// Run `llamanas import`.
+pub fn run(opts: &ImportOptions) -> Result<ImportReport> {
+    let base_path = &opts.base;
+    let base = GgufFile::open(base_path).with_context(|| format!("opening the base model {}", base_path.display()))?;
+    let mc = ModelConfig::from_gguf(&base)
+        .with_context(|| format!("{}: not a LLaMA-family (llama/deci) GGUF model", base_path.display()))?;
+    for t in base.tensors() {
+        ensure!(
+            quant::can_dequantize(t.ty),
+            "{}: tensor {} has type {}, which cannot be dequantized",
+            base_path.display(),
+            t.name,
+            t.ty
+        );
+    }
+    prepare_output_dir(&opts.out, opts.force)?;
+    let base_file = base_path.file_name().map_or_else(|| base_path.display().to_string(), |s| s.to_string_lossy().into_owned());
+    let sha = Provenance::sha256_hex(base.bytes());
+
+    let (orders, calibration, calib_seconds, calib_tps) = if opts.reorder {
+        let calib = match &opts.calib {
+            Some(p) => p.clone(),
+            None => default_calib_path()?,
+        };
+        let model = Model::load(base_path).with_context(|| format!("loading {} in the engine", base_path.display()))?;
+        let tok = Tokenizer::from_gguf(&base).with_context(|| format!("{}: tokenizer", base_path.display()))?;
+        let (tokens, format) = calibration_tokens(&calib, &tok, opts.calib_tokens)?;
+        let pb = bar(opts.progress, tokens.len() as u64, "calibration");
+        let t0 = std::time::Instant::now();
+        let stats = calibrate(&model, &tokens, opts.seq_len, opts.threads, |n| pb.set_position(n as u64))?;
+        let secs = t0.elapsed().as_secs_f64();
+        pb.finish_and_clear();
+        let orders = layer_orders(&base, &mc, &stats)?;
+        let cal = Calibration {
+            source: calib.display().to_string(),
+            format: format.to_owned(),
+            tokens: tokens.len(),
+            seq_len: opts.seq_len.min(mc.n_ctx_train.max(1)),
+            ffn_score: importance::FFN_SCORE.to_owned(),
+            kv_score: importance::KV_SCORE.to_owned(),
+        };
+        (orders, Some(cal), secs, tokens.len() as f64 / secs.max(1e-9))
+    } else {
+        (identity_orders(&mc), None, 0.0, 0.0)
+    };
+
+    let meta = SupernetMeta {
+        schema_version: SCHEMA_VERSION,
+        created_by: format!("llamanas {}", env!("CARGO_PKG_VERSION")),
+        base: BaseModel { file: base_file.clone(), sha256: sha.clone(), config: mc.clone() },
+        weights: Weights { file: GGUF_NAME.to_owned(), dtype: opts.dtype },
+        search_space: SearchSpace::default_for(&mc),
+        reordered: opts.reorder,
+        order: orders,
+        calibration,
+    };
+    let json_path = opts.out.join(JSON_NAME);
+    meta.validate(&json_path)?;
+
+    let pb = bar(opts.progress, base.tensors().len() as u64, "tensors");
+    let w = build_supernet_gguf(&base, &mc, &meta.order, opts.dtype, &sha, &base_file, opts.reorder, |i| pb.set_position(i as u64))?;
+    pb.finish_and_clear();
+    // An old supernet.json goes first, so that an interrupted import never leaves a folder that looks complete.
+    if json_path.exists() {
+        std::fs::remove_file(&json_path).with_context(|| format!("removing the old {}", json_path.display()))?;
+    }
+    let gguf_path = opts.out.join(GGUF_NAME);
+    let gguf_bytes = w.write_atomic(&gguf_path).with_context(|| format!("writing {}", gguf_path.display()))?;
+    meta.write(&json_path)?;
+    Ok(ImportReport { meta, gguf_bytes, calib_seconds, calib_tokens_per_s: calib_tps })
+}
