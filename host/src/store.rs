@@ -394,12 +394,12 @@ pub fn is_supernet_dir(dir: &Path) -> bool {
     dir.join(JSON_NAME).is_file()
 }
 
-/// Check that `dir` may receive a new super-network and create it if needed: it must not exist, be empty, or
+/// Check that `dir` may receive a new super-network (nothing is created): it must not exist, be empty, or
 /// (with `force`) be a super-network folder. A non-empty folder that is not a super-network folder is never
 /// overwritten, nor is a file.
 ///
 /// Errors: [`StoreError::OutputExists`], [`StoreError::Io`].
-pub fn prepare_output_dir(dir: &Path, force: bool) -> Result<(), StoreError> {
+pub fn check_output_dir(dir: &Path, force: bool) -> Result<(), StoreError> {
     let exists = |reason: String| Err(StoreError::OutputExists { path: dir.to_path_buf(), reason });
     let io = |source| StoreError::Io { path: dir.to_path_buf(), source };
     if dir.exists() {
@@ -416,7 +416,7 @@ pub fn prepare_output_dir(dir: &Path, force: bool) -> Result<(), StoreError> {
             }
         }
     }
-    std::fs::create_dir_all(dir).map_err(io)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -536,18 +536,19 @@ mod tests {
     fn output_dir_rules() {
         let dir = tempfile::tempdir().unwrap();
         let fresh = dir.path().join("a/b");
-        prepare_output_dir(&fresh, false).unwrap();
-        assert!(fresh.is_dir());
-        prepare_output_dir(&fresh, false).unwrap(); // empty: fine
+        check_output_dir(&fresh, false).unwrap();
+        assert!(!fresh.exists());
+        std::fs::create_dir_all(&fresh).unwrap();
+        check_output_dir(&fresh, false).unwrap(); // empty: fine
         std::fs::write(fresh.join("notes.txt"), "x").unwrap();
-        let e = prepare_output_dir(&fresh, true).unwrap_err().to_string();
+        let e = check_output_dir(&fresh, true).unwrap_err().to_string();
         assert!(e.contains("not a super-network folder"), "{e}");
         std::fs::write(fresh.join(JSON_NAME), "{}").unwrap();
-        let e = prepare_output_dir(&fresh, false).unwrap_err().to_string();
+        let e = check_output_dir(&fresh, false).unwrap_err().to_string();
         assert!(e.contains("--force"), "{e}");
-        prepare_output_dir(&fresh, true).unwrap();
+        check_output_dir(&fresh, true).unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, "x").unwrap();
-        assert!(prepare_output_dir(&file, true).unwrap_err().to_string().contains("not a folder"));
+        assert!(check_output_dir(&file, true).unwrap_err().to_string().contains("not a folder"));
     }
 }

@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use super::{
     BaseModel, Calibration, GGUF_NAME, JSON_NAME, KEY_BASE_FILE, KEY_BASE_SHA256, KEY_REORDERED, KEY_SCHEMA, LayerOrder,
-    SCHEMA_VERSION, SupernetMeta, WeightDtype, Weights, prepare_output_dir,
+    SCHEMA_VERSION, SupernetMeta, WeightDtype, Weights, check_output_dir,
 };
 use crate::importance::{self, ActivationStats, BlockDims};
 use crate::space::SearchSpace;
@@ -329,7 +329,7 @@ pub fn run(opts: &ImportOptions) -> Result<ImportReport> {
             t.ty
         );
     }
-    prepare_output_dir(&opts.out, opts.force)?;
+    check_output_dir(&opts.out, opts.force)?;
     let base_file = base_path.file_name().map_or_else(|| base_path.display().to_string(), |s| s.to_string_lossy().into_owned());
     let sha = Provenance::sha256_hex(base.bytes());
 
@@ -376,6 +376,8 @@ pub fn run(opts: &ImportOptions) -> Result<ImportReport> {
     let pb = bar(opts.progress, base.tensors().len() as u64, "tensors");
     let w = build_supernet_gguf(&base, &mc, &meta.order, opts.dtype, &sha, &base_file, opts.reorder, |i| pb.set_position(i as u64))?;
     pb.finish_and_clear();
+    check_output_dir(&opts.out, opts.force)?; // again: the folder may have changed during calibration
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
     // An old supernet.json goes first, so that an interrupted import never leaves a folder that looks complete.
     if json_path.exists() {
         std::fs::remove_file(&json_path).with_context(|| format!("removing the old {}", json_path.display()))?;
