@@ -4,8 +4,8 @@
 //! Scores (docs/SUPERNET.md, "Importance"):
 //! - FFN neuron `j` of a layer: `mean_t |h_tj| * ||W_down[:, j]||_2`, where `h = silu(x W_gateᵀ) * (x W_upᵀ)` is
 //!   the input of `ffn_down` and `t` runs over the calibration tokens. The activation term is Minitron's
-//!   neuron importance (Muralidharan et al. 2024, "Compact Language Models via Pruning and Knowledge
-//!   Distillation", sec. 2.2: mean absolute activation over a calibration batch); multiplying by the norm of
+//!   activation-based neuron importance (Muralidharan et al. 2024, "Compact Language Models via Pruning and
+//!   Knowledge Distillation"), aggregated as the mean of `|h|` over all tokens; multiplying by the norm of
 //!   the weights the neuron feeds makes it the magnitude of the neuron's contribution to the residual stream,
 //!   as Wanda scores weights by `|W| * ||X||` (Sun et al. 2023, "A Simple and Effective Pruning Approach for
 //!   Large Language Models").
