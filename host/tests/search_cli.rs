@@ -96,7 +96,8 @@ fn search_on_the_real_model_with_a_tiny_budget() {
     assert_eq!(again, evals, "resume re-used every evaluation unchanged (same seconds too)");
     // Other settings with --resume: refused.
     let mut other = resumed.clone();
-    other[other.iter().position(|a| *a == "--seed").unwrap() + 1] = "2";
+    let i = other.iter().position(|a| *a == "--seed").unwrap() + 1;
+    other[i] = "2";
     fails(&llamanas(&other), "other settings");
 }
 
