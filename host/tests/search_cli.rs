@@ -137,3 +137,28 @@ fn dry_run_prints_the_space_and_the_budget() {
     assert!(log.contains("budget: 120 evaluations"), "{log}");
     assert!(!o.exists(), "--dry-run writes nothing");
 }
+
+#[test]
+fn fast_size_of_the_inner_loop_is_within_a_kilobyte_of_the_exact_size() {
+    use device_runtime::arch::SubnetConfig;
+    use device_runtime::gguf::GgufFile;
+    use device_runtime::subnet::ExportQuant;
+    use llamanas::search::linas::CostModel;
+    use llamanas::search::objectives::ExactCosts;
+    let base = GgufFile::open(smollm2()).unwrap();
+    let mut c = ExactCosts::new(base, ExportQuant::Q8_0, None, 512);
+    let cfgs = [
+        SubnetConfig { layers: (0..30).collect(), ffn: vec![1536; 30], kv_heads: vec![3; 30] },
+        SubnetConfig { layers: (0..15).collect(), ffn: vec![512; 15], kv_heads: vec![1; 15] },
+        SubnetConfig {
+            layers: (0..30).filter(|l| l % 3 != 1).collect(),
+            ffn: (0..20).map(|i| [512, 768, 1024, 1280, 1536][i % 5]).collect(),
+            kv_heads: (0..20).map(|i| 1 + i % 3).collect(),
+        },
+    ];
+    for cfg in &cfgs {
+        let fast = c.size_bytes_fast(cfg).unwrap();
+        let exact = c.size_bytes(cfg).unwrap();
+        assert!(fast.abs_diff(exact) < 1024, "{}: fast {fast} exact {exact}", cfg.id());
+    }
+}

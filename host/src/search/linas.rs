@@ -123,6 +123,11 @@ pub trait CostModel {
     fn latency_ms(&mut self, cfg: &SubnetConfig) -> Result<f64, BoxError>;
     /// Size in bytes of the exported GGUF.
     fn size_bytes(&mut self, cfg: &SubnetConfig) -> Result<u64, BoxError>;
+    /// The size for LINAS's predictor-only loop, where thousands of candidates are scored: may trade exactness
+    /// in the last bytes for speed (default: [`CostModel::size_bytes`]).
+    fn size_bytes_fast(&mut self, cfg: &SubnetConfig) -> Result<u64, BoxError> {
+        self.size_bytes(cfg)
+    }
 }
 
 /// One real evaluation (a line of `evaluations.jsonl`).
@@ -267,6 +272,7 @@ pub struct Search<'a> {
     cost: &'a mut dyn CostModel,
     cache: HashMap<String, Evaluation>,
     exact: HashMap<Vec<usize>, (Option<f64>, Option<u64>)>,
+    fast: HashMap<Vec<usize>, (Option<f64>, Option<u64>)>,
     evals: Vec<Evaluation>,
     done: HashSet<Vec<usize>>,
     history: Vec<HvPoint>,
@@ -296,6 +302,7 @@ impl<'a> Search<'a> {
             cost,
             cache: HashMap::new(),
             exact: HashMap::new(),
+            fast: HashMap::new(),
             evals: Vec::new(),
             done: HashSet::new(),
             history: Vec::new(),
@@ -329,6 +336,28 @@ impl<'a> Search<'a> {
 
     fn has(&self, o: Objective) -> bool {
         self.s.objectives.contains(&o)
+    }
+
+    /// Latency and size for the predictor-only loop: exact values when known, else the fast size.
+    fn inner_costs(&mut self, g: &[usize], cfg: &SubnetConfig) -> Result<(Option<f64>, Option<u64>), SearchError> {
+        if let Some(v) = self.exact.get(g) {
+            return Ok(*v);
+        }
+        if let Some(v) = self.fast.get(g) {
+            return Ok(*v);
+        }
+        let lat = if self.has(Objective::Latency) {
+            Some(self.cost.latency_ms(cfg).map_err(|e| SearchError::Cost { what: "latency", id: cfg.id(), source: e })?)
+        } else {
+            None
+        };
+        let size = if self.has(Objective::Size) {
+            Some(self.cost.size_bytes_fast(cfg).map_err(|e| SearchError::Cost { what: "size", id: cfg.id(), source: e })?)
+        } else {
+            None
+        };
+        self.fast.insert(g.to_vec(), (lat, size));
+        Ok((lat, size))
     }
 
     fn exact_of(&mut self, g: &[usize], cfg: &SubnetConfig) -> Result<(Option<f64>, Option<u64>), SearchError> {
@@ -525,7 +554,7 @@ impl<'a> Search<'a> {
         // measured and predicted points compare on one scale).
         let predicted = |s: &mut Self, g: &[usize]| -> Result<Vec<f64>, SearchError> {
             let cfg = s.enc.decode(g)?;
-            let (lat, size) = s.exact_of(g, &cfg)?;
+            let (lat, size) = s.inner_costs(g, &cfg)?;
             let acc = predictor.as_ref().map(|m| m.predict(&predictor::one_hot(g, &s.card)).clamp(0.0, 1.0));
             let e = Evaluation {
                 index: 0,

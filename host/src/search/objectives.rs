@@ -23,13 +23,18 @@ pub struct ExactCosts {
     latency: Option<LatencyModel>,
     context: usize,
     sizes: HashMap<SubnetConfig, u64>,
+    /// Tensor-data bytes of one block: key (base ffn, base KV heads, base query heads, ffn, KV heads).
+    block_bytes: HashMap<(usize, usize, usize, usize, usize), u64>,
+    /// Exact size of the largest sub-network and its per-layer shapes (for [`CostModel::size_bytes_fast`]).
+    full: Option<(u64, SubnetConfig)>,
+    shapes: Option<device_runtime::arch::ModelConfig>,
 }
 
 impl ExactCosts {
     /// Costs for sub-networks of `base` exported at `quant`; `latency` (with the decode `context` in tokens)
     /// when latency is an objective.
     pub fn new(base: GgufFile, quant: ExportQuant, latency: Option<LatencyModel>, context: usize) -> ExactCosts {
-        ExactCosts { base, quant, latency, context, sizes: HashMap::new() }
+        ExactCosts { base, quant, latency, context, sizes: HashMap::new(), block_bytes: HashMap::new(), full: None, shapes: None }
     }
 
     /// The base GGUF.
@@ -38,7 +43,61 @@ impl ExactCosts {
     }
 }
 
+impl ExactCosts {
+    /// Tensor-data bytes (each tensor padded to the 32-byte GGUF alignment) of base layer `l` at FFN width
+    /// `ffn` and `kv` KV heads, from the tensor infos of a one-layer export plan (cached by shape).
+    fn layer_bytes(&mut self, mc: &device_runtime::arch::ModelConfig, l: usize, ffn: usize, kv: usize) -> Result<u64, BoxError> {
+        let key = (mc.ffn[l], mc.n_kv_heads[l], mc.n_heads[l], ffn, kv);
+        if let Some(&b) = self.block_bytes.get(&key) {
+            return Ok(b);
+        }
+        let one = SubnetConfig { layers: vec![l], ffn: vec![ffn], kv_heads: vec![kv] };
+        let prov = Provenance { base_sha256: String::new(), run: None, objectives: None };
+        let plan = ExportPlan::new(&self.base, &one, self.quant, &prov)?;
+        let mut bytes = 0u64;
+        for (name, dims, ty) in plan.tensor_infos() {
+            if !name.starts_with("blk.") {
+                continue;
+            }
+            let (be, bb) = ty.block_size();
+            let n: u64 = dims.iter().product();
+            bytes += (n / be as u64 * bb as u64).div_ceil(32) * 32;
+        }
+        self.block_bytes.insert(key, bytes);
+        Ok(bytes)
+    }
+}
+
 impl CostModel for ExactCosts {
+    /// The size of the largest sub-network (exact) plus, for each layer, the difference of its tensor data
+    /// from the largest layer's: exact in tensor data; the metadata (the sub-network's JSON, per-layer arrays
+    /// of `deci` files) may differ from the file by up to a few hundred bytes of about 10^8. Used only inside
+    /// LINAS's predictor-only loop, where a full export plan per candidate (tens of ms: it copies the
+    /// tokenizer metadata) would dominate; real evaluations record [`CostModel::size_bytes`].
+    fn size_bytes_fast(&mut self, cfg: &SubnetConfig) -> Result<u64, BoxError> {
+        if let Some(&s) = self.sizes.get(cfg) {
+            return Ok(s);
+        }
+        if self.shapes.is_none() {
+            self.shapes = Some(device_runtime::arch::ModelConfig::from_gguf(&self.base)?);
+        }
+        let mc = self.shapes.clone().expect("set above");
+        if self.full.is_none() {
+            let full = mc.full_subnet();
+            let s = self.size_bytes(&full)?;
+            self.full = Some((s, full));
+        }
+        let (full_size, full) = self.full.clone().expect("set above");
+        let mut size = full_size as i64;
+        for l in 0..mc.n_layers {
+            size -= self.layer_bytes(&mc, l, full.ffn[l], full.kv_heads[l])? as i64;
+        }
+        for ((&l, &f), &k) in cfg.layers.iter().zip(&cfg.ffn).zip(&cfg.kv_heads) {
+            size += self.layer_bytes(&mc, l, f, k)? as i64;
+        }
+        Ok(size.max(0) as u64)
+    }
+
     fn latency_ms(&mut self, cfg: &SubnetConfig) -> Result<f64, BoxError> {
         let m = self.latency.as_ref().ok_or("latency is an objective but no --profile was given")?;
         Ok(m.decode_ms(cfg, self.context)?)
@@ -129,5 +188,36 @@ impl AccuracyOracle for PerplexityOracle {
         })();
         let _ = std::fs::remove_file(&path);
         res
+    }
+}
+
+/// Benchmark accuracy through `llamanas::eval` (lm-evaluation-harness definitions): the mean `acc_norm` over
+/// `--task` (comma-separated) on a fixed `--limit` subset, the sub-network sliced in memory at the export
+/// quantization.
+pub struct BenchmarkOracle {
+    scorer: crate::eval::Scorer,
+    desc: String,
+}
+
+impl BenchmarkOracle {
+    /// Load and tokenize the tasks once.
+    ///
+    /// Errors: unknown task, missing data, unreadable GGUF (from `llamanas::eval`).
+    pub fn new(base: &Path, task: &str, limit: Option<usize>, seed: u64, threads: usize, quant: ExportQuant) -> Result<BenchmarkOracle, BoxError> {
+        let tasks = crate::data::TaskSpec::parse_list(task)?;
+        let scorer = crate::eval::Scorer::new(base, &tasks, limit, seed, threads)?.with_quant(quant);
+        let items: Vec<String> = scorer.tasks().iter().map(|t| format!("{} {} items", t.spec.name(), t.docs.len())).collect();
+        let desc = format!("acc_norm on {} (seed {seed}), sub-networks at {quant}", items.join(", "));
+        Ok(BenchmarkOracle { scorer, desc })
+    }
+}
+
+impl AccuracyOracle for BenchmarkOracle {
+    fn describe(&self) -> String {
+        self.desc.clone()
+    }
+
+    fn accuracy(&mut self, cfg: &SubnetConfig) -> Result<f64, BoxError> {
+        Ok(crate::eval::mean_acc_norm(&self.scorer.score(cfg)?))
     }
 }

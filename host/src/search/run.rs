@@ -15,7 +15,7 @@ use device_runtime::subnet::ExportQuant;
 use serde::{Deserialize, Serialize};
 
 use super::linas::{AccuracyOracle, Event, Evaluation, HvPoint, Objective, Outcome, Reference, Search, Settings};
-use super::objectives::{ExactCosts, PerplexityOracle};
+use super::objectives::{BenchmarkOracle, ExactCosts, PerplexityOracle};
 use crate::export::{ParetoEntry, ParetoFile, base_gguf};
 use crate::space::SearchSpace;
 
@@ -125,10 +125,9 @@ fn make_oracle(args: &SearchArgs, base: &Path, quant: ExportQuant, work_dir: &Pa
             .map_err(|e| anyhow::anyhow!("--task {}: {e}", args.task))?;
         return Ok(Box::new(o));
     }
-    bail!(
-        "--task {}: benchmark accuracy needs llamanas::eval::Scorer, which is not merged yet; use --task ppl:FILE",
-        args.task
-    )
+    let o = BenchmarkOracle::new(base, &args.task, args.limit, 0, args.threads, quant)
+        .map_err(|e| anyhow::anyhow!("--task {}: {e}", args.task))?;
+    Ok(Box::new(o))
 }
 
 /// Run `llamanas search`.
