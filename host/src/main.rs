@@ -2,7 +2,7 @@
 //!
 //! The stages are built issue by issue; a stage that is not there yet says so and exits non-zero.
 
-mod export;
+use llamanas::export;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,17 @@
+//! `llamanas` library: the host side of the LLaMA-NAS toolkit (Sarah et al., 2024, "LLaMA-NAS: Efficient Neural
+//! Architecture Search for Large Language Models").
+//!
+//! Modules (DESIGN.md): [`space`] the search space; [`store`] the super-network folder (`supernet.gguf` +
+//! `supernet.json`); [`importance`] importance ordering at import; [`data`] benchmark and instruction data;
+//! [`eval`] multiple-choice scoring and perplexity; [`elastic`] the elastic super-network in burn;
+//! [`finetune`] InstaTune; [`search`] NSGA-II, predictors, LINAS; [`export`] sub-network GGUF export.
+
+pub mod data;
+pub mod elastic;
+pub mod eval;
+pub mod export;
+pub mod finetune;
+pub mod importance;
+pub mod search;
+pub mod space;
+pub mod store;
