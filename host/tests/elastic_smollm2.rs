@@ -16,9 +16,21 @@ use device_runtime::engine::{Logits, Model, Session, SessionOptions};
 use device_runtime::gguf::GgufFile;
 use device_runtime::subnet::{ExportQuant, Provenance, export_subnet};
 use device_runtime::tokenizer::Tokenizer;
-use llamanas::elastic::{ElasticModel, TokenBatch, default_device, perplexity};
+use llamanas::elastic::{ElasticModel, TokenBatch, default_device, perplexity, training_device};
 
 const GPL3: &str = "/usr/share/common-licenses/GPL-3";
+
+/// The real model in `$LLAMANAS_ASSETS` (else `assets/` at the workspace root), as the `tests` crate's
+/// `smollm2_path`; panics when missing (real-asset tests fail, never skip).
+fn smollm2_path() -> std::path::PathBuf {
+    let dir = match std::env::var_os("LLAMANAS_ASSETS") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets"),
+    };
+    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(p.is_file(), "{} is missing: run scripts/fetch-assets.sh (or set LLAMANAS_ASSETS)", p.display());
+    p
+}
 
 /// The GPL-3 text as SmolLM2 tokens (with BOS when the vocabulary adds it), and that BOS.
 fn gpl3_tokens(base: &GgufFile) -> (Vec<u32>, Option<u32>) {
@@ -71,7 +83,7 @@ fn burn_logits(model: &ElasticModel, toks: &[u32], s: &SubnetConfig) -> Vec<f32>
 
 #[test]
 fn full_network_logits_match_the_runtime_f32_path() {
-    let base = GgufFile::open(llamanas_tests::smollm2_path()).unwrap();
+    let base = GgufFile::open(smollm2_path()).unwrap();
     let mc = ModelConfig::from_gguf(&base).unwrap();
     let full = mc.full_subnet();
     let (tokens, _) = gpl3_tokens(&base);
@@ -88,7 +100,7 @@ fn full_network_logits_match_the_runtime_f32_path() {
 
 #[test]
 fn subnetwork_logits_and_perplexity_match_the_runtime_exports() {
-    let base = GgufFile::open(llamanas_tests::smollm2_path()).unwrap();
+    let base = GgufFile::open(smollm2_path()).unwrap();
     let mc = ModelConfig::from_gguf(&base).unwrap();
     let s = subnet(&mc);
     let (tokens, bos) = gpl3_tokens(&base);
@@ -122,4 +134,49 @@ fn subnetwork_logits_and_perplexity_match_the_runtime_exports() {
     );
     assert!(rel(burn_ppl.ppl, rt_f32.ppl) < 1e-3, "burn {} vs runtime F32 {}", burn_ppl.ppl, rt_f32.ppl);
     assert!(rel(burn_ppl.ppl, rt_q8.ppl) < 1e-2, "burn {} vs runtime Q8_0 {}", burn_ppl.ppl, rt_q8.ppl);
+}
+
+/// Speed report for docs/PERFORMANCE.md ("burn" section), not a check: forward and forward+backward
+/// tokens/s of the full model and of a small sub-network on one sequence of 256 tokens (loss over all 255
+/// targets), 1 warm-up + 3 timed runs each. Run with
+/// `RAYON_NUM_THREADS=2 cargo test -p host --test elastic_smollm2 -- --ignored --nocapture speed_report`.
+#[test]
+#[ignore = "timing report, run by hand"]
+fn speed_report() {
+    use std::time::Instant;
+    let base = GgufFile::open(smollm2_path()).unwrap();
+    let mc = ModelConfig::from_gguf(&base).unwrap();
+    let (tokens, _) = gpl3_tokens(&base);
+    let (seq, iters) = (256, 3);
+    let tb = TokenBatch::new(&[tokens[..seq].to_vec()]).unwrap();
+    let full = mc.full_subnet();
+    let small = SubnetConfig {
+        layers: (0..mc.n_layers).step_by(2).collect(),
+        ffn: (0..mc.n_layers).step_by(2).map(|l| mc.ffn[l] / 3).collect(),
+        kv_heads: (0..mc.n_layers).step_by(2).map(|_| 1).collect(),
+    };
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all CPUs".into());
+    eprintln!("seq {seq}, batch 1, rayon threads {threads}, {iters} timed runs after 1 warm-up");
+    let time = |what: &str, f: &mut dyn FnMut()| {
+        f();
+        let t = Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        let s = t.elapsed().as_secs_f64() / iters as f64;
+        eprintln!("{what:<48} {:>8.1} ms {:>8.1} tokens/s", s * 1e3, seq as f64 / s);
+    };
+    let model = ElasticModel::from_gguf(&base, &default_device()).unwrap();
+    for (name, s) in [("full", &full), ("small (15 layers, FFN 512, 1 KV)", &small)] {
+        time(&format!("forward (loss), {name}"), &mut || {
+            let _ = model.loss(&tb, s).unwrap().loss.into_scalar::<f32>();
+        });
+    }
+    drop(model);
+    let model = ElasticModel::from_gguf(&base, &training_device()).unwrap();
+    for (name, s) in [("full", &full), ("small (15 layers, FFN 512, 1 KV)", &small)] {
+        time(&format!("forward+backward, {name}"), &mut || {
+            drop(model.loss(&tb, s).unwrap().loss.backward());
+        });
+    }
 }
