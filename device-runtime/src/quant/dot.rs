@@ -507,6 +507,7 @@ mod avx2 {
             let rb = w.row_bytes();
             let rows = w.rows;
             let nr = r1 - r0;
+            let nr_all = nr;
             SCRATCH.with_borrow_mut(|sc| {
                 // Scales (f16 -> f32 once per task, not once per tile) and, for Q4_1, the minimums.
                 sc.clear();
@@ -522,6 +523,22 @@ mod avx2 {
                         }
                     }
                 }
+                // Q4_0 / Q4_1 with a batch: groups of 8 rows go through the interleaved kernel
+                // ([`q4_rows8`]); the rest (fewer than 8 rows) through the tiles below.
+                let r0 = if KIND != 0 && n >= Q4X8_MIN_TOKENS {
+                    let groups = nr / 8;
+                    for g in 0..groups {
+                        q4_rows8::<KIND>(w, q, n, nb, r0 + 8 * g, y);
+                    }
+                    r0 + 8 * groups
+                } else {
+                    r0
+                };
+                if r0 == r1 {
+                    return;
+                }
+                let nr = r1 - r0;
+                let (dw, mw) = (&dw[(nr_all - nr) * nb..], &mw[(nr_all - nr) * nb..]);
                 let wp = w.data.as_ptr().add(r0 * rb);
                 let ap = q.blocks.as_ptr();
                 // Token chunks whose quantized activations fit in L1 (~16 KiB), reused by all the task's rows.
@@ -599,6 +616,140 @@ mod avx2 {
                     c0 = c1;
                 }
             });
+        }
+    }
+
+    /// Smallest batch for which [`q4_rows8`] (which repacks its weight rows first) is used.
+    const Q4X8_MIN_TOKENS: usize = 8;
+
+    thread_local! {
+        /// Per-thread scratch of [`q4_rows8`]: 8 interleaved rows of unpacked nibbles (256 bytes per block).
+        static WBUF: std::cell::RefCell<Vec<Q32>> = const { std::cell::RefCell::new(Vec::new()) };
+        /// Their scales and minimums: 8 + 8 f32 per block.
+        static SBUF: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Transpose 8 rows of 8 dwords: output `k` holds dword `k` of rows 0..8 (lane `i` = row `i`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn transpose8x8_epi32(r: [__m256i; 8]) -> [__m256i; 8] {
+        let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
+        let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+        let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
+        let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+        let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
+        let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+        let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
+        let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+        let u0 = _mm256_unpacklo_epi64(t0, t2);
+        let u1 = _mm256_unpackhi_epi64(t0, t2);
+        let u2 = _mm256_unpacklo_epi64(t1, t3);
+        let u3 = _mm256_unpackhi_epi64(t1, t3);
+        let u4 = _mm256_unpacklo_epi64(t4, t6);
+        let u5 = _mm256_unpackhi_epi64(t4, t6);
+        let u6 = _mm256_unpacklo_epi64(t5, t7);
+        let u7 = _mm256_unpackhi_epi64(t5, t7);
+        [
+            _mm256_permute2x128_si256(u0, u4, 0x20),
+            _mm256_permute2x128_si256(u1, u5, 0x20),
+            _mm256_permute2x128_si256(u2, u6, 0x20),
+            _mm256_permute2x128_si256(u3, u7, 0x20),
+            _mm256_permute2x128_si256(u0, u4, 0x31),
+            _mm256_permute2x128_si256(u1, u5, 0x31),
+            _mm256_permute2x128_si256(u2, u6, 0x31),
+            _mm256_permute2x128_si256(u3, u7, 0x31),
+        ]
+    }
+
+    /// Rows `r..r+8` of a Q4_0 / Q4_1 matrix against all `n` activation rows, as llama.cpp's repacked
+    /// `ggml_gemm_q4_0_8x8_q8_0`: the 8 rows are first unpacked to bytes and interleaved (dword `k` of a
+    /// block = elements `4k..4k+4` of each row, lane `i` = row `i`), so that one `maddubs` with the
+    /// activations' dword `k` broadcast gives 8 rows' partial sums; a block's 8 partial vectors add up in
+    /// 16 bits (at most `8 * 2 * 15 * 127 = 30480`, no saturation) before a single `madd`, conversion and
+    /// FMA per block and token, and the result is 8 consecutive outputs (no horizontal sum).
+    ///
+    /// # Safety
+    /// AVX2+FMA+F16C; rows `r..r+8` exist; `y` holds `n * w.rows` f32 not written by another thread here.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_rows8<const KIND: u8>(w: &QMatrix, q: &QActs, n: usize, nb: usize, r: usize, y: *mut f32) {
+        unsafe {
+            let (bb, off) = block_layout(KIND);
+            let rb = w.row_bytes();
+            WBUF.with_borrow_mut(|wbuf| {
+                SBUF.with_borrow_mut(|sbuf| {
+                    wbuf.clear();
+                    wbuf.resize(nb * 8, Q32([0; 32]));
+                    sbuf.clear();
+                    sbuf.resize(nb * 16, 0.0);
+                    let base = w.data.as_ptr().add(r * rb);
+                    for b in 0..nb {
+                        let mut v = [_mm256_setzero_si256(); 8];
+                        for (i, vi) in v.iter_mut().enumerate() {
+                            let p = base.add(i * rb + b * bb);
+                            *vi = unpack_nibbles(p.add(off));
+                            sbuf[16 * b + i] = f16_at(p);
+                            if KIND == 2 {
+                                sbuf[16 * b + 8 + i] = f16_at(p.add(2));
+                            }
+                        }
+                        let t = transpose8x8_epi32(v);
+                        for (k, tk) in t.iter().enumerate() {
+                            _mm256_store_si256(wbuf.as_mut_ptr().add(8 * b + k) as *mut __m256i, *tk);
+                        }
+                    }
+                    let rows = w.rows;
+                    let mut t = 0;
+                    while t + 4 <= n {
+                        q4x8_tokens::<KIND, 4>(wbuf.as_ptr(), sbuf.as_ptr(), nb, q, t, y.add(t * rows + r), rows);
+                        t += 4;
+                    }
+                    while t < n {
+                        q4x8_tokens::<KIND, 1>(wbuf.as_ptr(), sbuf.as_ptr(), nb, q, t, y.add(t * rows + r), rows);
+                        t += 1;
+                    }
+                })
+            })
+        }
+    }
+
+    /// `C` tokens from `t0` against 8 interleaved rows (see [`q4_rows8`]); writes 8 outputs per token at
+    /// `y + j*rows`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4x8_tokens<const KIND: u8, const C: usize>(
+        wbuf: *const Q32,
+        sbuf: *const f32,
+        nb: usize,
+        q: &QActs,
+        t0: usize,
+        y: *mut f32,
+        rows: usize,
+    ) {
+        unsafe {
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = [_mm256_setzero_ps(); C];
+            let corr = if KIND == 1 { q.c_q4_0.as_ptr() } else { q.c_q4_1.as_ptr() };
+            for b in 0..nb {
+                let wv: [__m256i; 8] = std::array::from_fn(|k| _mm256_load_si256(wbuf.add(8 * b + k) as *const __m256i));
+                let dwv = _mm256_loadu_ps(sbuf.add(16 * b));
+                let mv = if KIND == 2 { _mm256_loadu_ps(sbuf.add(16 * b + 8)) } else { dwv };
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let i = (t0 + j) * nb + b;
+                    let yq = q.qs.as_ptr().add(i) as *const i32;
+                    let mut s16 = _mm256_maddubs_epi16(wv[0], _mm256_set1_epi32(*yq));
+                    for k in 1..8 {
+                        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(wv[k], _mm256_set1_epi32(*yq.add(k))));
+                    }
+                    let f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones));
+                    let da = _mm256_broadcast_ss(&(*q.blocks.as_ptr().add(i)).d);
+                    *a = _mm256_fmadd_ps(f, _mm256_mul_ps(dwv, da), *a);
+                    // Q4_0: + dw * (-8 d_a sum q_a); Q4_1: + m * s_a.
+                    *a = _mm256_fmadd_ps(mv, _mm256_broadcast_ss(&*corr.add(i)), *a);
+                }
+            }
+            for (j, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(y.add(j * rows), *a);
+            }
         }
     }
 
