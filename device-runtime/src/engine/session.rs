@@ -235,14 +235,7 @@ fn forward(
             let head = |t: usize, j: usize, out: &mut [f32], sc: &mut Vec<f32>| {
                 let kvh = j / group;
                 let qv = &qr[t * qd + j * hd..t * qd + (j + 1) * hd];
-                let len = pos0 + t + 1;
-                sc.clear();
-                sc.extend((0..len).map(|p| ops::dot(qv, &kc[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd]) * scale));
-                ops::softmax(sc);
-                out.fill(0.0);
-                for (p, w) in sc.iter().enumerate() {
-                    ops::axpy(out, *w, &vc[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd]);
-                }
+                ops::attend(qv, kc, vc, kvd, kvh * hd, pos0 + t + 1, scale, out, sc);
             };
             if n == 1 && (pos0 + 1) * qd < 65536 {
                 // Short decode: less work than waking the pool costs.
