@@ -581,6 +581,15 @@ impl<'f> ExportPlan<'f> {
     pub fn quant(&self) -> ExportQuant {
         self.quant
     }
+
+    /// Build every output tensor in memory, in file order, without writing a file (what the host's scorer
+    /// uses to run a sub-network directly): `(name, dims, type, data)` with the same bytes
+    /// [`ExportPlan::write`] would write (copied blocks are borrowed from the memory-mapped base).
+    ///
+    /// Errors: [`SubnetError::Quant`] (not expected after `new`).
+    pub fn build_tensors(&self) -> Result<Vec<(String, Vec<u64>, GgmlType, Cow<'f, [u8]>)>, SubnetError> {
+        self.tensors.iter().map(|t| Ok((t.name.clone(), t.dims.clone(), t.ty, self.tensor_data(t)?.0))).collect()
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //!
 //! The stages are built issue by issue; a stage that is not there yet says so and exits non-zero.
 
-use llamanas::export;
+use llamanas::{data, eval, export};
 
 use std::path::PathBuf;
 
@@ -49,8 +49,43 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Score a model or sub-network on benchmarks (not yet implemented).
-    Eval,
+    /// Score a model, super-network or sub-network on benchmarks (lm-eval log-likelihood multiple choice) and
+    /// the perplexity of a text file (docs/EVAL.md).
+    Eval {
+        /// The super-network: a folder holding `supernet.gguf`, or a GGUF model file.
+        input: PathBuf,
+        /// A sub-network config JSON: {"layers":[...],"ffn":[...],"kv_heads":[...]} (default: the whole model).
+        #[arg(long, value_name = "CONFIG.json")]
+        subnet: Option<PathBuf>,
+        /// Comma-separated tasks: arc_easy, arc_challenge, winogrande, hellaswag, piqa, boolq, openbookqa, sciq,
+        /// copa, mmlu, mmlu_5shot.
+        #[arg(long, default_value = "")]
+        tasks: String,
+        /// Documents per task: a fixed-seed subset (docs/EVAL.md); default all.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Seed of the --limit subset.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Scoring threads (0: all logical CPUs).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Quantize the (sub-)network in memory first: q8_0, q4_0, q4_1, f16 or f32 (default: keep the file's).
+        #[arg(long)]
+        quant: Option<ExportQuant>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Also compute the perplexity of this text file (llama-perplexity's method).
+        #[arg(long, value_name = "FILE")]
+        ppl: Option<PathBuf>,
+        /// Perplexity chunk length in tokens.
+        #[arg(long, default_value_t = 512)]
+        ppl_ctx: usize,
+        /// Perplexity chunks (0: all).
+        #[arg(long, default_value_t = 0)]
+        ppl_chunks: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -68,7 +103,24 @@ fn main() -> Result<()> {
             export::run(&export::ExportArgs { input, source, quant, out, json })?;
             return Ok(());
         }
-        Cmd::Eval => "eval",
+        Cmd::Eval { input, subnet, tasks, limit, seed, threads, quant, json, ppl, ppl_ctx, ppl_chunks } => {
+            let tasks = data::TaskSpec::parse_list(&tasks)?;
+            eval::cli::run(&eval::cli::EvalArgs {
+                input,
+                subnet,
+                tasks,
+                limit,
+                seed,
+                threads,
+                quant,
+                json,
+                ppl,
+                ppl_ctx,
+                ppl_chunks,
+                assets: None,
+            })?;
+            return Ok(());
+        }
     };
     bail!("llamanas {name}: this stage is not implemented yet")
 }

@@ -51,6 +51,10 @@ pub enum Logits {
     Last,
     /// Every token's (perplexity, scoring): `[n_tokens, n_vocab]`, row-major.
     All,
+    /// The tokens from index `i` of this call's `tokens` on (multiple-choice scoring, where only the
+    /// continuation's positions need the output head): `[n_tokens - i, n_vocab]`, row-major.
+    /// `From(0)` is [`Logits::All`]; `i >= n_tokens` is an error ([`EngineError::Config`]).
+    From(usize),
 }
 
 struct LayerCache {
@@ -127,10 +131,11 @@ impl<'m> Session<'m> {
     }
 
     /// Run `tokens` through the model (in batches of `n_batch`), append them to the cache, and return
-    /// logits: `[n_vocab]` for [`Logits::Last`], `[tokens.len(), n_vocab]` for [`Logits::All`].
+    /// logits: `[n_vocab]` for [`Logits::Last`], `[tokens.len(), n_vocab]` for [`Logits::All`],
+    /// `[tokens.len() - i, n_vocab]` for [`Logits::From(i)`](Logits::From) (the output head runs only there).
     ///
     /// Errors: [`EngineError::EmptyInput`], [`EngineError::ContextFull`] (nothing is evaluated then),
-    /// [`EngineError::TokenOutOfRange`].
+    /// [`EngineError::TokenOutOfRange`], [`EngineError::Config`] for `Logits::From(i)` with `i >= tokens.len()`.
     pub fn prefill(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, EngineError> {
         if tokens.is_empty() {
             return Err(EngineError::EmptyInput);
@@ -142,17 +147,30 @@ impl<'m> Session<'m> {
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= nv) {
             return Err(EngineError::TokenOutOfRange { token: t, n_vocab: nv });
         }
-        let mut out = Vec::with_capacity(if logits == Logits::All { tokens.len() * nv } else { nv });
-        let nb = self.n_batch;
-        let n_chunks = tokens.len().div_ceil(nb);
-        for (i, chunk) in tokens.chunks(nb).enumerate() {
-            let last = i + 1 == n_chunks;
-            let want = if logits == Logits::All { Logits::All } else if last { Logits::Last } else { Logits::Last };
-            let l = self.pool.install(|| forward(self.model, &mut self.cache, self.pos, chunk, want, self.kernels, last || logits == Logits::All));
-            self.pos += chunk.len();
-            if logits == Logits::All || last {
-                out.extend_from_slice(&l);
+        // First index of `tokens` whose logits are returned.
+        let from = match logits {
+            Logits::Last => tokens.len() - 1,
+            Logits::All => 0,
+            Logits::From(i) if i < tokens.len() => i,
+            Logits::From(i) => {
+                return Err(EngineError::Config(format!("logits from token {i} of a batch of {}", tokens.len())));
             }
+        };
+        let mut out = Vec::with_capacity((tokens.len() - from) * nv);
+        let nb = self.n_batch;
+        for (i, chunk) in tokens.chunks(nb).enumerate() {
+            let start = i * nb;
+            let first = from.max(start) - start;
+            let (want, need) = if first >= chunk.len() {
+                (Logits::Last, false)
+            } else if first == chunk.len() - 1 {
+                (Logits::Last, true)
+            } else {
+                (Logits::From(first), true)
+            };
+            let l = self.pool.install(|| forward(self.model, &mut self.cache, self.pos, chunk, want, self.kernels, need));
+            self.pos += chunk.len();
+            out.extend_from_slice(&l);
         }
         Ok(out)
     }
@@ -264,7 +282,11 @@ fn forward(
     if !need_logits {
         return Vec::new();
     }
-    let xs = if want == Logits::Last { &x[(n - 1) * d..] } else { &x[..] };
+    let xs = match want {
+        Logits::Last => &x[(n - 1) * d..],
+        Logits::All => &x[..],
+        Logits::From(f) => &x[f * d..],
+    };
     let rows = xs.len() / d;
     let mut hn = vec![0f32; rows * d];
     ops::rmsnorm(&mut hn, xs, &model.output_norm, c.rms_eps);
