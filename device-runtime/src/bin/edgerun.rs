@@ -1,4 +1,5 @@
-//! `edgerun`: the device runtime's command-line tool (inspect, generate, perplexity, bench, profile).
+//! `edgerun`: the device runtime's command-line tool (inspect, generate, perplexity, bench, profile,
+//! devices).
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -33,6 +34,9 @@ enum Cmd {
     Bench(engine_cmds::BenchArgs),
     /// Measure this device's latency profile for sub-networks of a model (and validate the latency model).
     Profile(Box<profile_cmd::ProfileArgs>),
+    /// List the compute devices this build can run on (the CPU; wgpu adapters with the `wgpu` feature), or find
+    /// a committed profile measured on this machine (--find-profile).
+    Devices(profile_cmd::DevicesArgs),
 }
 
 fn main() -> Result<()> {
@@ -43,6 +47,7 @@ fn main() -> Result<()> {
         Cmd::Perplexity(a) => engine_cmds::perplexity_cmd(a),
         Cmd::Bench(a) => engine_cmds::bench(a),
         Cmd::Profile(a) => profile_cmd::run(*a),
+        Cmd::Devices(a) => profile_cmd::devices(a),
     }
 }
 

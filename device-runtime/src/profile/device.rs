@@ -71,4 +71,78 @@ impl DeviceFacts {
             adapter: None,
         }
     }
+
+    /// Whether a profile measured on `other` describes this machine: same CPU brand and vendor, logical CPUs,
+    /// architecture, SIMD features and GPU adapter, and total memory within 10%. Frequency, OS and kernel
+    /// versions may differ (virtual machines report them loosely).
+    ///
+    /// Errors: the first fact that differs, as `"<fact>: <this> here, <other> in the profile"`.
+    pub fn same_device(&self, other: &DeviceFacts) -> Result<(), String> {
+        let differ = |what: &str, a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| {
+            Err(format!("{what}: {a:?} here, {b:?} in the profile"))
+        };
+        if self.cpu_brand != other.cpu_brand {
+            return differ("CPU", &self.cpu_brand, &other.cpu_brand);
+        }
+        if self.cpu_vendor != other.cpu_vendor {
+            return differ("CPU vendor", &self.cpu_vendor, &other.cpu_vendor);
+        }
+        if self.logical_cpus != other.logical_cpus {
+            return differ("logical CPUs", &self.logical_cpus, &other.logical_cpus);
+        }
+        if self.arch != other.arch {
+            return differ("architecture", &self.arch, &other.arch);
+        }
+        if self.cpu_features != other.cpu_features {
+            return differ("CPU features", &self.cpu_features, &other.cpu_features);
+        }
+        if self.adapter != other.adapter {
+            return differ("adapter", &self.adapter, &other.adapter);
+        }
+        let (a, b) = (self.memory_bytes as f64, other.memory_bytes as f64);
+        if (a - b).abs() > 0.1 * a.max(b) {
+            return differ("memory bytes", &self.memory_bytes, &other.memory_bytes);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeviceFacts;
+
+    fn facts() -> DeviceFacts {
+        DeviceFacts {
+            cpu_brand: "AMD EPYC".into(),
+            cpu_vendor: "AuthenticAMD".into(),
+            physical_cores: Some(2),
+            logical_cpus: 2,
+            cpu_mhz: 2445,
+            memory_bytes: 25_276_063_744,
+            os: "Debian GNU/Linux".into(),
+            os_version: "12".into(),
+            kernel: "6.1".into(),
+            arch: "x86_64".into(),
+            cpu_features: vec!["avx2".into(), "fma".into(), "f16c".into()],
+            adapter: None,
+        }
+    }
+
+    #[test]
+    fn same_device_ignores_frequency_and_kernel_but_not_cores_or_memory() {
+        let a = facts();
+        let mut b = facts();
+        b.cpu_mhz = 3000;
+        b.kernel = "6.18".into();
+        b.memory_bytes = 24_000_000_000; // 5% less
+        assert_eq!(a.same_device(&b), Ok(()));
+        b.logical_cpus = 4;
+        assert_eq!(a.same_device(&b).unwrap_err(), "logical CPUs: 2 here, 4 in the profile");
+        let mut c = facts();
+        c.memory_bytes = 16_000_000_000;
+        assert!(a.same_device(&c).unwrap_err().starts_with("memory bytes"));
+        let mut d = facts();
+        d.cpu_features.pop();
+        assert!(a.same_device(&d).unwrap_err().starts_with("CPU features"));
+    }
 }

@@ -91,6 +91,74 @@ fn tempfile_in(dir: &std::path::Path) -> Result<(PathBuf, std::fs::File)> {
     Ok((p, f))
 }
 
+/// Arguments of `edgerun devices`.
+#[derive(Args, Debug)]
+pub struct DevicesArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Print the path of a profile in this folder measured on this machine (same CPU, cores, memory, SIMD
+    /// features; see `DeviceFacts::same_device`) by this runtime version, for --threads and --quant; exit 1
+    /// when there is none, with the reason for each file.
+    #[arg(long, value_name = "DIR")]
+    pub find_profile: Option<PathBuf>,
+    /// Threads of the profile to find (0: all logical CPUs).
+    #[arg(long, default_value_t = 0, requires = "find_profile")]
+    pub threads: usize,
+    /// Quantization of the profile to find.
+    #[arg(long, default_value = "q8_0", requires = "find_profile")]
+    pub quant: String,
+}
+
+/// Run `edgerun devices`.
+pub fn devices(a: DevicesArgs) -> Result<()> {
+    use device_runtime::profile::DeviceFacts;
+    let here = DeviceFacts::detect();
+    if let Some(dir) = &a.find_profile {
+        let threads = if a.threads == 0 { here.logical_cpus } else { a.threads };
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading the profile folder {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        entries.sort();
+        for p in &entries {
+            let why = match Profile::load(p) {
+                Err(e) => format!("{e}"),
+                Ok(prof) => {
+                    if prof.runtime_version != device_runtime::profile::RUNTIME_VERSION {
+                        format!("runtime version {} (this is {})", prof.runtime_version, device_runtime::profile::RUNTIME_VERSION)
+                    } else if prof.backend != "cpu" {
+                        format!("backend {}", prof.backend)
+                    } else if prof.threads != threads {
+                        format!("{} threads (wanted {threads})", prof.threads)
+                    } else if prof.quant != a.quant {
+                        format!("quantization {} (wanted {})", prof.quant, a.quant)
+                    } else if let Err(e) = here.same_device(&prof.device) {
+                        format!("another device: {e}")
+                    } else {
+                        println!("{}", p.display());
+                        return Ok(());
+                    }
+                }
+            };
+            eprintln!("{}: not used: {why}", p.display());
+        }
+        eprintln!("no profile in {} matches this machine ({} threads, {})", dir.display(), threads, a.quant);
+        std::process::exit(1);
+    }
+    if a.json {
+        let v = serde_json::json!({ "cpu": here, "backends": ["cpu"], "wgpu": "not built (cargo feature wgpu)" });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let mem = here.memory_bytes as f64 / (1u64 << 30) as f64;
+        println!("cpu   {} ({}), {} logical CPUs, {} MHz, {mem:.1} GiB, {} {}, features: {}", here.cpu_brand, here.cpu_vendor,
+            here.logical_cpus, here.cpu_mhz, here.os, here.arch, here.cpu_features.join(","));
+        println!("wgpu  not built (cargo feature wgpu)");
+    }
+    Ok(())
+}
+
 /// Run `edgerun profile`.
 pub fn run(a: ProfileArgs) -> Result<()> {
     let base = GgufFile::open(&a.model).with_context(|| format!("opening the model {}", a.model.display()))?;
