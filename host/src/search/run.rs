@@ -291,6 +291,12 @@ fn objectives_json(e: &Evaluation) -> serde_json::Map<String, serde_json::Value>
     m
 }
 
+/// A value with 5 significant-looking decimals, or in scientific notation when it is below 0.001 (the 1/PPL
+/// stand-in accuracy and its hypervolumes are that small).
+fn fmt_small(v: f64) -> String {
+    if v != 0.0 && v.abs() < 1e-3 { format!("{v:.3e}") } else { format!("{v:.5}") }
+}
+
 fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or(String::new(), |x| x.to_string())
 }
@@ -375,7 +381,7 @@ fn write_outputs(
             e.id,
             e.config.layers.len(),
             mc.subnet_params(&e.config) as f64 / 1e6,
-            e.accuracy.map_or("-".into(), |a| format!("{:.4}", a)),
+            e.accuracy.map_or("-".into(), fmt_small),
             e.latency_ms.map_or("-".into(), |l| format!("{l:.3}")),
             e.latency_ms.map_or("-".into(), |l| format!("{:.1}", 1000.0 / l)),
             e.size_bytes.map_or("-".into(), |s| format!("{:.2}", s as f64 / 1048576.0)),
@@ -383,7 +389,7 @@ fn write_outputs(
     }
     r.push_str("\n## Hypervolume after each batch\n\nObjectives normalized as 1 - accuracy, latency / base, size / base; reference point 1 in each.\n\n| batch | evaluations | hypervolume |\n|---|---|---|\n");
     for p in &o.history {
-        r.push_str(&format!("| {} | {} | {:.5} |\n", p.batch, p.evals, p.hypervolume));
+        r.push_str(&format!("| {} | {} | {} |\n", p.batch, p.evals, fmt_small(p.hypervolume)));
     }
     if !predictors.is_empty() {
         r.push_str("\n## Accuracy predictors (LINAS)\n\n");
@@ -394,11 +400,11 @@ fn write_outputs(
     write_atomic(&out.join("report.md"), r.as_bytes())?;
     let last: Option<&HvPoint> = o.history.last();
     println!(
-        "{}: {} evaluations, {} on the front, hypervolume {:.5}; wrote pareto.json, pareto.svg, evaluations.csv, report.md",
+        "{}: {} evaluations, {} on the front, hypervolume {}; wrote pareto.json, pareto.svg, evaluations.csv, report.md",
         out.display(),
         o.evaluations.len(),
         o.front.len(),
-        last.map_or(0.0, |p| p.hypervolume)
+        fmt_small(last.map_or(0.0, |p| p.hypervolume))
     );
     Ok(())
 }
