@@ -2,6 +2,8 @@
 //!
 //! The stages are built issue by issue; a stage that is not there yet says so and exits non-zero.
 
+use llamanas::search::linas::{Algo, Objective, Settings};
+use llamanas::search::run::{SearchArgs, run as run_search};
 use llamanas::{data, eval, export};
 
 use std::path::PathBuf;
@@ -23,8 +25,8 @@ enum Cmd {
     Import,
     /// InstaTune super-network fine-tuning (not yet implemented).
     Finetune,
-    /// LINAS multi-objective search (not yet implemented).
-    Search,
+    /// LINAS multi-objective search: accuracy (measured), decode latency (device profile), GGUF size (exact).
+    Search(Box<SearchCli>),
     /// Export sub-networks as quantized GGUF files (sliced from the super-network's shared weights).
     #[command(group(ArgGroup::new("which").required(true).args(["subnet", "pareto"])))]
     Export {
@@ -93,7 +95,10 @@ fn main() -> Result<()> {
     let name = match cli.cmd {
         Cmd::Import => "import",
         Cmd::Finetune => "finetune",
-        Cmd::Search => "search",
+        Cmd::Search(a) => {
+            search_cmd(*a)?;
+            return Ok(());
+        }
         Cmd::Export { input, subnet, pareto, pick, quant, out, json } => {
             let source = match (subnet, pareto, pick) {
                 (Some(c), _, _) => export::Source::Config(c),
@@ -123,4 +128,89 @@ fn main() -> Result<()> {
         }
     };
     bail!("llamanas {name}: this stage is not implemented yet")
+}
+
+/// Arguments of `llamanas search` (docs/SEARCH.md).
+#[derive(clap::Args)]
+struct SearchCli {
+    /// The super-network folder (supernet.gguf [+ supernet.json]) or a GGUF model.
+    input: PathBuf,
+    /// Accuracy task: a benchmark (arc_easy, ...) or ppl:FILE (1/perplexity of a text, no benchmark data).
+    #[arg(long, default_value = "arc_easy")]
+    task: String,
+    /// Items of the task (a fixed-seed subset), or chunks of the text for ppl:FILE.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Device profile (profiles/<name>.json); its quantization is the export quantization.
+    #[arg(long, value_name = "PROFILE.json")]
+    profile: Option<PathBuf>,
+    /// Export quantization for the size objective when no profile is given.
+    #[arg(long)]
+    quant: Option<ExportQuant>,
+    /// Decode context length (tokens in the KV cache) of the latency objective.
+    #[arg(long, default_value_t = 512)]
+    context: usize,
+    /// Two or three of accuracy, latency, size.
+    #[arg(long, default_value = "accuracy,latency,size", value_delimiter = ',')]
+    objectives: Vec<Objective>,
+    /// Search algorithm.
+    #[arg(long, value_enum, default_value = "linas")]
+    algo: Algo,
+    /// Budget of real evaluations.
+    #[arg(long, default_value_t = 100)]
+    evals: usize,
+    /// Batch (population) size.
+    #[arg(long, default_value_t = 20)]
+    population: usize,
+    /// Seed: the same seed gives the same run.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Predictor-only evaluations per LINAS loop.
+    #[arg(long, default_value_t = 5000)]
+    inner_evals: usize,
+    /// Search space file (JSON or TOML); default: the super-network's, else the model's default.
+    #[arg(long, value_name = "FILE")]
+    space: Option<PathBuf>,
+    /// Output folder (runs/<name>).
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue a killed run in --out (same settings), re-using every finished evaluation.
+    #[arg(long)]
+    resume: bool,
+    /// Print the space size and how long the budget takes, then stop.
+    #[arg(long)]
+    dry_run: bool,
+    /// Scoring threads (0: all logical CPUs).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn search_cmd(a: SearchCli) -> Result<()> {
+    let args = SearchArgs {
+        input: a.input,
+        task: a.task,
+        limit: a.limit,
+        profile: a.profile,
+        quant: a.quant,
+        context: a.context,
+        settings: Settings {
+            algo: a.algo,
+            objectives: a.objectives,
+            evals: a.evals,
+            population: a.population,
+            seed: a.seed,
+            inner_evals: a.inner_evals,
+        },
+        space: a.space,
+        out: a.out,
+        resume: a.resume,
+        dry_run: a.dry_run,
+        threads: a.threads,
+        progress: !a.quiet,
+    };
+    run_search(&args)?;
+    Ok(())
 }
