@@ -3,6 +3,7 @@
 //! The stages are built issue by issue; a stage that is not there yet says so and exits non-zero.
 
 use llamanas::export;
+use llamanas::finetune;
 
 use std::path::PathBuf;
 
@@ -21,8 +22,8 @@ struct Cli {
 enum Cmd {
     /// Import a GGUF model as a super-network (not yet implemented).
     Import,
-    /// InstaTune super-network fine-tuning (not yet implemented).
-    Finetune,
+    /// InstaTune super-network fine-tuning: full network + sampled sub-networks per step (docs/FINETUNE.md).
+    Finetune(Box<finetune::cli::FinetuneArgs>),
     /// LINAS multi-objective search (not yet implemented).
     Search,
     /// Export sub-networks as quantized GGUF files (sliced from the super-network's shared weights).
@@ -57,7 +58,17 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let name = match cli.cmd {
         Cmd::Import => "import",
-        Cmd::Finetune => "finetune",
+        Cmd::Finetune(a) => {
+            let device = burn::tensor::Device::flex().autodiff();
+            let s = finetune::cli::run(&a, &finetune::llama::LlamaSupernet::load, &device)?;
+            eprintln!(
+                "finetune: {} steps done{}; {:.1} tokens/s",
+                s.steps_done,
+                if s.finished { format!(", wrote {}", a.out.display()) } else { " (resume with --resume)".into() },
+                s.tokens_per_s
+            );
+            return Ok(());
+        }
         Cmd::Search => "search",
         Cmd::Export { input, subnet, pareto, pick, quant, out, json } => {
             let source = match (subnet, pareto, pick) {

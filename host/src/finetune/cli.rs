@@ -144,6 +144,11 @@ pub fn run<M: ElasticLm>(
 ) -> anyhow::Result<TrainSummary> {
     use anyhow::Context;
     let gguf_path = supernet_gguf_path(&args.supernet);
+    if let (Ok(a), Ok(b)) = (args.out.canonicalize(), args.supernet.canonicalize())
+        && (a == b || gguf_path.parent().is_some_and(|p| p.canonicalize().is_ok_and(|p| p == a)))
+    {
+        anyhow::bail!("--out {} is the input super-network's folder: choose a new folder", args.out.display());
+    }
     let template = GgufFile::open(&gguf_path).with_context(|| format!("opening {}", gguf_path.display()))?;
     let mcfg = ModelConfig::from_gguf(&template).with_context(|| format!("reading {}", gguf_path.display()))?;
     let tok = Tokenizer::from_gguf(&template).with_context(|| format!("tokenizer of {}", gguf_path.display()))?;
