@@ -10,7 +10,7 @@
 //! q and rows of o (query head `h` belongs to KV group `h / (n_head / n_kv)`, as in llama.cpp). Slicing uses
 //! `narrow` on the shared parameters inside the autodiff graph, so gradients reach only the slices used.
 
-use burn::module::{Ignored, Module, Param};
+use burn::module::{Module, Param};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use device_runtime::arch::{ModelConfig, SubnetConfig};
@@ -53,7 +53,8 @@ pub struct LlamaSupernet {
     /// The blocks.
     pub blocks: Vec<LlamaBlock>,
     /// Hyper-parameters.
-    pub cfg: Ignored<ModelConfig>,
+    #[module(skip)]
+    pub cfg: ModelConfig,
 }
 
 /// A 2-D GGUF tensor, dequantized and transposed to `[in, out]`. Errors: missing, unsupported type, not 2-D.
@@ -112,7 +113,7 @@ impl LlamaSupernet {
         let (dims, data) = read(&f, "token_embd.weight")?;
         let embd = Param::from_tensor(Tensor::<2>::from_data(TensorData::new(data, [dims[1], dims[0]]), device));
         let output = if cfg.tied_embeddings { None } else { Some(tensor_2d_t(&f, "output.weight", device)?) };
-        Ok(LlamaSupernet { embd, output, out_norm: tensor_1d(&f, "output_norm.weight", device)?, blocks, cfg: Ignored(cfg) })
+        Ok(LlamaSupernet { embd, output, out_norm: tensor_1d(&f, "output_norm.weight", device)?, blocks, cfg })
     }
 }
 
@@ -137,19 +138,19 @@ fn export_t(name: String, p: &Param<Tensor<2>>) -> (String, Vec<u64>, Vec<f32>) 
     // Stored [in, out]; GGUF wants row-major [out, in] with dims [in, out].
     let v = p.val();
     let [i, o] = v.dims();
-    let data = v.transpose().into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
+    let data = v.transpose().into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
     (name, vec![i as u64, o as u64], data)
 }
 
 fn export_1(name: String, p: &Param<Tensor<1>>) -> (String, Vec<u64>, Vec<f32>) {
     let v = p.val();
     let [n] = v.dims();
-    (name, vec![n as u64], v.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default())
+    (name, vec![n as u64], v.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default())
 }
 
 impl ElasticLm for LlamaSupernet {
     fn forward_subnet(&self, tokens: Tensor<2, Int>, subnet: &SubnetConfig) -> Tensor<3> {
-        let c = &self.cfg.0;
+        let c = &self.cfg;
         let [b, t] = tokens.dims();
         let device = tokens.device();
         let hd = c.head_dim;
@@ -213,7 +214,7 @@ impl ElasticLm for LlamaSupernet {
         let mut out = Vec::new();
         let e = self.embd.val();
         let [v, d] = e.dims();
-        out.push(("token_embd.weight".into(), vec![d as u64, v as u64], e.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default()));
+        out.push(("token_embd.weight".into(), vec![d as u64, v as u64], e.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default()));
         for (l, blk) in self.blocks.iter().enumerate() {
             let p = |s: &str| format!("blk.{l}.{s}.weight");
             out.push(export_1(p("attn_norm"), &blk.attn_norm));

@@ -64,7 +64,7 @@ impl ToyLm {
 
 fn to_vec(t: Tensor<2>) -> (Vec<u64>, Vec<f32>) {
     let [r, c] = t.dims();
-    let data = t.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
+    let data = t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
     (vec![c as u64, r as u64], data)
 }
 
