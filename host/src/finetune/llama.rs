@@ -185,8 +185,9 @@ impl ElasticLm for LlamaSupernet {
                 let k = rope(k, &cos, &sin).swap_dims(1, 2);
                 let vv = vv.swap_dims(1, 2);
                 let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
-                // Causal mask: row r of the [g*T, T] block is position r % T.
-                let mask = burn::tensor::Tensor::<2, burn::tensor::Bool>::triu_mask([t, t], 1, &device)
+                // Causal mask (true = masked: key after query; burn's tril_mask is false on and below the
+                // diagonal); row r of the [g*T, T] block is position r % T.
+                let mask = burn::tensor::Tensor::<2, burn::tensor::Bool>::tril_mask([t, t], 0, &device)
                     .reshape([1, 1, 1, t, t])
                     .expand([1, 1, g, t, t])
                     .reshape([1, 1, g * t, t])
