@@ -24,11 +24,11 @@ target=${CARGO_TARGET_DIR:-$here/target}
 threads=2
 if [ "$quick" = 1 ]; then
   run=${LLAMANAS_RUN_DIR:-runs/demo-quick}
-  calib_tokens=1024; ft_steps=6; ft_seq=64; ft_batch=2
+  calib_tokens=1024; ft_steps=4; ft_seq=32; ft_batch=1
   evals=8; population=4; limit=24; piqa_limit=24; ntok=16; reps=2; ppl_chunks=2
 else
   run=${LLAMANAS_RUN_DIR:-runs/demo}
-  calib_tokens=4096; ft_steps=60; ft_seq=128; ft_batch=4
+  calib_tokens=4096; ft_steps=40; ft_seq=64; ft_batch=2
   evals=48; population=12; limit=150; piqa_limit=200; ntok=64; reps=3; ppl_chunks=8
 fi
 [ "$fresh" = 1 ] && rm -rf "$run"
