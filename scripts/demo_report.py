@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Write the demo's report.md (Markdown, to stdout) from the JSON files scripts/demo.sh left in RUN_DIR.
+"""Write the demo's report.md (Markdown, to stdout) from the files scripts/demo.sh left in RUN_DIR.
 
-Usage: demo_report.py RUN_DIR PROMPT. Reads {base,example}-{ppl,bench}.json, {base,example}-generate.txt,
-example-subnet.json and base-inspect.json. Standard library only.
+Usage: demo_report.py RUN_DIR PROMPT PIQA_LIMIT. Reads search/pareto.json, search/hypervolume.csv (if present),
+export.jsonl, base-export.json, profile.json, runs/<model>-{bench,ppl,eval}.json and runs/<model>-generate.txt.
+Standard library only.
 """
 import datetime
 import json
@@ -23,18 +24,42 @@ def bench_row(b, test):
     return None
 
 
+def task(ev, name):
+    for t in ev["tasks"]:
+        if t["task"] == name:
+            return t
+    return None
+
+
 def main():
     run, prompt = sys.argv[1], sys.argv[2]
-    cfg = load(os.path.join(run, "example-subnet.json"))
+    pareto = load(os.path.join(run, "search", "pareto.json"))
+    objectives = {e["id"]: e.get("objectives", {}) for e in pareto["subnets"]}
+    configs = {e["id"]: e["config"] for e in pareto["subnets"]}
+    exports = [json.loads(l) for l in open(os.path.join(run, "export.jsonl")) if l.strip()]
+    base_export = load(os.path.join(run, "base-export.json"))
+    profile = load(os.path.join(run, "profile.json"))
     rows = []
-    for m in ("base", "example"):
-        ppl = load(os.path.join(run, f"{m}-ppl.json"))
-        b = load(os.path.join(run, f"{m}-bench.json"))
-        pp, tg = bench_row(b, "pp"), bench_row(b, "tg")
-        with open(os.path.join(run, f"{m}-generate.txt")) as f:
+    for e in [base_export] + sorted(exports, key=lambda e: -e["size_bytes"]):
+        name = os.path.splitext(os.path.basename(e["path"]))[0]
+        r = os.path.join(run, "runs", name)
+        b = load(r + "-bench.json")
+        ev = load(r + "-eval.json")
+        ppl = load(r + "-ppl.json")
+        with open(r + "-generate.txt") as f:
             gen = f.read().strip()
-        rows.append((m, ppl, b, pp, tg, gen))
+        is_base = e is base_export
+        rows.append({
+            "name": "base (full, Q8_0)" if is_base else e["subnet_id"],
+            "layers": e["n_layers"], "params": e["params"], "size": e["size_bytes"],
+            "pred_size": e["predicted_bytes"],
+            "obj": {} if is_base else objectives.get(e["subnet_id"], {}),
+            "cfg": None if is_base else configs.get(e["subnet_id"]),
+            "tg": bench_row(b, "tg"), "pp": bench_row(b, "pp"),
+            "arc": task(ev, "arc_easy"), "piqa": task(ev, "piqa"), "ppl": ppl, "gen": gen,
+        })
     base = rows[0]
+    btg = base["tg"]["median"] if base["tg"] else None
     cpu = "?"
     try:
         with open("/proc/cpuinfo") as f:
@@ -43,35 +68,61 @@ def main():
         pass
     out = []
     w = out.append
-    w(f"# Demo report ({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)")
+    w(f"# LLaMA-NAS demo report ({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)")
     w("")
-    w(f"Machine: {cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}. "
-      "Runtime: `edgerun` CPU engine, 2 threads, Q8_0.")
+    w(f"Machine: {cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}. Runtime: `edgerun` CPU "
+      f"engine, {profile.get('threads')} threads, Q8_0. Device profile: {profile['device']['cpu_brand']}, "
+      f"{profile.get('threads')} threads, {profile.get('quant')} (runtime {profile.get('runtime_version')}).")
     w("")
-    w("Pending stages (not built yet): import with importance ordering, InstaTune fine-tuning, LINAS search, "
-      "device profile. Until they land, the demo exports one fixed example sub-network of the un-tuned base "
-      f"model: {len(cfg['layers'])} of 30 blocks, FFN widths {sorted(set(cfg['ffn']))}, "
-      f"KV heads {sorted(set(cfg['kv_heads']))}. Without fine-tuning such a sub-network's perplexity is poor; "
-      "that is what the super-network training fixes.")
+    w(f"Search run `{pareto['run']}`: {len(pareto['subnets'])} sub-networks on the Pareto front of ARC-Easy "
+      "accuracy (acc_norm, measured on the super-network), decode latency (predicted from the device profile) "
+      "and Q8_0 GGUF size (exact). Each was exported as Q8_0 GGUF and run with `edgerun`.")
     w("")
-    w("| model | blocks | GGUF size | PPL (GPL-3, ctx 512) | prefill t/s (pp128) | decode t/s | decode speed-up | size reduction |")
-    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    bsize, btg = base[2]["file_size"], base[4]["median"] if base[4] else None
-    for m, ppl, b, pp, tg, _ in rows:
-        blocks = 30 if m == "base" else len(cfg["layers"])
-        size = b["file_size"]
-        ppt = f"{pp['median']:.1f}" if pp else "-"
-        tgt = f"{tg['median']:.1f}" if tg else "-"
+    w("| model | layers | params | GGUF size | ARC-Easy acc_norm: search / Q8_0 file (items) | PIQA acc_norm (items) | "
+      "PPL GPL-3 | decode t/s predicted | decode t/s measured | speed-up | size reduction |")
+    w("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        arc, piqa, tg = r["arc"], r["piqa"], r["tg"]
+        acc_s = r["obj"].get("accuracy")
+        lat = r["obj"].get("latency_ms")
+        arc_t = f"{acc_s * 100:.1f}% / " if acc_s is not None else "- / "
+        arc_t += f"{arc['acc_norm'] * 100:.1f}% ({arc['n']})" if arc else "-"
+        piqa_t = f"{piqa['acc_norm'] * 100:.1f}% ({piqa['n']})" if piqa else "-"
+        pred = f"{1000.0 / lat:.1f}" if lat else "-"
+        meas = f"{tg['median']:.1f}" if tg else "-"
         sp = f"{tg['median'] / btg:.2f}x" if tg and btg else "-"
-        red = f"{bsize / size:.2f}x"
-        w(f"| {m} | {blocks} | {size / 2**20:.1f} MiB | {ppl['ppl']:.2f} ({ppl['chunks']} chunks) | {ppt} | {tgt} | {sp} | {red} |")
+        red = f"{base['size'] / r['size']:.2f}x"
+        ppl = f"{r['ppl']['ppl']:.2f}"
+        w(f"| {r['name']} | {r['layers']} | {r['params'] / 1e6:.1f} M | {r['size'] / 2**20:.1f} MiB | {arc_t} | "
+          f"{piqa_t} | {ppl} | {pred} | {meas} | {sp} | {red} |")
     w("")
-    w("Speeds are medians of the repeated `edgerun bench` runs (see the `*-bench.json` files for every run).")
+    w("- Accuracy: lm-evaluation-harness definitions (docs/EVAL.md), the same fixed-seed subset of ARC-Easy for "
+      "the search and the file; PIQA was not searched on and shows what transfers. Standard errors are in the "
+      "`runs/*-eval.json` files (about +-4 points at 150 items).")
+    w(f"- Perplexity: GPL-3 text, ctx 512, first {base['ppl'].get('chunks')} chunks.")
+    w("- Measured speeds: medians of repeated `edgerun bench` runs (tg: decode from an empty cache); the "
+      "predicted ones are at the search's context length, so small differences are expected.")
+    w("- GGUF sizes equal the sizes the search predicted: "
+      + ("yes" if all(r["size"] == r["pred_size"] for r in rows) else "NO (see export.jsonl)") + ".")
+    hv = os.path.join(run, "search", "hypervolume.csv")
+    if os.path.exists(hv):
+        w("")
+        w("Hypervolume per search loop (normalized objectives):")
+        w("")
+        w("```")
+        w(open(hv).read().strip())
+        w("```")
     w("")
-    w(f"Chat prompt: \"{prompt}\"")
+    w("![Pareto front](pareto.svg)")
     w("")
-    for m, *_, gen in rows:
-        w(f"- {m}: {gen!r}")
+    w(f"Chat prompt: \"{prompt}\" (greedy, 48 tokens)")
+    w("")
+    for r in rows:
+        w(f"- {r['name']}: {r['gen']!r}")
+    for r in rows[1:]:
+        if r["cfg"]:
+            c = r["cfg"]
+            w(f"\n`{r['name']}`: layers {c['layers']}, FFN {c['ffn']}, KV heads {c['kv_heads']}")
     print("\n".join(out))
 
 

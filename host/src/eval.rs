@@ -83,11 +83,10 @@ pub struct Request {
 /// Errors: [`TokenizerError`]; an empty continuation is an [`EvalError::Other`].
 pub fn encode_pair(tok: &Tokenizer, context: &str, continuation: &str) -> Result<Request, EvalError> {
     let terr = |source| EvalError::Tokenizer { file: "model".into(), source };
-    let trimmed = context.trim_end_matches(' ');
-    let n_spaces = context.len() - trimmed.len();
-    let cont = format!("{}{continuation}", &context[trimmed.len()..]);
-    let ctx_text = trimmed;
-    debug_assert!(n_spaces == context.len() - ctx_text.len());
+    // lm-eval: n_spaces = len(context) - len(context.rstrip()); those trailing characters move to the
+    // continuation (rstrip() strips all whitespace).
+    let ctx_text = context.trim_end();
+    let cont = format!("{}{continuation}", &context[ctx_text.len()..]);
     let whole = tok.encode(&format!("{ctx_text}{cont}"), false, false).map_err(terr)?;
     let mut ctx = tok.encode(ctx_text, false, false).map_err(terr)?;
     let cont_tokens = if ctx.len() <= whole.len() { whole[ctx.len()..].to_vec() } else { Vec::new() };

@@ -4,7 +4,7 @@
 
 use llamanas::search::linas::{Algo, Objective, Settings};
 use llamanas::search::run::{SearchArgs, run as run_search};
-use llamanas::{data, eval, export};
+use llamanas::{data, eval, export, finetune};
 
 use std::path::PathBuf;
 
@@ -51,8 +51,8 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
-    /// InstaTune super-network fine-tuning (not yet implemented).
-    Finetune,
+    /// InstaTune super-network fine-tuning: full network + sampled sub-networks per step (docs/FINETUNE.md).
+    Finetune(Box<finetune::cli::FinetuneArgs>),
     /// LINAS multi-objective search: accuracy (measured), decode latency (device profile), GGUF size (exact).
     Search(Box<SearchCli>),
     /// Export sub-networks as quantized GGUF files (sliced from the super-network's shared weights).
@@ -157,9 +157,19 @@ fn main() -> Result<()> {
             println!("  total {:.1} s", t0.elapsed().as_secs_f64());
             return Ok(());
         }
-        Cmd::Finetune => "finetune",
         Cmd::Search(a) => {
             search_cmd(*a)?;
+            return Ok(());
+        }
+        Cmd::Finetune(a) => {
+            let device = burn::tensor::Device::flex().autodiff();
+            let s = finetune::cli::run(&a, &finetune::llama::LlamaSupernet::load, &device)?;
+            eprintln!(
+                "finetune: {} steps done{}; {:.1} tokens/s",
+                s.steps_done,
+                if s.finished { format!(", wrote {}", a.out.display()) } else { " (resume with --resume)".into() },
+                s.tokens_per_s
+            );
             return Ok(());
         }
         Cmd::Export { input, subnet, pareto, pick, quant, out, json } => {

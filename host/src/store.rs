@@ -201,6 +201,9 @@ pub struct SupernetMeta {
     pub order: Vec<LayerOrder>,
     /// How importance was measured (absent when no calibration ran).
     pub calibration: Option<Calibration>,
+    /// The note `llamanas finetune` adds to a fine-tuned folder (free JSON; absent after import).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<serde_json::Value>,
 }
 
 fn is_permutation(p: &[usize], n: usize) -> bool {
@@ -464,6 +467,7 @@ mod tests {
                 ffn_score: "f".into(),
                 kv_score: "k".into(),
             }),
+            finetune: None,
         }
     }
 

@@ -41,7 +41,7 @@ pub fn rope(x: &mut [f32], head_dim: usize, table: &[(f32, f32)], neox: bool) {
 }
 
 /// `sum_i a_i b_i` in f32 with 8 partial sums (vectorizes without reassociation flags).
-#[inline]
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -54,6 +54,147 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// Four dot products `q · k_j` (`j = 0..4`) at once: independent accumulators, so the FMAs of the four
+/// (and of the 4 partial sums of each) overlap instead of waiting on one another.
+#[inline(always)]
+fn dot4(q: &[f32], k: [&[f32]; 4]) -> [f32; 4] {
+    let n = q.len();
+    let n8 = n / 8 * 8;
+    let mut acc = [[0f32; 8]; 4];
+    let mut i = 0;
+    while i < n8 {
+        let qc = &q[i..i + 8];
+        for j in 0..4 {
+            let kc = &k[j][i..i + 8];
+            for l in 0..8 {
+                acc[j][l] += qc[l] * kc[l];
+            }
+        }
+        i += 8;
+    }
+    let mut out = [0f32; 4];
+    for j in 0..4 {
+        out[j] = acc[j].iter().sum::<f32>() + (n8..n).map(|l| q[l] * k[j][l]).sum::<f32>();
+    }
+    out
+}
+
+/// Attention of one query head over cached positions `0..len` (causal: the caller passes only the
+/// visible ones): `out = softmax(scale * q · K_pᵀ) V`, where position `p`'s key is
+/// `kc[p*stride + off ..][..hd]` and its value `vc[p*stride + off ..][..hd]` (`hd = q.len() = out.len()`).
+/// `sc` is scratch for the `len` scores. Source: the LLaMA attention (Touvron et al. 2023), llama.cpp
+/// `ggml_compute_forward_flash_attn_ext_f16` (one query row at a time).
+/// On x86_64 with AVX2+FMA (checked at run time) and `hd % 8 == 0`, an intrinsics version runs (four
+/// positions' scores at once; the weighted sum of values kept in registers); it sums in another order
+/// and with fused multiply-adds, so it differs from the portable version by rounding only.
+#[allow(clippy::too_many_arguments)]
+pub fn attend(q: &[f32], kc: &[f32], vc: &[f32], stride: usize, off: usize, len: usize, scale: f32, out: &mut [f32], sc: &mut Vec<f32>) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::quant::dot::has_avx2() {
+        // SAFETY: AVX2+FMA+F16C detected.
+        unsafe { attend_avx2(q, kc, vc, stride, off, len, scale, out, sc) };
+        return;
+    }
+    attend_impl(q, kc, vc, stride, off, len, scale, out, sc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+fn attend_avx2(q: &[f32], kc: &[f32], vc: &[f32], stride: usize, off: usize, len: usize, scale: f32, out: &mut [f32], sc: &mut Vec<f32>) {
+    use std::arch::x86_64::*;
+    let hd = q.len();
+    if hd % 8 != 0 {
+        return attend_impl(q, kc, vc, stride, off, len, scale, out, sc);
+    }
+    assert!(len == 0 || (len - 1) * stride + off + hd <= kc.len().min(vc.len()), "attend: cache too short");
+    // SAFETY: every access below is within q (hd), out (hd) and kc/vc rows p < len (checked above).
+    unsafe {
+        let key = |p: usize| kc.as_ptr().add(p * stride + off);
+        sc.clear();
+        sc.reserve(len);
+        let mut p = 0;
+        while p + 4 <= len {
+            let mut a = [_mm256_setzero_ps(); 4];
+            let mut i = 0;
+            while i < hd {
+                let qv = _mm256_loadu_ps(q.as_ptr().add(i));
+                for (j, aj) in a.iter_mut().enumerate() {
+                    *aj = _mm256_fmadd_ps(qv, _mm256_loadu_ps(key(p + j).add(i)), *aj);
+                }
+                i += 8;
+            }
+            let h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+            let s4 = _mm_mul_ps(_mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)), _mm_set1_ps(scale));
+            let mut v = [0f32; 4];
+            _mm_storeu_ps(v.as_mut_ptr(), s4);
+            sc.extend_from_slice(&v);
+            p += 4;
+        }
+        while p < len {
+            sc.push(dot(q, std::slice::from_raw_parts(key(p), hd)) * scale);
+            p += 1;
+        }
+        softmax(sc);
+        // out = sum_p w_p v_p, 64 dimensions (8 registers) at a time, accumulated in registers.
+        let mut c = 0;
+        while c < hd {
+            let w = (hd - c).min(64) / 8;
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for (p, wp) in sc.iter().enumerate() {
+                let wv = _mm256_set1_ps(*wp);
+                let v = vc.as_ptr().add(p * stride + off + c);
+                for (l, al) in acc.iter_mut().enumerate().take(w) {
+                    *al = _mm256_fmadd_ps(wv, _mm256_loadu_ps(v.add(8 * l)), *al);
+                }
+            }
+            for (l, al) in acc.iter().enumerate().take(w) {
+                _mm256_storeu_ps(out.as_mut_ptr().add(c + 8 * l), *al);
+            }
+            c += 8 * w;
+        }
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_impl(q: &[f32], kc: &[f32], vc: &[f32], stride: usize, off: usize, len: usize, scale: f32, out: &mut [f32], sc: &mut Vec<f32>) {
+    let hd = q.len();
+    let key = |p: usize| &kc[p * stride + off..p * stride + off + hd];
+    sc.clear();
+    let mut p = 0;
+    while p + 4 <= len {
+        let d = dot4(q, [key(p), key(p + 1), key(p + 2), key(p + 3)]);
+        sc.extend(d.iter().map(|v| v * scale));
+        p += 4;
+    }
+    while p < len {
+        sc.push(dot(q, key(p)) * scale);
+        p += 1;
+    }
+    softmax(sc);
+    // out = sum_p w_p v_p, 32 dimensions at a time kept in registers across all positions.
+    let mut c = 0;
+    while c < hd {
+        let w = (hd - c).min(32);
+        let mut acc = [0f32; 32];
+        for (p, wp) in sc.iter().enumerate() {
+            let v = &vc[p * stride + off + c..p * stride + off + c + w];
+            if w == 32 {
+                for l in 0..32 {
+                    acc[l] += wp * v[l];
+                }
+            } else {
+                for l in 0..w {
+                    acc[l] += wp * v[l];
+                }
+            }
+        }
+        out[c..c + w].copy_from_slice(&acc[..w]);
+        c += w;
+    }
+}
+
 /// `y += a * x`.
 #[inline]
 pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
@@ -63,6 +204,7 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
 }
 
 /// Softmax in place (max-subtracted).
+#[inline(always)]
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
     let mut sum = 0f32;
@@ -115,6 +257,32 @@ mod tests {
         let mut x = [1.0f32, 1.0, 0.0, 0.0];
         rope(&mut x, 4, &t, true);
         assert!((x[2] - 1f32.sin()).abs() < 1e-6 && (x[3] - 0.01f32.sin()).abs() < 1e-6, "{x:?}");
+    }
+
+    /// `attend` against the plain formulation (scores, softmax, weighted sum), head_dim 64 and 20 (tails).
+    #[test]
+    fn attend_matches_plain_attention() {
+        let mut seed = 3u32;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for (hd, len) in [(64usize, 11usize), (20, 6), (64, 1)] {
+            let (stride, off) = (3 * hd, hd);
+            let q: Vec<f32> = (0..hd).map(|_| rnd()).collect();
+            let kc: Vec<f32> = (0..len * stride).map(|_| rnd()).collect();
+            let vc: Vec<f32> = (0..len * stride).map(|_| rnd()).collect();
+            let mut out = vec![0f32; hd];
+            attend(&q, &kc, &vc, stride, off, len, 0.125, &mut out, &mut Vec::new());
+            let mut s: Vec<f64> = (0..len).map(|p| (0..hd).map(|i| q[i] as f64 * kc[p * stride + off + i] as f64).sum::<f64>() * 0.125).collect();
+            let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let z: f64 = s.iter().map(|v| (v - m).exp()).sum();
+            s.iter_mut().for_each(|v| *v = (*v - m).exp() / z);
+            for i in 0..hd {
+                let e: f64 = (0..len).map(|p| s[p] * vc[p * stride + off + i] as f64).sum();
+                assert!((out[i] as f64 - e).abs() < 1e-5, "hd {hd} len {len} dim {i}: {} vs {e}", out[i]);
+            }
+        }
     }
 
     #[test]

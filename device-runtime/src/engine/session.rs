@@ -239,6 +239,21 @@ fn forward<'o>(
         y.resize(n * m.rows, 0.0);
         dot::matmul(&model.mat(m), x, x.len() / m.cols, y, kernels);
     };
+    // Several products of the same input: its quantized activations are shared and the products run in
+    // one parallel region (Q, K, V; FFN gate and up).
+    fn mm_shared<const K: usize>(model: &Model, ms: &[&Mat; K], x: &[f32], ys: [&mut Vec<f32>; K], kernels: KernelPath) {
+        let n = x.len() / ms[0].cols;
+        let ws: Vec<_> = ms.iter().map(|m| model.mat(m)).collect();
+        let mut outs: Vec<&mut [f32]> = ys
+            .into_iter()
+            .zip(ms.iter())
+            .map(|(y, m)| {
+                y.resize(n * m.rows, 0.0);
+                &mut y[..]
+            })
+            .collect();
+        dot::matmul_multi(&ws, &dot::Activations::new(x, n, ms[0].cols, kernels), &mut outs);
+    }
 
     // Token embeddings.
     let mut x = vec![0f32; n * d];
@@ -262,9 +277,8 @@ fn forward<'o>(
         let s = lw.shape;
         if s.has_attention() {
             ops::rmsnorm(&mut h, &x, &lw.attn_norm, c.rms_eps);
-            mm(lw.wq.as_ref().unwrap(), &h, &mut q);
-            mm(lw.wk.as_ref().unwrap(), &h, &mut k);
-            mm(lw.wv.as_ref().unwrap(), &h, &mut v);
+            let qkv = [lw.wq.as_ref().unwrap(), lw.wk.as_ref().unwrap(), lw.wv.as_ref().unwrap()];
+            mm_shared(model, &qkv, &h, [&mut q, &mut k, &mut v], kernels);
             let (qd, kvd) = (s.n_head * hd, s.n_head_kv * hd);
             for t in 0..n {
                 ops::rope(&mut q[t * qd..(t + 1) * qd], hd, &ropes[t], c.rope_neox);
@@ -280,14 +294,7 @@ fn forward<'o>(
             let head = |t: usize, j: usize, out: &mut [f32], sc: &mut Vec<f32>| {
                 let kvh = j / group;
                 let qv = &qr[t * qd + j * hd..t * qd + (j + 1) * hd];
-                let len = pos0 + t + 1;
-                sc.clear();
-                sc.extend((0..len).map(|p| ops::dot(qv, &kc[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd]) * scale));
-                ops::softmax(sc);
-                out.fill(0.0);
-                for (p, w) in sc.iter().enumerate() {
-                    ops::axpy(out, *w, &vc[p * kvd + kvh * hd..p * kvd + (kvh + 1) * hd]);
-                }
+                ops::attend(qv, kc, vc, kvd, kvh * hd, pos0 + t + 1, scale, out, sc);
             };
             if n == 1 && (pos0 + 1) * qd < 65536 {
                 // Short decode: less work than waking the pool costs.
@@ -310,8 +317,7 @@ fn forward<'o>(
         }
         if s.has_ffn() {
             ops::rmsnorm(&mut h, &x, &lw.ffn_norm, c.rms_eps);
-            mm(lw.gate.as_ref().unwrap(), &h, &mut g);
-            mm(lw.up.as_ref().unwrap(), &h, &mut u);
+            mm_shared(model, &[lw.gate.as_ref().unwrap(), lw.up.as_ref().unwrap()], &h, [&mut g, &mut u], kernels);
             ops::swiglu(&mut g, &u);
             if let Some(ob) = observer.as_deref_mut() {
                 ob.ffn_hidden(il, n, &g);

@@ -431,7 +431,7 @@ pub fn dot_f32_scalar(ty: GgmlType, w: &[u8], x: &[f32]) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[allow(unused_unsafe)]
 mod avx2 {
-    use super::BlockQ8;
+    use super::{BlockQ8, GgmlType, Q32, QActs, QMatrix};
     use std::arch::x86_64::*;
 
     #[inline]
@@ -440,29 +440,6 @@ mod avx2 {
         unsafe {
             let bits = u16::from_le_bytes([*p, *p.add(1)]);
             _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
-        }
-    }
-
-    /// Sum of 32 products of signed bytes `x` (weights) and `y` (activations), as 8 f32 lanes (ggml
-    /// `mul_sum_i8_pairs_float`: `maddubs(|x|, sign(y, x))`).
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
-        unsafe {
-            let ax = _mm256_sign_epi8(x, x);
-            let sy = _mm256_sign_epi8(y, x);
-            let dot = _mm256_maddubs_epi16(ax, sy);
-            _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)))
-        }
-    }
-
-    /// Sum of 32 products of unsigned bytes `x` (weights, < 128) and signed bytes `y`, as 8 f32 lanes.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn mul_sum_u8_i8(x: __m256i, y: __m256i) -> __m256 {
-        unsafe {
-            let dot = _mm256_maddubs_epi16(x, y);
-            _mm256_cvtepi32_ps(_mm256_madd_epi16(dot, _mm256_set1_epi16(1)))
         }
     }
 
@@ -490,55 +467,415 @@ mod avx2 {
         }
     }
 
-    /// Dot of one weight row (`nb` blocks at `w`) of type Q8_0 / Q4_0 / Q4_1 with `R` activation rows.
-    /// `a[r]` points at row r's `nb` blocks. Output: `out[r]`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_rows<const KIND: u8, const R: usize>(w: *const u8, nb: usize, a: [*const BlockQ8; R], out: &mut [f32; R]) {
+    /// Weight rows of a tile (the register tile is `RM` weight rows x `CN` activation rows).
+    pub(super) const RM: usize = 2;
+    /// Activation rows (tokens) of a tile.
+    pub(super) const CN: usize = 4;
+
+    thread_local! {
+        /// Per-thread scratch: the task's weight scales (and Q4_1 minimums) as f32.
+        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Rows `r0..r1` of a Q8_0 / Q4_0 / Q4_1 matrix `w` against `n` quantized activation rows (`nb` blocks
+    /// each), written to `y[t * w.rows + r]`.
+    ///
+    /// # Safety
+    /// AVX2+FMA+F16C available; `y` holds `n * w.rows` f32 and no other thread writes these positions.
+    pub(super) unsafe fn rows_task(w: &QMatrix, q: &QActs, n: usize, nb: usize, r0: usize, r1: usize, y: *mut f32) {
         unsafe {
-            let mut acc = [_mm256_setzero_ps(); R];
-            let mut accm = [0f32; R];
-            let bb = match KIND {
-                0 => 34usize,
-                1 => 18,
-                _ => 20,
-            };
+            match w.ty {
+                GgmlType::Q8_0 => rows_task_k::<0>(w, q, n, nb, r0, r1, y),
+                GgmlType::Q4_0 => rows_task_k::<1>(w, q, n, nb, r0, r1, y),
+                _ => rows_task_k::<2>(w, q, n, nb, r0, r1, y),
+            }
+        }
+    }
+
+    const fn block_layout(kind: u8) -> (usize, usize) {
+        match kind {
+            0 => (34, 2),
+            1 => (18, 2),
+            _ => (20, 4),
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn rows_task_k<const KIND: u8>(w: &QMatrix, q: &QActs, n: usize, nb: usize, r0: usize, r1: usize, y: *mut f32) {
+        unsafe {
+            let (bb, _) = block_layout(KIND);
+            let rb = w.row_bytes();
+            let rows = w.rows;
+            let nr = r1 - r0;
+            let nr_all = nr;
+            SCRATCH.with_borrow_mut(|sc| {
+                // Scales (f16 -> f32 once per task, not once per tile) and, for Q4_1, the minimums.
+                sc.clear();
+                sc.resize(2 * nr * nb + RM * CN * nb, 0.0);
+                let (dw, mw) = sc.split_at_mut(nr * nb);
+                let (mw, sbuf) = mw.split_at_mut(nr * nb);
+                for r in 0..nr {
+                    let row = w.data.as_ptr().add((r0 + r) * rb);
+                    for b in 0..nb {
+                        dw[r * nb + b] = f16_at(row.add(b * bb));
+                        if KIND == 2 {
+                            mw[r * nb + b] = f16_at(row.add(b * bb + 2));
+                        }
+                    }
+                }
+                // Q4_0 / Q4_1 with a batch: groups of 8 rows go through the interleaved kernel
+                // ([`q4_rows8`]); the rest (fewer than 8 rows) through the tiles below.
+                let r0 = if KIND != 0 && n >= Q4X8_MIN_TOKENS {
+                    let groups = nr / 8;
+                    for g in 0..groups {
+                        q4_rows8::<KIND>(w, q, n, nb, r0 + 8 * g, y);
+                    }
+                    r0 + 8 * groups
+                } else {
+                    r0
+                };
+                if r0 == r1 {
+                    return;
+                }
+                let nr = r1 - r0;
+                let (dw, mw) = (&dw[(nr_all - nr) * nb..], &mw[(nr_all - nr) * nb..]);
+                let wp = w.data.as_ptr().add(r0 * rb);
+                let ap = q.blocks.as_ptr();
+                // Token chunks whose quantized activations fit in L1 (~16 KiB), reused by all the task's rows.
+                let tc = ((16384 / (nb * std::mem::size_of::<BlockQ8>()).max(1)) / CN * CN).max(CN);
+                let mut c0 = 0;
+                while c0 < n {
+                    let c1 = (c0 + tc).min(n);
+                    let mut r = 0;
+                    while r < nr {
+                        let full_r = r + RM <= nr;
+                        let mut t = c0;
+                        while t < c1 {
+                            let full_t = t + CN <= c1;
+                            let wr = wp.add(r * rb);
+                            let d = dw.as_ptr().add(r * nb);
+                            let a = ap.add(t * nb);
+                            let mut o = [[0f32; CN]; RM];
+                            let mut corrected = false;
+                            let (nr_t, nc_t) = match (full_r, full_t) {
+                                (true, true) if (t - c0) % CN == 0 && c0 % CN == 0 => {
+                                    let go = t / CN * nb * CN;
+                                    let cg = match KIND {
+                                        1 => q.c_q4_0_grouped.as_ptr().add(go),
+                                        _ => q.c_q4_1_grouped.as_ptr().add(go),
+                                    };
+                                    let m = if KIND == 2 { mw.as_ptr().add(r * nb) } else { d };
+                                    let aq = q.qs.as_ptr().add(t * nb);
+                                    tile_main::<KIND>(wr, rb, d, m, nb, aq, q.d_grouped.as_ptr().add(go), cg, sbuf.as_mut_ptr(), &mut o);
+                                    corrected = true;
+                                    (RM, CN)
+                                }
+                                (true, true) => {
+                                    tile::<KIND, RM, CN>(wr, rb, d, nb, a, &mut o);
+                                    (RM, CN)
+                                }
+                                (true, false) => {
+                                    let mut o1 = [[0f32; 1]; RM];
+                                    tile::<KIND, RM, 1>(wr, rb, d, nb, a, &mut o1);
+                                    for i in 0..RM {
+                                        o[i][0] = o1[i][0];
+                                    }
+                                    (RM, 1)
+                                }
+                                (false, true) => {
+                                    let mut o1 = [[0f32; CN]; 1];
+                                    tile::<KIND, 1, CN>(wr, rb, d, nb, a, &mut o1);
+                                    o[0] = o1[0];
+                                    (1, CN)
+                                }
+                                (false, false) => {
+                                    let mut o1 = [[0f32; 1]; 1];
+                                    tile::<KIND, 1, 1>(wr, rb, d, nb, a, &mut o1);
+                                    o[0][0] = o1[0][0];
+                                    (1, 1)
+                                }
+                            };
+                            for i in 0..nr_t {
+                                for j in 0..nc_t {
+                                    let mut v = o[i][j];
+                                    // Q4_0: weights were taken as unsigned nibbles: add sum_b d_w (-8 d_a sum(q_a)).
+                                    // Q4_1: add sum_b m_w s_a.
+                                    if corrected {
+                                    } else if KIND == 1 {
+                                        v += dot_f32(dw.as_ptr().add((r + i) * nb) as *const u8, &q.c_q4_0[(t + j) * nb..(t + j + 1) * nb]);
+                                    } else if KIND == 2 {
+                                        v += dot_f32(mw.as_ptr().add((r + i) * nb) as *const u8, &q.c_q4_1[(t + j) * nb..(t + j + 1) * nb]);
+                                    }
+                                    *y.add((t + j) * rows + r0 + r + i) = v;
+                                }
+                            }
+                            t += nc_t;
+                        }
+                        r += if full_r { RM } else { 1 };
+                    }
+                    c0 = c1;
+                }
+            });
+        }
+    }
+
+    /// Smallest batch for which [`q4_rows8`] (which repacks its weight rows first) is used.
+    const Q4X8_MIN_TOKENS: usize = 8;
+
+    thread_local! {
+        /// Per-thread scratch of [`q4_rows8`]: 8 interleaved rows of unpacked nibbles (256 bytes per block).
+        static WBUF: std::cell::RefCell<Vec<Q32>> = const { std::cell::RefCell::new(Vec::new()) };
+        /// Their scales and minimums: 8 + 8 f32 per block.
+        static SBUF: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Transpose 8 rows of 8 dwords: output `k` holds dword `k` of rows 0..8 (lane `i` = row `i`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn transpose8x8_epi32(r: [__m256i; 8]) -> [__m256i; 8] {
+        let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
+        let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+        let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
+        let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+        let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
+        let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+        let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
+        let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+        let u0 = _mm256_unpacklo_epi64(t0, t2);
+        let u1 = _mm256_unpackhi_epi64(t0, t2);
+        let u2 = _mm256_unpacklo_epi64(t1, t3);
+        let u3 = _mm256_unpackhi_epi64(t1, t3);
+        let u4 = _mm256_unpacklo_epi64(t4, t6);
+        let u5 = _mm256_unpackhi_epi64(t4, t6);
+        let u6 = _mm256_unpacklo_epi64(t5, t7);
+        let u7 = _mm256_unpackhi_epi64(t5, t7);
+        [
+            _mm256_permute2x128_si256(u0, u4, 0x20),
+            _mm256_permute2x128_si256(u1, u5, 0x20),
+            _mm256_permute2x128_si256(u2, u6, 0x20),
+            _mm256_permute2x128_si256(u3, u7, 0x20),
+            _mm256_permute2x128_si256(u0, u4, 0x31),
+            _mm256_permute2x128_si256(u1, u5, 0x31),
+            _mm256_permute2x128_si256(u2, u6, 0x31),
+            _mm256_permute2x128_si256(u3, u7, 0x31),
+        ]
+    }
+
+    /// Rows `r..r+8` of a Q4_0 / Q4_1 matrix against all `n` activation rows, as llama.cpp's repacked
+    /// `ggml_gemm_q4_0_8x8_q8_0`: the 8 rows are first unpacked to bytes and interleaved (dword `k` of a
+    /// block = elements `4k..4k+4` of each row, lane `i` = row `i`), so that one `maddubs` with the
+    /// activations' dword `k` broadcast gives 8 rows' partial sums; a block's 8 partial vectors add up in
+    /// 16 bits (at most `8 * 2 * 15 * 127 = 30480`, no saturation) before a single `madd`, conversion and
+    /// FMA per block and token, and the result is 8 consecutive outputs (no horizontal sum).
+    ///
+    /// # Safety
+    /// AVX2+FMA+F16C; rows `r..r+8` exist; `y` holds `n * w.rows` f32 not written by another thread here.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_rows8<const KIND: u8>(w: &QMatrix, q: &QActs, n: usize, nb: usize, r: usize, y: *mut f32) {
+        unsafe {
+            let (bb, off) = block_layout(KIND);
+            let rb = w.row_bytes();
+            WBUF.with_borrow_mut(|wbuf| {
+                SBUF.with_borrow_mut(|sbuf| {
+                    wbuf.clear();
+                    wbuf.resize(nb * 8, Q32([0; 32]));
+                    sbuf.clear();
+                    sbuf.resize(nb * 16, 0.0);
+                    let base = w.data.as_ptr().add(r * rb);
+                    for b in 0..nb {
+                        let mut v = [_mm256_setzero_si256(); 8];
+                        for (i, vi) in v.iter_mut().enumerate() {
+                            let p = base.add(i * rb + b * bb);
+                            *vi = unpack_nibbles(p.add(off));
+                            sbuf[16 * b + i] = f16_at(p);
+                            if KIND == 2 {
+                                sbuf[16 * b + 8 + i] = f16_at(p.add(2));
+                            }
+                        }
+                        let t = transpose8x8_epi32(v);
+                        for (k, tk) in t.iter().enumerate() {
+                            _mm256_store_si256(wbuf.as_mut_ptr().add(8 * b + k) as *mut __m256i, *tk);
+                        }
+                    }
+                    let rows = w.rows;
+                    let mut t = 0;
+                    while t + 4 <= n {
+                        q4x8_tokens::<KIND, 4>(wbuf.as_ptr(), sbuf.as_ptr(), nb, q, t, y.add(t * rows + r), rows);
+                        t += 4;
+                    }
+                    while t < n {
+                        q4x8_tokens::<KIND, 1>(wbuf.as_ptr(), sbuf.as_ptr(), nb, q, t, y.add(t * rows + r), rows);
+                        t += 1;
+                    }
+                })
+            })
+        }
+    }
+
+    /// `C` tokens from `t0` against 8 interleaved rows (see [`q4_rows8`]); writes 8 outputs per token at
+    /// `y + j*rows`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4x8_tokens<const KIND: u8, const C: usize>(
+        wbuf: *const Q32,
+        sbuf: *const f32,
+        nb: usize,
+        q: &QActs,
+        t0: usize,
+        y: *mut f32,
+        rows: usize,
+    ) {
+        unsafe {
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = [_mm256_setzero_ps(); C];
+            let corr = if KIND == 1 { q.c_q4_0.as_ptr() } else { q.c_q4_1.as_ptr() };
             for b in 0..nb {
-                let p = w.add(b * bb);
-                let dw = f16_at(p);
-                match KIND {
-                    0 => {
-                        let q = _mm256_loadu_si256(p.add(2) as *const __m256i);
-                        for r in 0..R {
-                            let ab = &*a[r].add(b);
-                            let y = _mm256_loadu_si256(ab.qs.as_ptr() as *const __m256i);
-                            let s = mul_sum_i8(q, y);
-                            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * ab.d), s, acc[r]);
-                        }
+                let wv: [__m256i; 8] = std::array::from_fn(|k| _mm256_load_si256(wbuf.add(8 * b + k) as *const __m256i));
+                let dwv = _mm256_loadu_ps(sbuf.add(16 * b));
+                let mv = if KIND == 2 { _mm256_loadu_ps(sbuf.add(16 * b + 8)) } else { dwv };
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let i = (t0 + j) * nb + b;
+                    let yq = q.qs.as_ptr().add(i) as *const i32;
+                    let mut s16 = _mm256_maddubs_epi16(wv[0], _mm256_set1_epi32(*yq));
+                    for k in 1..8 {
+                        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(wv[k], _mm256_set1_epi32(*yq.add(k))));
                     }
-                    1 => {
-                        let q = _mm256_sub_epi8(unpack_nibbles(p.add(2)), _mm256_set1_epi8(8));
-                        for r in 0..R {
-                            let ab = &*a[r].add(b);
-                            let y = _mm256_loadu_si256(ab.qs.as_ptr() as *const __m256i);
-                            let s = mul_sum_i8(q, y);
-                            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * ab.d), s, acc[r]);
-                        }
+                    let f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones));
+                    let da = _mm256_broadcast_ss(&(*q.blocks.as_ptr().add(i)).d);
+                    *a = _mm256_fmadd_ps(f, _mm256_mul_ps(dwv, da), *a);
+                    // Q4_0: + dw * (-8 d_a sum q_a); Q4_1: + m * s_a.
+                    *a = _mm256_fmadd_ps(mv, _mm256_broadcast_ss(&*corr.add(i)), *a);
+                }
+            }
+            for (j, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(y.add(j * rows), *a);
+            }
+        }
+    }
+
+    /// The main register tile, 2 weight rows x 4 tokens ([`RM`] x [`CN`]): as [`tile`], but the 8 scale
+    /// products `d_w * d_a` of a block are computed with one vector multiply (the tokens' `d` come
+    /// contiguous from [`QActs::d_grouped`] at `dg`, group-relative) instead of 8 scalar multiplies and
+    /// broadcasts: per block pair, `maddubs`, `madd`, convert and FMA (+ `sign` for Q8_0).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile_main<const KIND: u8>(
+        w: *const u8,
+        rb: usize,
+        dw: *const f32,
+        mw: *const f32,
+        nb: usize,
+        aq: *const Q32,
+        dg: *const f32,
+        cg: *const f32,
+        sbuf: *mut f32,
+        out: &mut [[f32; CN]; RM],
+    ) {
+        const { assert!(RM == 2 && CN == 4 && super::TILE_TOKENS == CN) };
+        unsafe {
+            let (bb, off) = block_layout(KIND);
+            // Scale products of every block first (8 per block, lanes r*4 + t), so that the main loop
+            // broadcasts them from memory (a load, no shuffle) and keeps its registers for accumulators.
+            // Offset terms of Q4_0 / Q4_1, same lanes: sum_b dw_r (-8 d_a sum q_a), sum_b m_r s_a.
+            let mut corr = _mm256_setzero_ps();
+            for b in 0..nb {
+                let d4 = _mm_loadu_ps(dg.add(b * CN));
+                let dws = _mm256_set_m128(_mm_broadcast_ss(&*dw.add(nb + b)), _mm_broadcast_ss(&*dw.add(b)));
+                _mm256_storeu_ps(sbuf.add(8 * b), _mm256_mul_ps(_mm256_set_m128(d4, d4), dws));
+                if KIND != 0 {
+                    let c4 = _mm_loadu_ps(cg.add(b * CN));
+                    let ms = if KIND == 2 { _mm256_set_m128(_mm_broadcast_ss(&*mw.add(nb + b)), _mm_broadcast_ss(&*mw.add(b))) } else { dws };
+                    corr = _mm256_fmadd_ps(_mm256_set_m128(c4, c4), ms, corr);
+                }
+            }
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = [[_mm256_setzero_ps(); CN]; RM];
+            for b in 0..nb {
+                let p0 = w.add(b * bb + off);
+                let p1 = p0.add(rb);
+                let (wq0, wq1) = if KIND == 0 {
+                    (_mm256_loadu_si256(p0 as *const __m256i), _mm256_loadu_si256(p1 as *const __m256i))
+                } else {
+                    (unpack_nibbles(p0), unpack_nibbles(p1))
+                };
+                let wq = [wq0, wq1];
+                let wa = if KIND == 0 { [_mm256_sign_epi8(wq0, wq0), _mm256_sign_epi8(wq1, wq1)] } else { wq };
+                let sb = sbuf.add(8 * b);
+                for t in 0..CN {
+                    let yv = _mm256_load_si256(aq.add(t * nb + b) as *const __m256i);
+                    for r in 0..RM {
+                        let prod = if KIND == 0 {
+                            _mm256_maddubs_epi16(wa[r], _mm256_sign_epi8(yv, wq[r]))
+                        } else {
+                            _mm256_maddubs_epi16(wa[r], yv)
+                        };
+                        let f = _mm256_cvtepi32_ps(_mm256_madd_epi16(prod, ones));
+                        acc[r][t] = _mm256_fmadd_ps(f, _mm256_broadcast_ss(&*sb.add(r * CN + t)), acc[r][t]);
                     }
-                    _ => {
-                        let m = f16_at(p.add(2));
-                        let q = unpack_nibbles(p.add(4));
-                        for r in 0..R {
-                            let ab = &*a[r].add(b);
-                            let y = _mm256_loadu_si256(ab.qs.as_ptr() as *const __m256i);
-                            let s = mul_sum_u8_i8(q, y);
-                            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw * ab.d), s, acc[r]);
-                            accm[r] += m * ab.s;
-                        }
+                }
+            }
+            let mut c = [0f32; 8];
+            _mm256_storeu_ps(c.as_mut_ptr(), corr);
+            for r in 0..RM {
+                for t in 0..CN {
+                    out[r][t] = hsum(acc[r][t]) + c[r * CN + t];
+                }
+            }
+        }
+    }
+
+    /// Register tile: `R` weight rows (row `i` at `w + i*rb`, its f32 scales at `dw + i*nb`) times `C`
+    /// activation rows (row `j`'s `nb` blocks at `a + j*nb`), integer dot products inside each 32-element
+    /// block (ggml `mul_sum_i8_pairs_float` / llamafile tinyBLAS `updot`), `R*C` f32 accumulators.
+    /// Each weight block is loaded (and unpacked) once per tile, each activation block once per tile.
+    /// Q4_0 / Q4_1 weights are taken as unsigned nibbles (0..16): the caller adds the offset terms.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile<const KIND: u8, const R: usize, const C: usize>(
+        w: *const u8,
+        rb: usize,
+        dw: *const f32,
+        nb: usize,
+        a: *const BlockQ8,
+        out: &mut [[f32; C]; R],
+    ) {
+        unsafe {
+            let (bb, off) = block_layout(KIND);
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = [[_mm256_setzero_ps(); C]; R];
+            for b in 0..nb {
+                let mut wq = [_mm256_setzero_si256(); R];
+                let mut wa = [_mm256_setzero_si256(); R];
+                let mut ds = [_mm256_setzero_ps(); R];
+                for r in 0..R {
+                    let p = w.add(r * rb + b * bb + off);
+                    if KIND == 0 {
+                        wq[r] = _mm256_loadu_si256(p as *const __m256i);
+                        wa[r] = _mm256_sign_epi8(wq[r], wq[r]);
+                    } else {
+                        wq[r] = unpack_nibbles(p);
+                    }
+                    ds[r] = _mm256_broadcast_ss(&*dw.add(r * nb + b));
+                }
+                for t in 0..C {
+                    let ab = a.add(t * nb + b);
+                    let yv = _mm256_loadu_si256((*ab).qs.as_ptr() as *const __m256i);
+                    let da = _mm256_broadcast_ss(&(*ab).d);
+                    for r in 0..R {
+                        let prod = if KIND == 0 {
+                            _mm256_maddubs_epi16(wa[r], _mm256_sign_epi8(yv, wq[r]))
+                        } else {
+                            _mm256_maddubs_epi16(wq[r], yv)
+                        };
+                        let f = _mm256_cvtepi32_ps(_mm256_madd_epi16(prod, ones));
+                        acc[r][t] = _mm256_fmadd_ps(f, _mm256_mul_ps(ds[r], da), acc[r][t]);
                     }
                 }
             }
             for r in 0..R {
-                out[r] = hsum(acc[r]) + accm[r];
+                for t in 0..C {
+                    out[r][t] = hsum(acc[r][t]);
+                }
             }
         }
     }
@@ -652,12 +989,101 @@ pub fn has_avx2() -> bool {
     }
 }
 
-/// Activations of a matrix product, prepared once for all weight rows: f32 rows, or quantized rows.
-enum Acts<'a> {
-    F32(&'a [f32]),
-    Q8(Vec<BlockQ8>),
+/// Activations of one or more matrix products: `n` rows of `cols` f32 values, quantized to [`BlockQ8`]
+/// blocks on first use by a quantized weight matrix and then shared by every matrix that reads the same
+/// input (Q, K and V; FFN gate and up), as llama.cpp's `wdata` is.
+///
+/// Besides the blocks it keeps, per block, the corrections the tiled kernels add after their integer
+/// products: `-8 * d * sum(qs)` (Q4_0 weights are taken as unsigned nibbles, `q - 8` folded out) and
+/// `s` (Q4_1's `m * s` term), each `n x cols/32` f32, row-major.
+pub struct Activations<'a> {
+    x: &'a [f32],
+    n: usize,
+    cols: usize,
+    path: KernelPath,
+    q: std::sync::OnceLock<QActs>,
 }
 
+/// 32 quantized activations on a 32-byte boundary (one aligned AVX2 load, never split across cache lines).
+#[repr(C, align(32))]
+#[derive(Clone, Copy)]
+struct Q32([i8; 32]);
+
+struct QActs {
+    blocks: Vec<BlockQ8>,
+    /// The blocks' `qs`, same order, aligned (read by the SIMD tiles).
+    qs: Vec<Q32>,
+    /// `-8 * d * sum(qs)` per block (exact in f32 up to rounding of the product).
+    c_q4_0: Vec<f32>,
+    /// `s` per block (contiguous copy of `BlockQ8::s`).
+    c_q4_1: Vec<f32>,
+    /// The scales `d` regrouped for the SIMD tiles: token group `g` (tokens `G*g..G*g+G`, `G` =
+    /// [`TILE_TOKENS`]), block `b`, token `j` at `(g*nb + b)*G + j`; 0 past the last token.
+    d_grouped: Vec<f32>,
+    /// [`QActs::c_q4_0`] in the layout of `d_grouped`.
+    c_q4_0_grouped: Vec<f32>,
+    /// [`QActs::c_q4_1`] in the layout of `d_grouped`.
+    c_q4_1_grouped: Vec<f32>,
+}
+
+/// Tokens per register tile of the SIMD kernels (the layout of [`QActs::d_grouped`]).
+const TILE_TOKENS: usize = 4;
+
+impl<'a> Activations<'a> {
+    /// Wrap `x` (`n x cols`, row-major). Panics if `x.len() != n * cols` (caller bug).
+    pub fn new(x: &'a [f32], n: usize, cols: usize, path: KernelPath) -> Self {
+        assert_eq!(x.len(), n * cols, "Activations: length");
+        Activations { x, n, cols, path, q: std::sync::OnceLock::new() }
+    }
+
+    /// Activation rows (tokens).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// The quantized blocks, computed on first call (in parallel over rows when `n > 1`). `cols` must be
+    /// a multiple of 32 (guaranteed for quantized weights by [`QMatrix::new`]).
+    fn quantized(&self) -> &QActs {
+        self.q.get_or_init(|| {
+            let nb = self.cols / 32;
+            let mut blocks = vec![BlockQ8::default(); self.n * nb];
+            let simd = self.path == KernelPath::Best && has_avx2();
+            let quant = |xr: &[f32], qb: &mut [BlockQ8]| {
+                #[cfg(target_arch = "x86_64")]
+                if simd {
+                    // SAFETY: avx2+fma+f16c detected; xr has 32 * qb.len() values.
+                    return unsafe { avx2::quantize_row_q8(xr, qb) };
+                }
+                quantize_row_q8(xr, qb)
+            };
+            if self.n > 1 && nb > 0 {
+                blocks.par_chunks_mut(nb).zip(self.x.par_chunks(self.cols)).for_each(|(qb, xr)| quant(xr, qb));
+            } else if nb > 0 {
+                quant(self.x, &mut blocks);
+            }
+            let c_q4_0: Vec<f32> = blocks.iter().map(|b| -8.0 * b.d * b.qs.iter().map(|v| *v as i32).sum::<i32>() as f32).collect();
+            let c_q4_1: Vec<f32> = blocks.iter().map(|b| b.s).collect();
+            let groups = self.n.div_ceil(TILE_TOKENS);
+            let regroup = |v: &dyn Fn(usize) -> f32| {
+                let mut out = vec![0f32; groups * nb * TILE_TOKENS];
+                for t in 0..self.n {
+                    let (g, j) = (t / TILE_TOKENS, t % TILE_TOKENS);
+                    for b in 0..nb {
+                        out[(g * nb + b) * TILE_TOKENS + j] = v(t * nb + b);
+                    }
+                }
+                out
+            };
+            let d_grouped = regroup(&|i| blocks[i].d);
+            let c_q4_0_grouped = regroup(&|i| c_q4_0[i]);
+            let c_q4_1_grouped = regroup(&|i| c_q4_1[i]);
+            let qs = blocks.iter().map(|b| Q32(b.qs)).collect();
+            QActs { blocks, qs, c_q4_0, c_q4_1, d_grouped, c_q4_0_grouped, c_q4_1_grouped }
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
@@ -673,118 +1099,75 @@ const ROWS_PER_TASK: usize = 32;
 /// chunks of weight rows. Panics if `x.len() != n*cols` or `y.len() != n*rows` (caller bug).
 pub fn matmul(w: &QMatrix, x: &[f32], n: usize, y: &mut [f32], path: KernelPath) {
     assert_eq!(x.len(), n * w.cols, "matmul: activation length");
-    assert_eq!(y.len(), n * w.rows, "matmul: output length");
+    let acts = Activations::new(x, n, w.cols, path);
+    matmul_multi(&[*w], &acts, &mut [y]);
+}
+
+/// Several products of the same activations, `ys[i] = x · ws[i]ᵀ` (each `n x ws[i].rows`), in one parallel
+/// region (one wake-up of the thread pool instead of one per matrix; the activations are quantized once).
+/// Kernels as [`Activations::new`]'s `path`. Panics if a matrix's `cols` differs from the activations' or
+/// an output has the wrong length (caller bug).
+pub fn matmul_multi(ws: &[QMatrix], acts: &Activations, ys: &mut [&mut [f32]]) {
+    assert_eq!(ws.len(), ys.len(), "matmul_multi: outputs");
+    let n = acts.n;
+    for (w, y) in ws.iter().zip(ys.iter()) {
+        assert_eq!(w.cols, acts.cols, "matmul: activation length");
+        assert_eq!(y.len(), n * w.rows, "matmul: output length");
+    }
+    if n == 0 {
+        return;
+    }
+    let q = if ws.iter().any(|w| w.wants_q8()) { Some(acts.quantized()) } else { None };
+    let simd = acts.path == KernelPath::Best && has_avx2();
+    let yps: Vec<SendPtr> = ys.iter_mut().map(|y| SendPtr(y.as_mut_ptr())).collect();
+    let mut tasks: Vec<(usize, usize)> = Vec::new();
+    for (i, w) in ws.iter().enumerate() {
+        for t in 0..w.rows.div_ceil(ROWS_PER_TASK) {
+            tasks.push((i, t * ROWS_PER_TASK));
+        }
+    }
+    let run = |&(i, r0): &(usize, usize)| {
+        let w = &ws[i];
+        let r1 = (r0 + ROWS_PER_TASK).min(w.rows);
+        // SAFETY: tasks write disjoint output columns r0..r1 of matrix i's output; ys outlive the region.
+        unsafe { rows_task(w, acts, q, r0, r1, yps[i], simd) };
+    };
+    if tasks.len() <= 1 {
+        tasks.iter().for_each(run);
+    } else {
+        tasks.par_iter().for_each(run);
+    }
+}
+
+/// Rows `r0..r1` of `w` against all activation rows, written to `y[t * w.rows + r]`.
+///
+/// # Safety
+/// `y` points at `acts.n * w.rows` writable f32 that no other thread writes at these positions.
+unsafe fn rows_task(w: &QMatrix, acts: &Activations, q: Option<&QActs>, r0: usize, r1: usize, y: SendPtr, simd: bool) {
+    let (n, rows) = (acts.n, w.rows);
+    let put = |t: usize, r: usize, v: f32| unsafe { *y.0.add(t * rows + r) = v };
+    if !w.wants_q8() {
+        for r in r0..r1 {
+            let wr = w.row(r);
+            for t in 0..n {
+                put(t, r, dot_f32_row(w.ty, wr, &acts.x[t * w.cols..(t + 1) * w.cols], simd));
+            }
+        }
+        return;
+    }
+    let q = q.expect("quantized activations");
     let nb = w.cols / 32;
-    let acts = if w.wants_q8() {
-        let mut q = vec![BlockQ8::default(); n * nb];
-        let simd = path == KernelPath::Best && has_avx2();
-        let quant = |xr: &[f32], qb: &mut [BlockQ8]| {
-            #[cfg(target_arch = "x86_64")]
-            if simd {
-                // SAFETY: avx2+fma+f16c detected; xr has 32 * qb.len() values.
-                return unsafe { avx2::quantize_row_q8(xr, qb) };
-            }
-            quantize_row_q8(xr, qb)
-        };
-        if n > 1 {
-            q.par_chunks_mut(nb).zip(x.par_chunks(w.cols)).for_each(|(qb, xr)| quant(xr, qb));
-        } else {
-            quant(x, &mut q);
+    #[cfg(target_arch = "x86_64")]
+    if simd && matches!(w.ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1) {
+        unsafe { avx2::rows_task(w, q, n, nb, r0, r1, y.0) };
+        return;
+    }
+    let _ = simd;
+    for r in r0..r1 {
+        let wr = w.row(r);
+        for t in 0..n {
+            put(t, r, dot_q8_scalar(w.ty, wr, &q.blocks[t * nb..(t + 1) * nb]));
         }
-        Acts::Q8(q)
-    } else {
-        Acts::F32(x)
-    };
-    let simd = path == KernelPath::Best && has_avx2();
-    let rows = w.rows;
-    let yp = SendPtr(y.as_mut_ptr());
-    let n_tasks = rows.div_ceil(ROWS_PER_TASK);
-    let yp = &yp;
-    let acts = &acts;
-    let task = move |task: usize| {
-        let r0 = task * ROWS_PER_TASK;
-        let r1 = (r0 + ROWS_PER_TASK).min(rows);
-        // SAFETY: tasks write disjoint output columns r0..r1 of every row t; y outlives the scope.
-        let put = |t: usize, r: usize, v: f32| unsafe { *yp.0.add(t * rows + r) = v };
-        match acts {
-            Acts::F32(x) => {
-                for r in r0..r1 {
-                    let wr = w.row(r);
-                    for t in 0..n {
-                        let xr = &x[t * w.cols..(t + 1) * w.cols];
-                        put(t, r, dot_f32_row(w.ty, wr, xr, simd));
-                    }
-                }
-            }
-            Acts::Q8(q) => {
-                let kind = match w.ty {
-                    GgmlType::Q8_0 => Some(0u8),
-                    GgmlType::Q4_0 => Some(1),
-                    GgmlType::Q4_1 => Some(2),
-                    _ => None,
-                };
-                match (simd, kind) {
-                    #[cfg(target_arch = "x86_64")]
-                    (true, Some(kind)) => {
-                        // Token chunks whose quantized activations fit in L1 (~16 KiB), so that every weight
-                        // row of the task reuses them from L1 rather than streaming them from L2.
-                        let tc = ((16384 / (nb * std::mem::size_of::<BlockQ8>())).max(4) / 4 * 4).max(4);
-                        let mut c0 = 0;
-                        while c0 < n {
-                            let c1 = (c0 + tc).min(n);
-                            for r in r0..r1 {
-                                let wr = w.row(r);
-                                let mut t = c0;
-                                while t + 4 <= c1 {
-                                    let ap = [0, 1, 2, 3].map(|i| q[(t + i) * nb..].as_ptr());
-                                    let mut o = [0f32; 4];
-                                    // SAFETY: avx2+fma checked by has_avx2; wr holds nb blocks; each ap row nb blocks.
-                                    unsafe {
-                                        match kind {
-                                            0 => avx2::dot_rows::<0, 4>(wr.as_ptr(), nb, ap, &mut o),
-                                            1 => avx2::dot_rows::<1, 4>(wr.as_ptr(), nb, ap, &mut o),
-                                            _ => avx2::dot_rows::<2, 4>(wr.as_ptr(), nb, ap, &mut o),
-                                        }
-                                    }
-                                    for i in 0..4 {
-                                        put(t + i, r, o[i]);
-                                    }
-                                    t += 4;
-                                }
-                                while t < c1 {
-                                    let ap = [q[t * nb..].as_ptr()];
-                                    let mut o = [0f32; 1];
-                                    // SAFETY: as above.
-                                    unsafe {
-                                        match kind {
-                                            0 => avx2::dot_rows::<0, 1>(wr.as_ptr(), nb, ap, &mut o),
-                                            1 => avx2::dot_rows::<1, 1>(wr.as_ptr(), nb, ap, &mut o),
-                                            _ => avx2::dot_rows::<2, 1>(wr.as_ptr(), nb, ap, &mut o),
-                                        }
-                                    }
-                                    put(t, r, o[0]);
-                                    t += 1;
-                                }
-                            }
-                            c0 = c1;
-                        }
-                    }
-                    _ => {
-                        for r in r0..r1 {
-                            let wr = w.row(r);
-                            for t in 0..n {
-                                put(t, r, dot_q8_scalar(w.ty, wr, &q[t * nb..(t + 1) * nb]));
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    };
-    if n_tasks <= 1 {
-        task(0);
-    } else {
-        (0..n_tasks).into_par_iter().for_each(task);
     }
 }
 
@@ -865,7 +1248,7 @@ mod tests {
     fn kernels_match_dequantized_reference_and_simd_matches_scalar() {
         let mut seed = 42u64;
         // (1024 cols, 30 tokens): several L1 token chunks of 12 plus a remainder tile.
-        for (ty, (rows, cols, n)) in SUPPORTED_TYPES.iter().flat_map(|t| [(*t, (37, 512, 6)), (*t, (9, 1024, 30))]) {
+        for (ty, (rows, cols, n)) in SUPPORTED_TYPES.iter().flat_map(|t| [(*t, (37, 512, 6)), (*t, (9, 1024, 30)), (*t, (5, 256, 1)), (*t, (64, 512, 9))]) {
             let data = random_matrix(ty, rows, cols, &mut seed);
             let w = QMatrix::new(ty, rows, cols, &data).unwrap();
             let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed)).collect();

@@ -2,7 +2,6 @@
 //! JSON) and optionally the perplexity of a text file. Definitions: [`crate::eval`], docs/EVAL.md.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 use device_runtime::arch::{ModelConfig, SubnetConfig};
@@ -124,7 +123,7 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
         }
     };
     let mut scores = Vec::new();
-    for (i, t) in scorer.tasks().iter().enumerate() {
+    for t in scorer.tasks() {
         let pb = ProgressBar::new(t.docs.len() as u64);
         pb.set_style(
             ProgressStyle::with_template("{msg:>14} [{bar:30}] {pos}/{len} docs {elapsed_precise} eta {eta}")
@@ -135,7 +134,6 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
         let s = super::score_task(&model, t, scorer.n_ctx(), scorer.threads(), &|d| pb.set_position(d as u64))
             .with_context(|| format!("scoring {} on {}", path.display(), t.spec))?;
         pb.finish_and_clear();
-        let _ = i;
         scores.push(s);
     }
     let perplexity = match &args.ppl {
@@ -167,12 +165,9 @@ fn run_ppl(model: &Model, path: &Path, file: &Path, args: &EvalArgs) -> Result<P
     let tok = Tokenizer::from_gguf(&gguf).with_context(|| format!("{}: tokenizer", path.display()))?;
     let tokens = tok.encode(&text, true, false).with_context(|| format!("{}: tokenizing", file.display()))?;
     let bos = if tok.metadata().add_bos { tok.bos() } else { None };
-    let threads = if args.threads == 0 { 0 } else { args.threads };
-    let mut s = Session::new(model, SessionOptions { n_ctx: args.ppl_ctx, threads, ..Default::default() })?;
-    let t0 = Instant::now();
+    let mut s = Session::new(model, SessionOptions { n_ctx: args.ppl_ctx, threads: args.threads, ..Default::default() })?;
     let p = perplexity(&mut s, &tokens, args.ppl_ctx, bos, args.ppl_chunks, |_, _| {})
         .with_context(|| format!("perplexity of {}", file.display()))?;
-    let _ = t0;
     Ok(PplReport { file: file.display().to_string(), n_ctx: args.ppl_ctx, chunks: p.n_chunks, tokens: p.count, ppl: p.ppl })
 }
 

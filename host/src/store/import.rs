@@ -369,6 +369,7 @@ pub fn run(opts: &ImportOptions) -> Result<ImportReport> {
         reordered: opts.reorder,
         order: orders,
         calibration,
+        finetune: None,
     };
     let json_path = opts.out.join(JSON_NAME);
     meta.validate(&json_path)?;
