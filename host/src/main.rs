@@ -1,6 +1,6 @@
 //! `llamanas`: the host tool of the LLaMA-NAS toolkit (import, finetune, search, export, eval).
 //!
-//! The stages are built issue by issue; a stage that is not there yet says so and exits non-zero.
+//! Each stage is a subcommand; its logic lives in the `llamanas` library module of the same name.
 
 use llamanas::search::linas::{Algo, Objective, Settings};
 use llamanas::search::run::{SearchArgs, run as run_search};
@@ -120,7 +120,7 @@ enum Cmd {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let name = match cli.cmd {
+    match cli.cmd {
         Cmd::Import { model, out, dtype, no_reorder, calib, calib_tokens, seq_len, threads, force } => {
             use llamanas::store::import::{ImportOptions, run};
             let opts = ImportOptions {
@@ -199,8 +199,7 @@ fn main() -> Result<()> {
             })?;
             return Ok(());
         }
-    };
-    bail!("llamanas {name}: this stage is not implemented yet")
+    }
 }
 
 /// Arguments of `llamanas search` (docs/SEARCH.md).
