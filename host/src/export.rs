@@ -123,6 +123,21 @@ fn jobs(source: &Source) -> Result<Vec<Job>> {
     }
 }
 
+/// With a super-network folder that has `supernet.json`, every sub-network must lie in its search space
+/// (`SearchSpace` choices per layer, minimum layer count, layer mode): checked before anything is written.
+fn check_in_space(input: &Path, jobs: &[Job]) -> Result<()> {
+    let meta_path = input.join(crate::store::JSON_NAME);
+    if !input.is_dir() || !meta_path.is_file() {
+        return Ok(());
+    }
+    let meta = crate::store::SupernetMeta::read(&meta_path)?;
+    let enc = meta.search_space.encoding();
+    for j in jobs {
+        enc.encode(&j.cfg).with_context(|| format!("{}: search space of {}", meta_path.display(), input.display()))?;
+    }
+    Ok(())
+}
+
 /// Output path of sub-network `id`: `out` itself when it names a `.gguf` file (one sub-network only), else
 /// `out/<base stem>-<id>-<quant>.gguf`.
 fn out_path(out: &Path, n_jobs: usize, base: &Path, id: &str, quant: ExportQuant) -> Result<PathBuf> {
@@ -141,6 +156,7 @@ pub fn run(args: &ExportArgs) -> Result<Vec<ExportReport>> {
     let base_path = base_gguf(&args.input)?;
     let base = GgufFile::open(&base_path).with_context(|| format!("opening the base model {}", base_path.display()))?;
     let jobs = jobs(&args.source)?;
+    check_in_space(&args.input, &jobs)?;
     let sha = Provenance::sha256_hex(base.bytes());
     let mut plans = Vec::with_capacity(jobs.len());
     for job in &jobs {

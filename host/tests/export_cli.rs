@@ -160,3 +160,29 @@ fn bad_input_writes_nothing() {
     fails(&llamanas(&["export", b, "--pick", "all", "--out", o]), "--pareto");
     assert!(files(&out).is_empty(), "files written on bad input: {:?}", files(&out));
 }
+
+#[test]
+fn supernet_folder_refuses_a_subnet_outside_its_search_space() {
+    // A super-network folder made by `llamanas import` (no reordering: fast), whose default space has FFN
+    // widths 512..1536 in steps of 256 and keeps at least 15 of 30 layers.
+    let dir = tempfile::tempdir().unwrap();
+    let sn = dir.path().join("sn");
+    ok(&llamanas(&["import", smollm2().to_str().unwrap(), "--out", sn.to_str().unwrap(), "--no-reorder", "--dtype", "f16"]));
+    let out = dir.path().join("out");
+    let o = out.to_str().unwrap();
+    // FFN 1000 is within the base width (and a multiple of the F16 block size 1) but not a choice of the space.
+    let cfg = SubnetConfig { layers: (0..30).collect(), ffn: [vec![1024], vec![1536; 29]].concat(), kv_heads: vec![3; 30] };
+    let mut bad = cfg.clone();
+    bad.ffn[0] = 1000;
+    let c = write(&dir.path().join("bad.json"), &serde_json::to_value(&bad).unwrap());
+    fails(&llamanas(&["export", sn.to_str().unwrap(), "--subnet", &c, "--quant", "f16", "--out", o]), "layer 0: ffn 1000 is not a choice");
+    // Too few layers (10 < 15).
+    let few = SubnetConfig { layers: (0..10).collect(), ffn: vec![1536; 10], kv_heads: vec![3; 10] };
+    let c = write(&dir.path().join("few.json"), &serde_json::to_value(&few).unwrap());
+    fails(&llamanas(&["export", sn.to_str().unwrap(), "--subnet", &c, "--quant", "f16", "--out", o]), "is not in the space");
+    assert!(files(&out).is_empty(), "nothing may be written: {:?}", files(&out));
+    // In the space: exported.
+    let c = write(&dir.path().join("good.json"), &serde_json::to_value(&cfg).unwrap());
+    ok(&llamanas(&["export", sn.to_str().unwrap(), "--subnet", &c, "--quant", "f16", "--out", o]));
+    assert_eq!(files(&out).len(), 1);
+}
