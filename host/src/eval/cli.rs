@@ -82,21 +82,10 @@ pub struct PplReport {
     pub ppl: f64,
 }
 
-fn base_gguf(input: &Path) -> Result<PathBuf> {
-    if input.is_dir() {
-        let p = input.join("supernet.gguf");
-        ensure!(p.is_file(), "{}: a super-network folder must contain supernet.gguf", input.display());
-        Ok(p)
-    } else {
-        ensure!(input.is_file(), "{}: no such file or folder", input.display());
-        Ok(input.to_path_buf())
-    }
-}
-
 /// Run `llamanas eval`; prints the report and returns it.
 pub fn run(args: &EvalArgs) -> Result<EvalReport> {
     ensure!(!args.tasks.is_empty() || args.ppl.is_some(), "eval: give --tasks and/or --ppl FILE");
-    let path = base_gguf(&args.input)?;
+    let path = crate::export::base_gguf(&args.input)?;
     let assets = args.assets.clone().unwrap_or_else(data::assets_dir);
     let scorer = Scorer::with_assets(&path, &assets, &args.tasks, args.limit, args.seed, args.threads)
         .with_context(|| format!("preparing the tasks for {}", path.display()))?;
