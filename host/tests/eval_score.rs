@@ -39,7 +39,11 @@ fn fast_scoring_equals_naive() {
         for (doc, (reqs, ll)) in t.docs.iter().zip(t.requests.iter().zip(&lls)) {
             for (r, &l) in reqs.iter().zip(ll) {
                 let want = naive(&model, &r.ctx, &r.cont);
-                assert!((l - want).abs() < 2e-3, "{} doc {}: fast {l} vs naive {want}", t.spec, doc.index);
+                // The engine's quantized kernels take different paths for different batch shapes (8-row tiles
+                // for >= 8 tokens, 2x4 tiles otherwise) with activations quantized to Q8_0, so the two ways differ
+                // by rounding: up to 0.03 nats over a continuation seen (arc_easy doc 130). A reuse bug (wrong
+                // position or context) costs whole nats.
+                assert!((l - want).abs() < 5e-2, "{} doc {}: fast {l} vs naive {want}", t.spec, doc.index);
                 assert!(l < 0.0);
             }
         }
