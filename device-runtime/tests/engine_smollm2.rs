@@ -60,16 +60,36 @@ fn greedy_capital_of_france_is_paris() {
     assert!(text.starts_with(" Paris."), "greedy continuation {text:?} ({out:?})");
 }
 
+/// On the real model (Q4_1 as shipped, Q4_0 and Q8_0 requantized), the logits of a prompt do not depend on
+/// how it is fed to the session (split points, batch sizes, threads, decode, KV-cache reuse), bit for bit.
+/// Before the fix, a 3-token continuation prefilled on a filled cache differed from a one-call prefill by
+/// up to 1 logit (0.11 nats in arc_easy scoring): the model amplifies last-bit differences through the
+/// 8-bit activation quantization of the following layers.
+#[test]
+fn real_model_logits_do_not_depend_on_batching() {
+    for path in [smollm2_path(), derived("q4_0"), derived("q8_0")] {
+        let m = Model::load(&path).unwrap();
+        let tok = Tokenizer::from_gguf(m.gguf().unwrap()).unwrap();
+        let tokens = tok.encode("Question: Which gas do plants take in? Answer: carbon dioxide", true, false).unwrap();
+        assert!(tokens.len() >= 10, "{} tokens", tokens.len());
+        assert_batch_invariant(&m, &tokens, &[KernelPath::Best]);
+    }
+}
+
 /// The engine's logits (quantized kernels, 8-bit activations) against the f32 reference pass (weights
-/// dequantized, f32/f64 arithmetic) on the real model: same top token at every position and logits within
+/// dequantized, f32/f64 arithmetic) on the real model: the same top token (or one within 0.1 sd of the
+/// reference's top logit) at every position and logits within
 /// the error that 8-bit activation quantization explains.
 #[test]
 fn real_model_logits_match_f32_reference() {
     // Measured (1 and 2 threads, SIMD and scalar): rms error up to 0.16 sd, max up to 0.40 sd of the logits; the
-    // top token agrees except where the reference's two best are 0.02 sd apart. Activation outliers (up to
-    // hundreds at early positions) make the 8-bit activation blocks coarse; llama.cpp does the same and the
+    // top token agrees except at position 1, where the reference's three best are within 0.064 sd (970: 26.142,
+    // 284: 26.081, 29: 25.921) and which one the engine ranks first changes with the last bit of the block
+    // sums (the kernels' order before 2026-11-30 picked 284, the canonical fused order picks 29). Activation
+    // outliers (up to hundreds at early positions) make the 8-bit activation blocks coarse, and later layers
+    // re-quantize, so last-bit differences grow to tenths of a logit; llama.cpp does the same and the
     // perplexities above agree with it within 0.1%.
-    compare_with_reference(&smollm2_path(), 0.25, 0.6, 0.05);
+    compare_with_reference(&smollm2_path(), 0.25, 0.6, 0.1);
 }
 
 /// On the dequantized F32 file, the engine runs f32 products (no activation quantization): tight agreement.

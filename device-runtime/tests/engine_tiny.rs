@@ -63,6 +63,18 @@ fn quantized_llama_matches_reference_within_quantization_error() {
     }
 }
 
+/// Same logits, bit for bit, for any split of the prompt into prefill calls and batches, threads, decode
+/// and KV-cache reuse (`engine_common::assert_batch_invariant`), for every weight type with a SIMD kernel.
+/// The tiny model's 40-row output head and 32-row K/V exercise the row remainders of the tiles.
+#[test]
+fn logits_do_not_depend_on_batching() {
+    let tokens = [3u32, 17, 5, 39, 0, 22, 8, 8, 31, 2, 14, 27, 9];
+    for ty in [GgmlType::F32, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+        let model = load(tiny_gguf("llama", &[L, L], ty, |_| {})).unwrap();
+        assert_batch_invariant(&model, &tokens, &[KernelPath::Scalar, KernelPath::Best]);
+    }
+}
+
 #[test]
 fn deci_per_layer_shapes_match_reference() {
     let layers = [

@@ -28,7 +28,6 @@ fn naive(model: &Model, ctx: &[u32], cont: &[u32]) -> f64 {
 }
 
 #[test]
-#[ignore = "open bug: since the engine's 2026-11-30 kernels, KV-reuse scoring and a full prefill differ by 0.03-0.11 nats on arc_easy doc 130 (not deterministic across runs); find the cause (attention AVX2 path, batch-shape kernels, threads) before trusting small accuracy differences"]
 fn fast_scoring_equals_naive() {
     let path = model_path();
     let scorer = Scorer::new(&path, &[TaskSpec::ArcEasy, TaskSpec::Winogrande, TaskSpec::Mmlu { shots: 0 }], Some(3), 0, 2).unwrap();
@@ -40,11 +39,12 @@ fn fast_scoring_equals_naive() {
         for (doc, (reqs, ll)) in t.docs.iter().zip(t.requests.iter().zip(&lls)) {
             for (r, &l) in reqs.iter().zip(ll) {
                 let want = naive(&model, &r.ctx, &r.cont);
-                // The engine's quantized kernels take different paths for different batch shapes (8-row tiles
-                // for >= 8 tokens, 2x4 tiles otherwise) with activations quantized to Q8_0, so the two ways differ
-                // by rounding: up to 0.03 nats over a continuation seen (arc_easy doc 130). A reuse bug (wrong
-                // position or context) costs whole nats.
-                assert!((l - want).abs() < 5e-2, "{} doc {}: fast {l} vs naive {want}", t.spec, doc.index);
+                // The engine's logits do not depend on how a sequence is batched (its kernels compute every
+                // (row, token) output in one order: device-runtime `logits_do_not_depend_on_batching`), so
+                // the two ways give the same f32 logits and the same f64 sums: measured difference 0 on every
+                // request here. The tolerance only allows for an f64 summation order. (Before that fix of
+                // 2026-11-30 they differed by up to 0.11 nats, arc_easy doc 130; a reuse bug costs whole nats.)
+                assert!((l - want).abs() < 1e-9, "{} doc {}: fast {l} vs naive {want}", t.spec, doc.index);
                 assert!(l < 0.0);
             }
         }

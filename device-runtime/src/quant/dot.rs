@@ -18,7 +18,17 @@
 //! Every format has a scalar kernel (portable, the reference the tests compare against); Q8_0, Q4_0 and Q4_1
 //! also have AVX2+FMA kernels chosen at run time with `is_x86_feature_detected!`. The matrix product
 //! [`matmul`] splits output rows across a rayon thread pool (llama.cpp-style) and, for several activation rows
-//! (prefill), reuses each unpacked weight block across tiles of 4 activation rows.
+//! (prefill), reuses each unpacked weight block across tiles of activation rows.
+//!
+//! Batch invariance: on a given kernel path, output `(row, token)` has the same bits whatever the number
+//! of activation rows in the call, the tile it falls in and the thread count, so a prompt evaluated in one
+//! prefill, in several, or token by token gives the same logits (KV-cache reuse in scoring relies on it).
+//! Every kernel of a format follows one order of operations per output: Q4_0 / Q4_1 (scalar and AVX2,
+//! bit-identical on the same quantized activations): for each block in order, `acc = fma(S, d_w*d_a, acc)`
+//! with `S` the block's exact integer dot product, then for Q4_1 `acc = fma(m_w, s_a, acc)`; Q8_0 AVX2:
+//! 8 lanes of partial sums, one FMA per lane and block, the same horizontal sum at the end. (The model
+//! amplifies last-bit differences through the 8-bit activation quantization of later layers to tenths of
+//! a logit, so a batch-dependent order is visible in scores.)
 
 use crate::gguf::GgmlType;
 use half::f16;
@@ -357,7 +367,19 @@ pub fn dot_q8_scalar(ty: GgmlType, w: &[u8], a: &[BlockQ8]) -> f32 {
                 acc += f16_at(b, 0) * ab.d * s as f32;
             }
         }
-        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => {
+        GgmlType::Q4_0 | GgmlType::Q4_1 => {
+            // The canonical order of the Q4 kernels (module docs): one fused multiply-add of the block's
+            // exact integer sum per block, then (Q4_1) one of the minimum term, so that the SIMD kernels of
+            // every batch shape give these very bits.
+            for (b, ab) in w.chunks_exact(ty.block_bytes()).zip(a) {
+                let (q, d, m) = unpack_small_block(ty, b);
+                acc = (isum(&q, &ab.qs) as f32).mul_add(d * ab.d, acc);
+                if ty == GgmlType::Q4_1 {
+                    acc = m.mul_add(ab.s, acc);
+                }
+            }
+        }
+        GgmlType::Q5_0 | GgmlType::Q5_1 => {
             for (b, ab) in w.chunks_exact(ty.block_bytes()).zip(a) {
                 let (q, d, m) = unpack_small_block(ty, b);
                 acc += d * ab.d * isum(&q, &ab.qs) as f32 + m * ab.s;
@@ -467,9 +489,9 @@ mod avx2 {
         }
     }
 
-    /// Weight rows of a tile (the register tile is `RM` weight rows x `CN` activation rows).
+    /// Weight rows of a Q8_0 tile (the register tile is `RM` weight rows x `CN` activation rows).
     pub(super) const RM: usize = 2;
-    /// Activation rows (tokens) of a tile.
+    /// Activation rows (tokens) of a Q8_0 tile.
     pub(super) const CN: usize = 4;
 
     thread_local! {
@@ -485,9 +507,9 @@ mod avx2 {
     pub(super) unsafe fn rows_task(w: &QMatrix, q: &QActs, n: usize, nb: usize, r0: usize, r1: usize, y: *mut f32) {
         unsafe {
             match w.ty {
-                GgmlType::Q8_0 => rows_task_k::<0>(w, q, n, nb, r0, r1, y),
-                GgmlType::Q4_0 => rows_task_k::<1>(w, q, n, nb, r0, r1, y),
-                _ => rows_task_k::<2>(w, q, n, nb, r0, r1, y),
+                GgmlType::Q8_0 => rows_task_q8_0(w, q, n, nb, r0, r1, y),
+                GgmlType::Q4_0 => q4_task::<1>(w, q, n, nb, r0, r1, y),
+                _ => q4_task::<2>(w, q, n, nb, r0, r1, y),
             }
         }
     }
@@ -500,45 +522,28 @@ mod avx2 {
         }
     }
 
+    /// Q8_0 rows `r0..r1`: register tiles of [`RM`] x [`CN`] (and 1-row / 1-token tiles at the edges). Every
+    /// tile shape computes an output the same way (8 f32 lanes of partial sums, one FMA per lane and block
+    /// with the scale product `d_w * d_a`, the same horizontal sum at the end), so the result of a (row,
+    /// token) pair does not depend on the batch or on which tile it falls in.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn rows_task_k<const KIND: u8>(w: &QMatrix, q: &QActs, n: usize, nb: usize, r0: usize, r1: usize, y: *mut f32) {
+    unsafe fn rows_task_q8_0(w: &QMatrix, q: &QActs, n: usize, nb: usize, r0: usize, r1: usize, y: *mut f32) {
         unsafe {
-            let (bb, _) = block_layout(KIND);
+            let (bb, _) = block_layout(0);
             let rb = w.row_bytes();
             let rows = w.rows;
             let nr = r1 - r0;
-            let nr_all = nr;
             SCRATCH.with_borrow_mut(|sc| {
-                // Scales (f16 -> f32 once per task, not once per tile) and, for Q4_1, the minimums.
+                // Scales (f16 -> f32 once per task, not once per tile).
                 sc.clear();
-                sc.resize(2 * nr * nb + RM * CN * nb, 0.0);
-                let (dw, mw) = sc.split_at_mut(nr * nb);
-                let (mw, sbuf) = mw.split_at_mut(nr * nb);
+                sc.resize(nr * nb + RM * CN * nb, 0.0);
+                let (dw, sbuf) = sc.split_at_mut(nr * nb);
                 for r in 0..nr {
                     let row = w.data.as_ptr().add((r0 + r) * rb);
                     for b in 0..nb {
                         dw[r * nb + b] = f16_at(row.add(b * bb));
-                        if KIND == 2 {
-                            mw[r * nb + b] = f16_at(row.add(b * bb + 2));
-                        }
                     }
                 }
-                // Q4_0 / Q4_1 with a batch: groups of 8 rows go through the interleaved kernel
-                // ([`q4_rows8`]); the rest (fewer than 8 rows) through the tiles below.
-                let r0 = if KIND != 0 && n >= Q4X8_MIN_TOKENS {
-                    let groups = nr / 8;
-                    for g in 0..groups {
-                        q4_rows8::<KIND>(w, q, n, nb, r0 + 8 * g, y);
-                    }
-                    r0 + 8 * groups
-                } else {
-                    r0
-                };
-                if r0 == r1 {
-                    return;
-                }
-                let nr = r1 - r0;
-                let (dw, mw) = (&dw[(nr_all - nr) * nb..], &mw[(nr_all - nr) * nb..]);
                 let wp = w.data.as_ptr().add(r0 * rb);
                 let ap = q.blocks.as_ptr();
                 // Token chunks whose quantized activations fit in L1 (~16 KiB), reused by all the task's rows.
@@ -556,27 +561,17 @@ mod avx2 {
                             let d = dw.as_ptr().add(r * nb);
                             let a = ap.add(t * nb);
                             let mut o = [[0f32; CN]; RM];
-                            let mut corrected = false;
                             let (nr_t, nc_t) = match (full_r, full_t) {
-                                (true, true) if (t - c0) % CN == 0 && c0 % CN == 0 => {
-                                    let go = t / CN * nb * CN;
-                                    let cg = match KIND {
-                                        1 => q.c_q4_0_grouped.as_ptr().add(go),
-                                        _ => q.c_q4_1_grouped.as_ptr().add(go),
-                                    };
-                                    let m = if KIND == 2 { mw.as_ptr().add(r * nb) } else { d };
-                                    let aq = q.qs.as_ptr().add(t * nb);
-                                    tile_main::<KIND>(wr, rb, d, m, nb, aq, q.d_grouped.as_ptr().add(go), cg, sbuf.as_mut_ptr(), &mut o);
-                                    corrected = true;
-                                    (RM, CN)
-                                }
                                 (true, true) => {
-                                    tile::<KIND, RM, CN>(wr, rb, d, nb, a, &mut o);
+                                    // c0 and t are multiples of CN (tc is): the tokens form one group of d_grouped.
+                                    let go = t / CN * nb * CN;
+                                    let aq = q.qs.as_ptr().add(t * nb);
+                                    tile_main(wr, rb, d, nb, aq, q.d_grouped.as_ptr().add(go), sbuf.as_mut_ptr(), &mut o);
                                     (RM, CN)
                                 }
                                 (true, false) => {
                                     let mut o1 = [[0f32; 1]; RM];
-                                    tile::<KIND, RM, 1>(wr, rb, d, nb, a, &mut o1);
+                                    tile::<RM, 1>(wr, rb, d, nb, a, &mut o1);
                                     for i in 0..RM {
                                         o[i][0] = o1[i][0];
                                     }
@@ -584,29 +579,20 @@ mod avx2 {
                                 }
                                 (false, true) => {
                                     let mut o1 = [[0f32; CN]; 1];
-                                    tile::<KIND, 1, CN>(wr, rb, d, nb, a, &mut o1);
+                                    tile::<1, CN>(wr, rb, d, nb, a, &mut o1);
                                     o[0] = o1[0];
                                     (1, CN)
                                 }
                                 (false, false) => {
                                     let mut o1 = [[0f32; 1]; 1];
-                                    tile::<KIND, 1, 1>(wr, rb, d, nb, a, &mut o1);
+                                    tile::<1, 1>(wr, rb, d, nb, a, &mut o1);
                                     o[0][0] = o1[0][0];
                                     (1, 1)
                                 }
                             };
                             for i in 0..nr_t {
                                 for j in 0..nc_t {
-                                    let mut v = o[i][j];
-                                    // Q4_0: weights were taken as unsigned nibbles: add sum_b d_w (-8 d_a sum(q_a)).
-                                    // Q4_1: add sum_b m_w s_a.
-                                    if corrected {
-                                    } else if KIND == 1 {
-                                        v += dot_f32(dw.as_ptr().add((r + i) * nb) as *const u8, &q.c_q4_0[(t + j) * nb..(t + j + 1) * nb]);
-                                    } else if KIND == 2 {
-                                        v += dot_f32(mw.as_ptr().add((r + i) * nb) as *const u8, &q.c_q4_1[(t + j) * nb..(t + j + 1) * nb]);
-                                    }
-                                    *y.add((t + j) * rows + r0 + r + i) = v;
+                                    *y.add((t + j) * rows + r0 + r + i) = o[i][j];
                                 }
                             }
                             t += nc_t;
@@ -619,14 +605,183 @@ mod avx2 {
         }
     }
 
-    /// Smallest batch for which [`q4_rows8`] (which repacks its weight rows first) is used.
+    /// Smallest batch for which [`q4_rows8`] (which repacks its weight rows first) is used; smaller batches
+    /// and rows left over from groups of 8 go through [`q4_tile_2x4`] and [`q4_tile_8x1`]. All three give
+    /// the same bits for a (row, token) pair (the canonical order of the module docs).
     const Q4X8_MIN_TOKENS: usize = 8;
 
     thread_local! {
         /// Per-thread scratch of [`q4_rows8`]: 8 interleaved rows of unpacked nibbles (256 bytes per block).
         static WBUF: std::cell::RefCell<Vec<Q32>> = const { std::cell::RefCell::new(Vec::new()) };
-        /// Their scales and minimums: 8 + 8 f32 per block.
-        static SBUF: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+
+    /// Rows `r0..r1` of a Q4_0 (`KIND` 1) / Q4_1 (`KIND` 2) matrix against all `n` tokens.
+    ///
+    /// Every kernel here computes output `(r, t)` in the canonical order of [`super::dot_q8_scalar`]:
+    /// for each block `b` in order, `acc = fma(S_b, d_w*d_a, acc)` with `S_b` the block's exact integer
+    /// dot product (Q4_0: of `q - 8`, as `sum(q qa) - 8 sum(qa)`), then for Q4_1 `acc = fma(m_w, s_a, acc)`.
+    /// So a (row, token) output has the same bits whatever the batch size, the tile it falls in, the
+    /// split of rows across tasks or threads: a prompt evaluated in one call or in several (KV-cache reuse)
+    /// gives the same logits.
+    ///
+    /// The task's scales (and Q4_1 minimums) are converted from f16 once, into groups of 8 rows:
+    /// `dt[(g*nb + b)*8 + i]` for row `r0 + 8g + i`, block `b` (0 past `r1`).
+    ///
+    /// # Safety
+    /// AVX2+FMA+F16C; `y` holds `n * w.rows` f32 and no other thread writes these positions.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_task<const KIND: u8>(w: &QMatrix, q: &QActs, n: usize, nb: usize, r0: usize, r1: usize, y: *mut f32) {
+        unsafe {
+            let (bb, _) = block_layout(KIND);
+            let rb = w.row_bytes();
+            let nr = r1 - r0;
+            let groups = nr.div_ceil(8);
+            SCRATCH.with_borrow_mut(|sc| {
+                sc.clear();
+                sc.resize(2 * groups * nb * 8, 0.0);
+                let (dt, mt) = sc.split_at_mut(groups * nb * 8);
+                for r in 0..nr {
+                    let row = w.data.as_ptr().add((r0 + r) * rb);
+                    let base = (r / 8) * nb * 8 + r % 8;
+                    for b in 0..nb {
+                        dt[base + 8 * b] = f16_at(row.add(b * bb));
+                        if KIND == 2 {
+                            mt[base + 8 * b] = f16_at(row.add(b * bb + 2));
+                        }
+                    }
+                }
+                let full = if n >= Q4X8_MIN_TOKENS { nr / 8 } else { 0 };
+                for g in 0..full {
+                    let o = g * nb * 8;
+                    q4_rows8::<KIND>(w, q, n, nb, r0 + 8 * g, dt.as_ptr().add(o), mt.as_ptr().add(o), y);
+                }
+                let ra = r0 + 8 * full;
+                if ra == r1 {
+                    return;
+                }
+                let rows = w.rows;
+                // Scales of row r (absolute), block 0 (block b at + 8b).
+                let sp = |v: &[f32], r: usize| v.as_ptr().add(((r - r0) / 8) * nb * 8 + (r - r0) % 8);
+                let mut t = 0;
+                while t + 4 <= n {
+                    let mut r = ra;
+                    while r < r1 {
+                        let r1b = (r + 1).min(r1 - 1);
+                        let rp = [w.data.as_ptr().add(r * rb), w.data.as_ptr().add(r1b * rb)];
+                        let o = q4_tile_2x4::<KIND>(rp, [sp(dt, r), sp(dt, r1b)], [sp(mt, r), sp(mt, r1b)], nb, q, t);
+                        for (i, rr) in [r, r + 1].into_iter().enumerate().take(r1 - r) {
+                            for j in 0..4 {
+                                *y.add((t + j) * rows + rr) = o[i * 4 + j];
+                            }
+                        }
+                        r += 2;
+                    }
+                    t += 4;
+                }
+                while t < n {
+                    let mut r = ra;
+                    while r < r1 {
+                        // Groups of 8 rows aligned with the scale groups (ra - r0 is a multiple of 8).
+                        let rp: [*const u8; 8] = std::array::from_fn(|i| w.data.as_ptr().add((r + i).min(r1 - 1) * rb));
+                        let o = q4_tile_8x1::<KIND>(rp, sp(dt, r), sp(mt, r), nb, q, t);
+                        let yo = y.add(t * rows + r);
+                        if r + 8 <= r1 {
+                            _mm256_storeu_ps(yo, o);
+                        } else {
+                            let mut v = [0f32; 8];
+                            _mm256_storeu_ps(v.as_mut_ptr(), o);
+                            for (i, vi) in v.iter().enumerate().take(r1 - r) {
+                                *yo.add(i) = *vi;
+                            }
+                        }
+                        r += 8;
+                    }
+                    t += 1;
+                }
+            });
+        }
+    }
+
+    /// Horizontal sums of 8 vectors of 8 i32: lane `l` of the result is the sum of `p[l]`'s lanes (exact).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn reduce8_epi32(p: [__m256i; 8]) -> __m256i {
+        let h01 = _mm256_hadd_epi32(p[0], p[1]);
+        let h23 = _mm256_hadd_epi32(p[2], p[3]);
+        let h45 = _mm256_hadd_epi32(p[4], p[5]);
+        let h67 = _mm256_hadd_epi32(p[6], p[7]);
+        // [p0 lo, p1 lo, p2 lo, p3 lo | p0 hi, p1 hi, p2 hi, p3 hi] and the same for p4..p7.
+        let a = _mm256_hadd_epi32(h01, h23);
+        let b = _mm256_hadd_epi32(h45, h67);
+        _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31))
+    }
+
+    /// Integer dot product of a block of unpacked nibbles (0..16) with 32 `i8` activations: 8 i32 partial sums.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn nib_dot(wq: __m256i, yv: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(wq, yv), _mm256_set1_epi16(1))
+    }
+
+    /// Q4 register tile of 2 weight rows x 4 tokens (`t..t+4`, `t` a multiple of 4: one group of
+    /// [`QActs::d_grouped`]); lane `4i + j` = row `i`, token `t + j`, in the canonical order of [`q4_task`].
+    /// `w[i]`: row `i`'s blocks; `d[i]`, `m[i]`: its scales / minimums (block `b` at `+ 8b`).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_tile_2x4<const KIND: u8>(w: [*const u8; 2], d: [*const f32; 2], m: [*const f32; 2], nb: usize, q: &QActs, t: usize) -> [f32; 8] {
+        unsafe {
+            let (bb, off) = block_layout(KIND);
+            let go = t / 4 * nb * 4;
+            let mut acc = _mm256_setzero_ps();
+            for b in 0..nb {
+                let wq = [unpack_nibbles(w[0].add(b * bb + off)), unpack_nibbles(w[1].add(b * bb + off))];
+                let yv: [__m256i; 4] = std::array::from_fn(|j| _mm256_load_si256(q.qs.as_ptr().add((t + j) * nb + b) as *const __m256i));
+                let p: [__m256i; 8] = std::array::from_fn(|l| nib_dot(wq[l / 4], yv[l % 4]));
+                let mut s = reduce8_epi32(p);
+                if KIND == 1 {
+                    let s4 = _mm_loadu_si128(q.sq8_grouped.as_ptr().add(go + 4 * b) as *const __m128i);
+                    s = _mm256_sub_epi32(s, _mm256_set_m128i(s4, s4));
+                }
+                let d4 = _mm_loadu_ps(q.d_grouped.as_ptr().add(go + 4 * b));
+                let dws = _mm256_set_m128(_mm_broadcast_ss(&*d[1].add(8 * b)), _mm_broadcast_ss(&*d[0].add(8 * b)));
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dws, _mm256_set_m128(d4, d4)), acc);
+                if KIND == 2 {
+                    let s4 = _mm_loadu_ps(q.c_q4_1_grouped.as_ptr().add(go + 4 * b));
+                    let ms = _mm256_set_m128(_mm_broadcast_ss(&*m[1].add(8 * b)), _mm_broadcast_ss(&*m[0].add(8 * b)));
+                    acc = _mm256_fmadd_ps(ms, _mm256_set_m128(s4, s4), acc);
+                }
+            }
+            let mut o = [0f32; 8];
+            _mm256_storeu_ps(o.as_mut_ptr(), acc);
+            o
+        }
+    }
+
+    /// Q4 register tile of 8 weight rows x 1 token `t` (decode); lane `i` = row `i`, in the canonical order
+    /// of [`q4_task`]. `w[i]`: row `i`'s blocks; `d`, `m`: the 8 rows' scales / minimums, block `b` at
+    /// `+ 8b` (one group of [`q4_task`]'s layout).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn q4_tile_8x1<const KIND: u8>(w: [*const u8; 8], d: *const f32, m: *const f32, nb: usize, q: &QActs, t: usize) -> __m256 {
+        unsafe {
+            let (bb, off) = block_layout(KIND);
+            let mut acc = _mm256_setzero_ps();
+            for b in 0..nb {
+                let i = t * nb + b;
+                let yv = _mm256_load_si256(q.qs.as_ptr().add(i) as *const __m256i);
+                let p: [__m256i; 8] = std::array::from_fn(|r| nib_dot(unpack_nibbles(w[r].add(b * bb + off)), yv));
+                let mut s = reduce8_epi32(p);
+                if KIND == 1 {
+                    s = _mm256_sub_epi32(s, _mm256_set1_epi32(*q.sq8.as_ptr().add(i)));
+                }
+                let da = _mm256_broadcast_ss(&(*q.blocks.as_ptr().add(i)).d);
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(_mm256_loadu_ps(d.add(8 * b)), da), acc);
+                if KIND == 2 {
+                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(m.add(8 * b)), _mm256_broadcast_ss(&*q.c_q4_1.as_ptr().add(i)), acc);
+                }
+            }
+            acc
+        }
     }
 
     /// Transpose 8 rows of 8 dwords: output `k` holds dword `k` of rows 0..8 (lane `i` = row `i`).
@@ -666,48 +821,37 @@ mod avx2 {
     /// block = elements `4k..4k+4` of each row, lane `i` = row `i`), so that one `maddubs` with the
     /// activations' dword `k` broadcast gives 8 rows' partial sums; a block's 8 partial vectors add up in
     /// 16 bits (at most `8 * 2 * 15 * 127 = 30480`, no saturation) before a single `madd`, conversion and
-    /// FMA per block and token, and the result is 8 consecutive outputs (no horizontal sum).
+    /// FMA per block and token (the canonical order of [`q4_task`]), and the result is 8 consecutive
+    /// outputs (no horizontal sum). `d`, `m`: the 8 rows' scales / minimums, block `b` at `+ 8b`.
     ///
     /// # Safety
     /// AVX2+FMA+F16C; rows `r..r+8` exist; `y` holds `n * w.rows` f32 not written by another thread here.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_rows8<const KIND: u8>(w: &QMatrix, q: &QActs, n: usize, nb: usize, r: usize, y: *mut f32) {
+    unsafe fn q4_rows8<const KIND: u8>(w: &QMatrix, q: &QActs, n: usize, nb: usize, r: usize, d: *const f32, m: *const f32, y: *mut f32) {
         unsafe {
             let (bb, off) = block_layout(KIND);
             let rb = w.row_bytes();
             WBUF.with_borrow_mut(|wbuf| {
-                SBUF.with_borrow_mut(|sbuf| {
-                    wbuf.clear();
-                    wbuf.resize(nb * 8, Q32([0; 32]));
-                    sbuf.clear();
-                    sbuf.resize(nb * 16, 0.0);
-                    let base = w.data.as_ptr().add(r * rb);
-                    for b in 0..nb {
-                        let mut v = [_mm256_setzero_si256(); 8];
-                        for (i, vi) in v.iter_mut().enumerate() {
-                            let p = base.add(i * rb + b * bb);
-                            *vi = unpack_nibbles(p.add(off));
-                            sbuf[16 * b + i] = f16_at(p);
-                            if KIND == 2 {
-                                sbuf[16 * b + 8 + i] = f16_at(p.add(2));
-                            }
-                        }
-                        let t = transpose8x8_epi32(v);
-                        for (k, tk) in t.iter().enumerate() {
-                            _mm256_store_si256(wbuf.as_mut_ptr().add(8 * b + k) as *mut __m256i, *tk);
-                        }
+                wbuf.clear();
+                wbuf.resize(nb * 8, Q32([0; 32]));
+                let base = w.data.as_ptr().add(r * rb);
+                for b in 0..nb {
+                    let v: [__m256i; 8] = std::array::from_fn(|i| unpack_nibbles(base.add(i * rb + b * bb + off)));
+                    let t = transpose8x8_epi32(v);
+                    for (k, tk) in t.iter().enumerate() {
+                        _mm256_store_si256(wbuf.as_mut_ptr().add(8 * b + k) as *mut __m256i, *tk);
                     }
-                    let rows = w.rows;
-                    let mut t = 0;
-                    while t + 4 <= n {
-                        q4x8_tokens::<KIND, 4>(wbuf.as_ptr(), sbuf.as_ptr(), nb, q, t, y.add(t * rows + r), rows);
-                        t += 4;
-                    }
-                    while t < n {
-                        q4x8_tokens::<KIND, 1>(wbuf.as_ptr(), sbuf.as_ptr(), nb, q, t, y.add(t * rows + r), rows);
-                        t += 1;
-                    }
-                })
+                }
+                let rows = w.rows;
+                let mut t = 0;
+                while t + 4 <= n {
+                    q4x8_tokens::<KIND, 4>(wbuf.as_ptr(), d, m, nb, q, t, y.add(t * rows + r), rows);
+                    t += 4;
+                }
+                while t < n {
+                    q4x8_tokens::<KIND, 1>(wbuf.as_ptr(), d, m, nb, q, t, y.add(t * rows + r), rows);
+                    t += 1;
+                }
             })
         }
     }
@@ -716,9 +860,11 @@ mod avx2 {
     /// `y + j*rows`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn q4x8_tokens<const KIND: u8, const C: usize>(
         wbuf: *const Q32,
-        sbuf: *const f32,
+        d: *const f32,
+        m: *const f32,
         nb: usize,
         q: &QActs,
         t0: usize,
@@ -728,11 +874,9 @@ mod avx2 {
         unsafe {
             let ones = _mm256_set1_epi16(1);
             let mut acc = [_mm256_setzero_ps(); C];
-            let corr = if KIND == 1 { q.c_q4_0.as_ptr() } else { q.c_q4_1.as_ptr() };
             for b in 0..nb {
                 let wv: [__m256i; 8] = std::array::from_fn(|k| _mm256_load_si256(wbuf.add(8 * b + k) as *const __m256i));
-                let dwv = _mm256_loadu_ps(sbuf.add(16 * b));
-                let mv = if KIND == 2 { _mm256_loadu_ps(sbuf.add(16 * b + 8)) } else { dwv };
+                let dwv = _mm256_loadu_ps(d.add(8 * b));
                 for (j, a) in acc.iter_mut().enumerate() {
                     let i = (t0 + j) * nb + b;
                     let yq = q.qs.as_ptr().add(i) as *const i32;
@@ -740,11 +884,17 @@ mod avx2 {
                     for k in 1..8 {
                         s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(wv[k], _mm256_set1_epi32(*yq.add(k))));
                     }
-                    let f = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones));
+                    let mut s = _mm256_madd_epi16(s16, ones);
+                    if KIND == 1 {
+                        // Q4_0: sum((q - 8) qa) = sum(q qa) - 8 sum(qa), exact in i32.
+                        s = _mm256_sub_epi32(s, _mm256_set1_epi32(*q.sq8.as_ptr().add(i)));
+                    }
                     let da = _mm256_broadcast_ss(&(*q.blocks.as_ptr().add(i)).d);
-                    *a = _mm256_fmadd_ps(f, _mm256_mul_ps(dwv, da), *a);
-                    // Q4_0: + dw * (-8 d_a sum q_a); Q4_1: + m * s_a.
-                    *a = _mm256_fmadd_ps(mv, _mm256_broadcast_ss(&*corr.add(i)), *a);
+                    *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dwv, da), *a);
+                    if KIND == 2 {
+                        // Q4_1: + m * s_a.
+                        *a = _mm256_fmadd_ps(_mm256_loadu_ps(m.add(8 * b)), _mm256_broadcast_ss(&*q.c_q4_1.as_ptr().add(i)), *a);
+                    }
                 }
             }
             for (j, a) in acc.iter().enumerate() {
@@ -753,94 +903,58 @@ mod avx2 {
         }
     }
 
-    /// The main register tile, 2 weight rows x 4 tokens ([`RM`] x [`CN`]): as [`tile`], but the 8 scale
-    /// products `d_w * d_a` of a block are computed with one vector multiply (the tokens' `d` come
+    /// The main Q8_0 register tile, 2 weight rows x 4 tokens ([`RM`] x [`CN`]): as [`tile`], but the 8
+    /// scale products `d_w * d_a` of a block are computed with one vector multiply (the tokens' `d` come
     /// contiguous from [`QActs::d_grouped`] at `dg`, group-relative) instead of 8 scalar multiplies and
-    /// broadcasts: per block pair, `maddubs`, `madd`, convert and FMA (+ `sign` for Q8_0).
+    /// broadcasts: per block pair, `sign`, `maddubs`, `madd`, convert and FMA. Same bits as [`tile`].
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile_main<const KIND: u8>(
-        w: *const u8,
-        rb: usize,
-        dw: *const f32,
-        mw: *const f32,
-        nb: usize,
-        aq: *const Q32,
-        dg: *const f32,
-        cg: *const f32,
-        sbuf: *mut f32,
-        out: &mut [[f32; CN]; RM],
-    ) {
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_main(w: *const u8, rb: usize, dw: *const f32, nb: usize, aq: *const Q32, dg: *const f32, sbuf: *mut f32, out: &mut [[f32; CN]; RM]) {
         const { assert!(RM == 2 && CN == 4 && super::TILE_TOKENS == CN) };
         unsafe {
-            let (bb, off) = block_layout(KIND);
+            let (bb, off) = block_layout(0);
             // Scale products of every block first (8 per block, lanes r*4 + t), so that the main loop
             // broadcasts them from memory (a load, no shuffle) and keeps its registers for accumulators.
-            // Offset terms of Q4_0 / Q4_1, same lanes: sum_b dw_r (-8 d_a sum q_a), sum_b m_r s_a.
-            let mut corr = _mm256_setzero_ps();
             for b in 0..nb {
                 let d4 = _mm_loadu_ps(dg.add(b * CN));
                 let dws = _mm256_set_m128(_mm_broadcast_ss(&*dw.add(nb + b)), _mm_broadcast_ss(&*dw.add(b)));
                 _mm256_storeu_ps(sbuf.add(8 * b), _mm256_mul_ps(_mm256_set_m128(d4, d4), dws));
-                if KIND != 0 {
-                    let c4 = _mm_loadu_ps(cg.add(b * CN));
-                    let ms = if KIND == 2 { _mm256_set_m128(_mm_broadcast_ss(&*mw.add(nb + b)), _mm_broadcast_ss(&*mw.add(b))) } else { dws };
-                    corr = _mm256_fmadd_ps(_mm256_set_m128(c4, c4), ms, corr);
-                }
             }
             let ones = _mm256_set1_epi16(1);
             let mut acc = [[_mm256_setzero_ps(); CN]; RM];
             for b in 0..nb {
                 let p0 = w.add(b * bb + off);
                 let p1 = p0.add(rb);
-                let (wq0, wq1) = if KIND == 0 {
-                    (_mm256_loadu_si256(p0 as *const __m256i), _mm256_loadu_si256(p1 as *const __m256i))
-                } else {
-                    (unpack_nibbles(p0), unpack_nibbles(p1))
-                };
-                let wq = [wq0, wq1];
-                let wa = if KIND == 0 { [_mm256_sign_epi8(wq0, wq0), _mm256_sign_epi8(wq1, wq1)] } else { wq };
+                let wq = [_mm256_loadu_si256(p0 as *const __m256i), _mm256_loadu_si256(p1 as *const __m256i)];
+                let wa = [_mm256_sign_epi8(wq[0], wq[0]), _mm256_sign_epi8(wq[1], wq[1])];
                 let sb = sbuf.add(8 * b);
                 for t in 0..CN {
                     let yv = _mm256_load_si256(aq.add(t * nb + b) as *const __m256i);
                     for r in 0..RM {
-                        let prod = if KIND == 0 {
-                            _mm256_maddubs_epi16(wa[r], _mm256_sign_epi8(yv, wq[r]))
-                        } else {
-                            _mm256_maddubs_epi16(wa[r], yv)
-                        };
+                        let prod = _mm256_maddubs_epi16(wa[r], _mm256_sign_epi8(yv, wq[r]));
                         let f = _mm256_cvtepi32_ps(_mm256_madd_epi16(prod, ones));
                         acc[r][t] = _mm256_fmadd_ps(f, _mm256_broadcast_ss(&*sb.add(r * CN + t)), acc[r][t]);
                     }
                 }
             }
-            let mut c = [0f32; 8];
-            _mm256_storeu_ps(c.as_mut_ptr(), corr);
             for r in 0..RM {
                 for t in 0..CN {
-                    out[r][t] = hsum(acc[r][t]) + c[r * CN + t];
+                    out[r][t] = hsum(acc[r][t]);
                 }
             }
         }
     }
 
-    /// Register tile: `R` weight rows (row `i` at `w + i*rb`, its f32 scales at `dw + i*nb`) times `C`
+    /// Q8_0 register tile: `R` weight rows (row `i` at `w + i*rb`, its f32 scales at `dw + i*nb`) times `C`
     /// activation rows (row `j`'s `nb` blocks at `a + j*nb`), integer dot products inside each 32-element
     /// block (ggml `mul_sum_i8_pairs_float` / llamafile tinyBLAS `updot`), `R*C` f32 accumulators.
-    /// Each weight block is loaded (and unpacked) once per tile, each activation block once per tile.
-    /// Q4_0 / Q4_1 weights are taken as unsigned nibbles (0..16): the caller adds the offset terms.
+    /// Each weight block is loaded once per tile, each activation block once per tile.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile<const KIND: u8, const R: usize, const C: usize>(
-        w: *const u8,
-        rb: usize,
-        dw: *const f32,
-        nb: usize,
-        a: *const BlockQ8,
-        out: &mut [[f32; C]; R],
-    ) {
+    unsafe fn tile<const R: usize, const C: usize>(w: *const u8, rb: usize, dw: *const f32, nb: usize, a: *const BlockQ8, out: &mut [[f32; C]; R]) {
         unsafe {
-            let (bb, off) = block_layout(KIND);
+            let (bb, off) = block_layout(0);
             let ones = _mm256_set1_epi16(1);
             let mut acc = [[_mm256_setzero_ps(); C]; R];
             for b in 0..nb {
@@ -849,12 +963,8 @@ mod avx2 {
                 let mut ds = [_mm256_setzero_ps(); R];
                 for r in 0..R {
                     let p = w.add(r * rb + b * bb + off);
-                    if KIND == 0 {
-                        wq[r] = _mm256_loadu_si256(p as *const __m256i);
-                        wa[r] = _mm256_sign_epi8(wq[r], wq[r]);
-                    } else {
-                        wq[r] = unpack_nibbles(p);
-                    }
+                    wq[r] = _mm256_loadu_si256(p as *const __m256i);
+                    wa[r] = _mm256_sign_epi8(wq[r], wq[r]);
                     ds[r] = _mm256_broadcast_ss(&*dw.add(r * nb + b));
                 }
                 for t in 0..C {
@@ -862,11 +972,7 @@ mod avx2 {
                     let yv = _mm256_loadu_si256((*ab).qs.as_ptr() as *const __m256i);
                     let da = _mm256_broadcast_ss(&(*ab).d);
                     for r in 0..R {
-                        let prod = if KIND == 0 {
-                            _mm256_maddubs_epi16(wa[r], _mm256_sign_epi8(yv, wq[r]))
-                        } else {
-                            _mm256_maddubs_epi16(wq[r], yv)
-                        };
+                        let prod = _mm256_maddubs_epi16(wa[r], _mm256_sign_epi8(yv, wq[r]));
                         let f = _mm256_cvtepi32_ps(_mm256_madd_epi16(prod, ones));
                         acc[r][t] = _mm256_fmadd_ps(f, _mm256_mul_ps(ds[r], da), acc[r][t]);
                     }
@@ -993,9 +1099,9 @@ pub fn has_avx2() -> bool {
 /// blocks on first use by a quantized weight matrix and then shared by every matrix that reads the same
 /// input (Q, K and V; FFN gate and up), as llama.cpp's `wdata` is.
 ///
-/// Besides the blocks it keeps, per block, the corrections the tiled kernels add after their integer
-/// products: `-8 * d * sum(qs)` (Q4_0 weights are taken as unsigned nibbles, `q - 8` folded out) and
-/// `s` (Q4_1's `m * s` term), each `n x cols/32` f32, row-major.
+/// Besides the blocks it keeps, per block, what the Q4 kernels add to their integer products:
+/// `8 * sum(qs)` (Q4_0 weights are taken as unsigned nibbles: the exact integer sum of `(q - 8) qa` is
+/// `sum(q qa) - 8 sum(qa)`) and `s` (Q4_1's `m * s` term), each `n x cols/32`, row-major.
 pub struct Activations<'a> {
     x: &'a [f32],
     n: usize,
@@ -1013,15 +1119,15 @@ struct QActs {
     blocks: Vec<BlockQ8>,
     /// The blocks' `qs`, same order, aligned (read by the SIMD tiles).
     qs: Vec<Q32>,
-    /// `-8 * d * sum(qs)` per block (exact in f32 up to rounding of the product).
-    c_q4_0: Vec<f32>,
+    /// `8 * sum(qs)` per block (exact).
+    sq8: Vec<i32>,
     /// `s` per block (contiguous copy of `BlockQ8::s`).
     c_q4_1: Vec<f32>,
     /// The scales `d` regrouped for the SIMD tiles: token group `g` (tokens `G*g..G*g+G`, `G` =
     /// [`TILE_TOKENS`]), block `b`, token `j` at `(g*nb + b)*G + j`; 0 past the last token.
     d_grouped: Vec<f32>,
-    /// [`QActs::c_q4_0`] in the layout of `d_grouped`.
-    c_q4_0_grouped: Vec<f32>,
+    /// [`QActs::sq8`] in the layout of `d_grouped`.
+    sq8_grouped: Vec<i32>,
     /// [`QActs::c_q4_1`] in the layout of `d_grouped`.
     c_q4_1_grouped: Vec<f32>,
 }
@@ -1061,24 +1167,24 @@ impl<'a> Activations<'a> {
             } else if nb > 0 {
                 quant(self.x, &mut blocks);
             }
-            let c_q4_0: Vec<f32> = blocks.iter().map(|b| -8.0 * b.d * b.qs.iter().map(|v| *v as i32).sum::<i32>() as f32).collect();
+            let sq8: Vec<i32> = blocks.iter().map(|b| 8 * b.qs.iter().map(|v| *v as i32).sum::<i32>()).collect();
             let c_q4_1: Vec<f32> = blocks.iter().map(|b| b.s).collect();
             let groups = self.n.div_ceil(TILE_TOKENS);
-            let regroup = |v: &dyn Fn(usize) -> f32| {
-                let mut out = vec![0f32; groups * nb * TILE_TOKENS];
-                for t in 0..self.n {
+            fn regroup<T: Copy + Default>(n: usize, nb: usize, groups: usize, v: &dyn Fn(usize) -> T) -> Vec<T> {
+                let mut out = vec![T::default(); groups * nb * TILE_TOKENS];
+                for t in 0..n {
                     let (g, j) = (t / TILE_TOKENS, t % TILE_TOKENS);
                     for b in 0..nb {
                         out[(g * nb + b) * TILE_TOKENS + j] = v(t * nb + b);
                     }
                 }
                 out
-            };
-            let d_grouped = regroup(&|i| blocks[i].d);
-            let c_q4_0_grouped = regroup(&|i| c_q4_0[i]);
-            let c_q4_1_grouped = regroup(&|i| c_q4_1[i]);
+            }
+            let d_grouped = regroup(self.n, nb, groups, &|i| blocks[i].d);
+            let sq8_grouped = regroup(self.n, nb, groups, &|i| sq8[i]);
+            let c_q4_1_grouped = regroup(self.n, nb, groups, &|i| c_q4_1[i]);
             let qs = blocks.iter().map(|b| Q32(b.qs)).collect();
-            QActs { blocks, qs, c_q4_0, c_q4_1, d_grouped, c_q4_0_grouped, c_q4_1_grouped }
+            QActs { blocks, qs, sq8, c_q4_1, d_grouped, sq8_grouped, c_q4_1_grouped }
         })
     }
 }
@@ -1270,6 +1376,71 @@ mod tests {
                     // The SIMD path also quantizes activations with the AVX2 quantizer, whose rounding of
                     // exact ties (to even) may differ by one step from the scalar one (away from zero).
                     assert!((b - s).abs() <= 2e-3 * (1.0 + s.abs()), "{ty} simd r{r} t{t}: {b} vs scalar {s}");
+                }
+            }
+        }
+    }
+
+    /// Regression test of the scoring bug of 2026-11-30 (KV-cache reuse and a full prefill differed by up to
+    /// 0.11 nats): a (row, token) output must have the same bits whatever the batch it is computed in (1 to
+    /// 13 tokens, any offset), on 1 or 2 threads, for every type and both kernel paths. The AVX2 Q4 kernels
+    /// used to sum in a different order for batches under 8 tokens than for 8 or more, and the model
+    /// amplifies such last-bit differences through the 8-bit activation quantization of later layers.
+    #[test]
+    fn kernels_are_batch_invariant() {
+        let mut seed = 17u64;
+        let pools: Vec<rayon::ThreadPool> = [1, 2].iter().map(|&t| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap()).collect();
+        // 37 rows: groups of 8 plus a remainder; 45 rows: a task of 32 and one of 13.
+        for (ty, rows) in SUPPORTED_TYPES.iter().flat_map(|t| [(*t, 37usize), (*t, 45)]) {
+            let cols = 256;
+            let n = 13;
+            let data = random_matrix(ty, rows, cols, &mut seed);
+            let w = QMatrix::new(ty, rows, cols, &data).unwrap();
+            let mut x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed)).collect();
+            x[7] = 40.0; // an outlier, as real activations have
+            for path in [KernelPath::Scalar, KernelPath::Best] {
+                let mut all = vec![0f32; n * rows];
+                pools[0].install(|| matmul(&w, &x, n, &mut all, path));
+                for pool in &pools {
+                    for start in 0..n {
+                        for len in 1..=n - start {
+                            let mut y = vec![0f32; len * rows];
+                            pool.install(|| matmul(&w, &x[start * cols..(start + len) * cols], len, &mut y, path));
+                            for (i, (a, b)) in y.iter().zip(&all[start * rows..(start + len) * rows]).enumerate() {
+                                assert!(a.to_bits() == b.to_bits(), "{ty} {path:?} rows {rows} tokens {start}..{}: token {} row {}: {a} vs {b} in the full batch", start + len, start + i / rows, i % rows);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The AVX2 Q4_0 / Q4_1 kernels (8-row interleaved, 2x4 and 8x1 tiles) give the scalar kernel's bits
+    /// on the same quantized activations (they follow its order of operations: per block, a fused
+    /// multiply-add of the exact integer sum, then of the minimum term).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn simd_q4_kernels_equal_scalar_bit_for_bit() {
+        if !has_avx2() {
+            return;
+        }
+        let mut seed = 23u64;
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1] {
+            for (rows, cols, n) in [(37usize, 256usize, 1usize), (37, 256, 3), (45, 512, 6), (64, 256, 8), (45, 256, 13)] {
+                let data = random_matrix(ty, rows, cols, &mut seed);
+                let w = QMatrix::new(ty, rows, cols, &data).unwrap();
+                let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed) * 4.0).collect();
+                let mut y = vec![0f32; n * rows];
+                matmul(&w, &x, n, &mut y, KernelPath::Best);
+                let mut qb = vec![BlockQ8::default(); n * cols / 32];
+                unsafe { avx2::quantize_row_q8(&x, &mut qb) };
+                let nb = cols / 32;
+                for t in 0..n {
+                    for r in 0..rows {
+                        let s = dot_q8_scalar(ty, w.row(r), &qb[t * nb..(t + 1) * nb]);
+                        assert_eq!(y[t * rows + r].to_bits(), s.to_bits(), "{ty} {rows}x{cols} n {n}: token {t} row {r}: {} vs scalar {s}", y[t * rows + r]);
+                    }
                 }
             }
         }

@@ -219,3 +219,50 @@ pub fn tiny_gguf(arch: &str, layers: &[TinyLayer], wty: GgmlType, mutate: impl F
     mutate(&mut w);
     w.to_bytes().unwrap()
 }
+
+/// Asserts that `tokens` get the same logits, bit for bit, however they are fed to a session: in one
+/// prefill call, split in two calls at every point, in batches of 1, 2, 3, 5 and 8, on 2 threads, token by
+/// token (decode), and continuing after a truncated cache that held other tokens (KV-cache reuse, as the
+/// scorer does). The regression test of the scoring bug of 2026-11-30, where the AVX2 Q4 kernels summed in
+/// a batch-size dependent order and KV-reuse scoring differed from a full prefill by up to 0.11 nats.
+pub fn assert_batch_invariant(model: &device_runtime::engine::Model, tokens: &[u32], kernels: &[device_runtime::quant::dot::KernelPath]) {
+    use device_runtime::engine::{Logits, Session, SessionOptions};
+    let n = tokens.len();
+    let nv = model.config.n_vocab;
+    let same = |what: &str, got: &[f32], want: &[f32]| {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        if let Some(i) = got.iter().zip(want).position(|(a, b)| a.to_bits() != b.to_bits()) {
+            panic!("{what}: position {} logit {}: {} vs {} in one call", i / nv, i % nv, got[i], want[i]);
+        }
+    };
+    for &k in kernels {
+        let opts = SessionOptions { n_ctx: 2 * n + 8, threads: 1, n_batch: 512, kernels: k };
+        let want = Session::new(model, opts).unwrap().prefill(tokens, Logits::All).unwrap();
+        for split in 1..n {
+            let mut s = Session::new(model, opts).unwrap();
+            let mut got = s.prefill(&tokens[..split], Logits::All).unwrap();
+            got.extend(s.prefill(&tokens[split..], Logits::All).unwrap());
+            same(&format!("{k:?} split at {split}"), &got, &want);
+        }
+        for n_batch in [1, 2, 3, 5, 8] {
+            let got = Session::new(model, SessionOptions { n_batch, ..opts }).unwrap().prefill(tokens, Logits::All).unwrap();
+            same(&format!("{k:?} n_batch {n_batch}"), &got, &want);
+        }
+        let got = Session::new(model, SessionOptions { threads: 2, ..opts }).unwrap().prefill(tokens, Logits::All).unwrap();
+        same(&format!("{k:?} 2 threads"), &got, &want);
+        let mut s = Session::new(model, opts).unwrap();
+        let got: Vec<f32> = tokens.iter().flat_map(|&t| s.decode(t).unwrap()).collect();
+        same(&format!("{k:?} decode"), &got, &want);
+        // KV-cache reuse: the cache held the first `keep` tokens and then others; continue after `keep`.
+        for keep in [1, n / 2, n - 1] {
+            let mut s = Session::new(model, opts).unwrap();
+            let mut other = tokens[..keep].to_vec();
+            other.extend(tokens.iter().rev().take(n - keep + 3).map(|t| (t + 1) % nv as u32));
+            s.prefill(&other, Logits::Last).unwrap();
+            s.truncate(keep);
+            let from = (n - keep) / 2;
+            let got = s.prefill(&tokens[keep..], Logits::From(from)).unwrap();
+            same(&format!("{k:?} reuse after {keep}, logits from {from}"), &got, &want[(keep + from) * nv..]);
+        }
+    }
+}
