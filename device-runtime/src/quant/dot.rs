@@ -877,6 +877,7 @@ mod avx2 {
             for b in 0..nb {
                 let wv: [__m256i; 8] = std::array::from_fn(|k| _mm256_load_si256(wbuf.add(8 * b + k) as *const __m256i));
                 let dwv = _mm256_loadu_ps(d.add(8 * b));
+                let mv = if KIND == 2 { _mm256_loadu_ps(m.add(8 * b)) } else { dwv };
                 for (j, a) in acc.iter_mut().enumerate() {
                     let i = (t0 + j) * nb + b;
                     let yq = q.qs.as_ptr().add(i) as *const i32;
@@ -893,7 +894,7 @@ mod avx2 {
                     *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dwv, da), *a);
                     if KIND == 2 {
                         // Q4_1: + m * s_a.
-                        *a = _mm256_fmadd_ps(_mm256_loadu_ps(m.add(8 * b)), _mm256_broadcast_ss(&*q.c_q4_1.as_ptr().add(i)), *a);
+                        *a = _mm256_fmadd_ps(mv, _mm256_broadcast_ss(&*q.c_q4_1.as_ptr().add(i)), *a);
                     }
                 }
             }
