@@ -163,7 +163,7 @@ fn main() -> Result<()> {
         }
         Cmd::Finetune(a) => {
             let device = burn::tensor::Device::flex().autodiff();
-            let s = finetune::cli::run(&a, &finetune::llama::LlamaSupernet::load, &device)?;
+            let s = finetune::cli::run(&a, &finetune::train::load_elastic, &device)?;
             eprintln!(
                 "finetune: {} steps done{}; {:.1} tokens/s",
                 s.steps_done,
