@@ -59,8 +59,8 @@ fn demo_quick_runs_end_to_end() {
         let m = Model::load(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         assert!(!m.config.layers.is_empty());
         let name = p.file_stem().unwrap().to_str().unwrap();
-        let gen = std::fs::read_to_string(run_dir.join("runs").join(format!("{name}-generate.txt"))).unwrap();
-        assert!(gen.trim().len() > 5, "{name} generated {gen:?}");
+        let generated = std::fs::read_to_string(run_dir.join("runs").join(format!("{name}-generate.txt"))).unwrap();
+        assert!(generated.trim().len() > 5, "{name} generated {generated:?}");
         let ev: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(run_dir.join("runs").join(format!("{name}-eval.json"))).unwrap()).unwrap();
         let acc = ev["tasks"][0]["acc_norm"].as_f64().unwrap();

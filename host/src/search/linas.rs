@@ -346,17 +346,24 @@ impl<'a> Search<'a> {
         if let Some(v) = self.fast.get(g) {
             return Ok(*v);
         }
+        let v = self.compute_costs(cfg, true)?;
+        self.fast.insert(g.to_vec(), v);
+        Ok(v)
+    }
+
+    /// Latency and size of `cfg` for the chosen objectives (`None` for the others); `fast` uses the fast size.
+    fn compute_costs(&mut self, cfg: &SubnetConfig, fast: bool) -> Result<(Option<f64>, Option<u64>), SearchError> {
         let lat = if self.has(Objective::Latency) {
             Some(self.cost.latency_ms(cfg).map_err(|e| SearchError::Cost { what: "latency", id: cfg.id(), source: e })?)
         } else {
             None
         };
         let size = if self.has(Objective::Size) {
-            Some(self.cost.size_bytes_fast(cfg).map_err(|e| SearchError::Cost { what: "size", id: cfg.id(), source: e })?)
+            let s = if fast { self.cost.size_bytes_fast(cfg) } else { self.cost.size_bytes(cfg) };
+            Some(s.map_err(|e| SearchError::Cost { what: "size", id: cfg.id(), source: e })?)
         } else {
             None
         };
-        self.fast.insert(g.to_vec(), (lat, size));
         Ok((lat, size))
     }
 
@@ -364,18 +371,9 @@ impl<'a> Search<'a> {
         if let Some(v) = self.exact.get(g) {
             return Ok(*v);
         }
-        let lat = if self.has(Objective::Latency) {
-            Some(self.cost.latency_ms(cfg).map_err(|e| SearchError::Cost { what: "latency", id: cfg.id(), source: e })?)
-        } else {
-            None
-        };
-        let size = if self.has(Objective::Size) {
-            Some(self.cost.size_bytes(cfg).map_err(|e| SearchError::Cost { what: "size", id: cfg.id(), source: e })?)
-        } else {
-            None
-        };
-        self.exact.insert(g.to_vec(), (lat, size));
-        Ok((lat, size))
+        let v = self.compute_costs(cfg, false)?;
+        self.exact.insert(g.to_vec(), v);
+        Ok(v)
     }
 
     /// A random admissible canonical genotype.
