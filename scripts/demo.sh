@@ -22,14 +22,17 @@ done
 export LLAMANAS_ASSETS=${LLAMANAS_ASSETS:-$here/assets}
 target=${CARGO_TARGET_DIR:-$here/target}
 threads=2
+# The demo's search space (docs/SEARCH.md): any 20 or more of the 30 layers, FFN 768-1536 in steps of 256, 1-3 KV
+# heads. Smaller sub-networks than that cannot keep the base's accuracy after a short fine-tune.
+space=${LLAMANAS_SPACE:-configs/smollm2-135m-demo.space.json}
 if [ "$quick" = 1 ]; then
   run=${LLAMANAS_RUN_DIR:-runs/demo-quick}
-  calib_tokens=1024; ft_steps=4; ft_seq=32; ft_batch=1
-  evals=8; population=4; limit=24; piqa_limit=24; ntok=16; reps=2; ppl_chunks=2
+  calib_tokens=1024; ft_steps=4; ft_seq=64; ft_batch=1; ft_lr=1e-4
+  evals=8; population=4; limit=24; arc_limit=24; piqa_limit=24; ntok=16; reps=2; ppl_chunks=2
 else
   run=${LLAMANAS_RUN_DIR:-runs/demo}
-  calib_tokens=4096; ft_steps=40; ft_seq=64; ft_batch=2
-  evals=48; population=12; limit=150; piqa_limit=200; ntok=64; reps=3; ppl_chunks=8
+  calib_tokens=4096; ft_steps=60; ft_seq=64; ft_batch=1; ft_lr=1e-4
+  evals=40; population=10; limit=100; arc_limit=0; piqa_limit=200; ntok=64; reps=3; ppl_chunks=8
 fi
 [ "$fresh" = 1 ] && rm -rf "$run"
 mkdir -p "$run"
@@ -55,7 +58,8 @@ edgerun="$bin/edgerun"; llamanas="$bin/llamanas"
 
 stage 3/9 "import: super-network with importance ordering ($calib_tokens calibration tokens)"
 if ! is_done import; then
-  "$llamanas" import "$base" --out "$run/supernet" --calib-tokens "$calib_tokens" --threads "$threads" --force
+  "$llamanas" import "$base" --out "$run/supernet" --space "$space" --calib-tokens "$calib_tokens" \
+    --threads "$threads" --force
   done_mark import
 fi
 
@@ -75,7 +79,7 @@ fi
 stage 5/9 "InstaTune fine-tuning of the super-network ($ft_steps steps, seq $ft_seq, batch $ft_batch)"
 if ! is_done finetune; then
   "$llamanas" finetune "$run/supernet" --data "$assets/data/alpaca_en_demo.json" --steps "$ft_steps" \
-    --seq-len "$ft_seq" --batch "$ft_batch" --out "$run/supernet-ft" --resume
+    --seq-len "$ft_seq" --batch "$ft_batch" --lr "$ft_lr" --warmup 10 --save-every 10 --out "$run/supernet-ft" --resume
   done_mark finetune
 fi
 sn="$run/supernet-ft"
@@ -89,7 +93,7 @@ if ! is_done search; then
   done_mark search
 fi
 
-stage 7/9 "export the Pareto sub-networks and the base model as Q8_0 GGUF"
+stage 7/9 "export the Pareto sub-networks, the fine-tuned full network and the base model as Q8_0 GGUF"
 if ! is_done export; then
   rm -rf "$run/export"
   "$llamanas" export "$sn" --pareto "$run/search/pareto.json" --pick all --quant q8_0 --out "$run/export" --json \
@@ -98,12 +102,14 @@ if ! is_done export; then
     "$run/full-subnet.json"
   "$llamanas" export "$base" --subnet "$run/full-subnet.json" --quant q8_0 --out "$run/base-q8_0.gguf" --json \
     > "$run/base-export.json"
+  "$llamanas" export "$sn" --subnet "$run/full-subnet.json" --quant q8_0 --out "$run/full-ft-q8_0.gguf" --json \
+    > "$run/full-ft-export.json"
   done_mark export
 fi
 
 prompt="What is the capital of France? Answer in one sentence."
-models=("$run/base-q8_0.gguf" "$run"/export/*.gguf)
-stage 8/9 "run each of the ${#models[@]} models: edgerun bench, generate, perplexity; PIQA ($piqa_limit items) and ARC-Easy"
+models=("$run/base-q8_0.gguf" "$run/full-ft-q8_0.gguf" "$run"/export/*.gguf)
+stage 8/9 "run each of the ${#models[@]} models: edgerun bench, generate, perplexity; ARC-Easy and PIQA ($piqa_limit items)"
 mkdir -p "$run/runs"
 for m in "${models[@]}"; do
   name=$(basename "$m" .gguf)
@@ -113,11 +119,13 @@ for m in "${models[@]}"; do
   "$edgerun" bench "$m" -p 128 -n "$ntok" -t "$threads" -r "$reps" --json > "$o-bench.json"
   "$edgerun" generate "$m" --chat --prompt "$prompt" -n 48 -t "$threads" > "$o-generate.txt"
   "$edgerun" perplexity "$m" --file "$text" --ctx 512 --chunks "$ppl_chunks" -t "$threads" --json > "$o-ppl.json"
-  "$llamanas" eval "$m" --tasks arc_easy,piqa --limit "$limit" --threads "$threads" --json > "$o-eval.json"
+  arc_args=(); [ "$arc_limit" -gt 0 ] && arc_args=(--limit "$arc_limit" --seed 1)
+  "$llamanas" eval "$m" --tasks arc_easy "${arc_args[@]}" --threads "$threads" --json > "$o-eval-arc.json"
+  "$llamanas" eval "$m" --tasks piqa --limit "$piqa_limit" --threads "$threads" --json > "$o-eval-piqa.json"
   touch "$o.done"
 done
 
 stage 9/9 "report"
-python3 scripts/demo_report.py "$run" "$prompt" "$piqa_limit" > "$run/report.md.tmp" && mv "$run/report.md.tmp" "$run/report.md"
+python3 scripts/demo_report.py "$run" "$prompt" > "$run/report.md.tmp" && mv "$run/report.md.tmp" "$run/report.md"
 cp "$run/search/pareto.svg" "$run/pareto.svg"
 echo "demo finished in $(( $(date +%s) - t0 )) s: $run/report.md, $run/pareto.svg" >&2

@@ -50,6 +50,11 @@ enum Cmd {
         /// Replace an existing super-network folder.
         #[arg(long)]
         force: bool,
+        /// Search space to store in supernet.json (JSON, or TOML by the .toml extension; docs/SEARCH.md); fine-tuning
+        /// samples from it and the search explores it [default: any half of the layers or more, FFN from 512 in
+        /// steps of 256, KV heads from 1].
+        #[arg(long, value_name = "FILE")]
+        space: Option<PathBuf>,
     },
     /// InstaTune super-network fine-tuning: full network + sampled sub-networks per step (docs/FINETUNE.md).
     Finetune(Box<finetune::cli::FinetuneArgs>),
@@ -121,8 +126,12 @@ enum Cmd {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Import { model, out, dtype, no_reorder, calib, calib_tokens, seq_len, threads, force } => {
+        Cmd::Import { model, out, dtype, no_reorder, calib, calib_tokens, seq_len, threads, force, space } => {
             use llamanas::store::import::{ImportOptions, run};
+            let space = match space {
+                Some(p) => Some(llamanas::space::SearchSpace::load(&p)?),
+                None => None,
+            };
             let opts = ImportOptions {
                 base: model,
                 out: out.clone(),
@@ -134,6 +143,7 @@ fn main() -> Result<()> {
                 threads,
                 force,
                 progress: true,
+                space,
             };
             let t0 = std::time::Instant::now();
             let rep = run(&opts).with_context(|| format!("llamanas import to {}", out.display()))?;
@@ -163,7 +173,7 @@ fn main() -> Result<()> {
         }
         Cmd::Finetune(a) => {
             let device = burn::tensor::Device::flex().autodiff();
-            let s = finetune::cli::run(&a, &finetune::llama::LlamaSupernet::load, &device)?;
+            let s = finetune::cli::run(&a, &finetune::train::load_elastic, &device)?;
             eprintln!(
                 "finetune: {} steps done{}; {:.1} tokens/s",
                 s.steps_done,

@@ -8,7 +8,7 @@ use burn::tensor::Device;
 use device_runtime::gguf::GgufFile;
 use device_runtime::tokenizer::Tokenizer;
 use llamanas::finetune::data::{AlpacaItem, Example, render_alpaca};
-use llamanas::finetune::llama::LlamaSupernet;
+use llamanas::finetune::train::load_elastic;
 use llamanas::finetune::sample::SubnetPlan;
 use llamanas::finetune::{LogLine, TrainConfig, TrainInputs, run_training};
 use llamanas::space::SearchSpace;
@@ -79,8 +79,8 @@ fn loss_decreases_on_a_repeated_batch() {
         max_steps_this_run: None,
     };
     let out = tempfile::tempdir().unwrap();
-    let load = |p: &Path, d: &Device| LlamaSupernet::load(p, d);
-    let s = run_training(|| LlamaSupernet::load(&path, &device), &load, &inputs, &c, false, out.path(), &device, false)
+    let load = |p: &Path, d: &Device| load_elastic(p, d);
+    let s = run_training(|| load_elastic(&path, &device), &load, &inputs, &c, false, out.path(), &device, false)
         .unwrap();
     assert!(s.finished);
     let log: Vec<LogLine> = std::fs::read_to_string(out.path().join("finetune.jsonl"))

@@ -17,7 +17,6 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod data;
-pub mod llama;
 pub mod sample;
 pub mod toy;
 pub mod train;

@@ -187,3 +187,24 @@ pub fn train_step<M: ElasticLm>(
 pub fn adamw(weight_decay: f32) -> burn::optim::ModuleOptimizer {
     AdamWConfig::new().with_beta_2(0.95).with_epsilon(1e-8).with_weight_decay(weight_decay).init()
 }
+
+/// The shared elastic super-network of [`crate::elastic`] is what the trainer fine-tunes.
+impl ElasticLm for crate::elastic::ElasticModel {
+    fn forward_subnet(&self, tokens: Tensor<2, Int>, subnet: &SubnetConfig) -> Tensor<3> {
+        let [_, t] = tokens.dims();
+        let ids: Vec<i64> = tokens.into_data().convert::<i64>().try_into_vec::<i64>().expect("token ids read back");
+        let seqs: Vec<Vec<u32>> = ids.chunks(t.max(1)).map(|c| c.iter().map(|&x| x as u32).collect()).collect();
+        let batch = crate::elastic::TokenBatch::new(&seqs).expect("a rectangular batch of token ids");
+        self.forward(&batch, subnet).expect("the trainer samples sub-networks of this super-network's space")
+    }
+
+    fn gguf_tensors(&self) -> Vec<(String, Vec<u64>, Vec<f32>)> {
+        self.named_weights().expect("weights read back from the device")
+    }
+}
+
+/// Load an [`crate::elastic::ElasticModel`] (a super-network folder, its `supernet.gguf`, a checkpoint or any
+/// llama/deci GGUF) for the trainer.
+pub fn load_elastic(path: &std::path::Path, device: &Device) -> Result<crate::elastic::ElasticModel, String> {
+    crate::elastic::ElasticModel::load(path, device).map_err(|e| format!("{}: {e}", path.display()))
+}

@@ -100,7 +100,8 @@ pub fn read_evaluations(path: &Path) -> Result<(Vec<Evaluation>, bool)> {
     Ok((out, dropped))
 }
 
-/// The search space of `input`: `--space`, else `supernet.json`'s `space`, else [`SearchSpace::default_for`].
+/// The search space of `input`: `--space`, else `supernet.json`'s `search_space` (written by `llamanas import`),
+/// else [`SearchSpace::default_for`].
 fn load_space(args: &SearchArgs, mc: &ModelConfig) -> Result<SearchSpace> {
     let space = if let Some(p) = &args.space {
         SearchSpace::load(p)?
@@ -108,8 +109,9 @@ fn load_space(args: &SearchArgs, mc: &ModelConfig) -> Result<SearchSpace> {
         let p = args.input.join("supernet.json");
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?)
             .with_context(|| format!("{}: not JSON", p.display()))?;
-        match v.get("space") {
-            Some(s) => serde_json::from_value(s.clone()).with_context(|| format!("{}: `space` is not a search space", p.display()))?,
+        match v.get("search_space") {
+            Some(s) => serde_json::from_value(s.clone())
+                .with_context(|| format!("{}: `search_space` is not a search space", p.display()))?,
             None => SearchSpace::default_for(mc),
         }
     } else {

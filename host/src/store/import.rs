@@ -57,6 +57,9 @@ pub struct ImportOptions {
     pub force: bool,
     /// Show progress bars on stderr.
     pub progress: bool,
+    /// The search space to store in `supernet.json` (checked against the base model); `None`:
+    /// [`SearchSpace::default_for`]. Fine-tuning samples from it and the search explores it.
+    pub space: Option<SearchSpace>,
 }
 
 impl ImportOptions {
@@ -73,6 +76,7 @@ impl ImportOptions {
             threads: 0,
             force: false,
             progress: false,
+            space: None,
         }
     }
 }
@@ -329,6 +333,9 @@ pub fn run(opts: &ImportOptions) -> Result<ImportReport> {
             t.ty
         );
     }
+    if let Some(space) = &opts.space {
+        space.check(&mc).with_context(|| format!("--space does not fit the base model {}", base_path.display()))?;
+    }
     check_output_dir(&opts.out, opts.force)?;
     let base_file = base_path.file_name().map_or_else(|| base_path.display().to_string(), |s| s.to_string_lossy().into_owned());
     let sha = Provenance::sha256_hex(base.bytes());
@@ -365,7 +372,7 @@ pub fn run(opts: &ImportOptions) -> Result<ImportReport> {
         created_by: format!("llamanas {}", env!("CARGO_PKG_VERSION")),
         base: BaseModel { file: base_file.clone(), sha256: sha.clone(), config: mc.clone() },
         weights: Weights { file: GGUF_NAME.to_owned(), dtype: opts.dtype },
-        search_space: SearchSpace::default_for(&mc),
+        search_space: opts.space.clone().unwrap_or_else(|| SearchSpace::default_for(&mc)),
         reordered: opts.reorder,
         order: orders,
         calibration,
