@@ -489,6 +489,30 @@ mod avx2 {
         }
     }
 
+    /// Prefetch rows `ra..rb` of `w` (clipped to the matrix) towards the caches. A task calls it for the
+    /// rows after its own range while it computes (the next task on this thread is usually the next range,
+    /// as rayon splits the task list into contiguous halves): its first pass over the weights (the f16
+    /// scale conversion) then finds them in cache instead of waiting on memory. Decode is limited by how
+    /// fast the weights stream in, and the compute pass otherwise issues no memory requests.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn prefetch_rows(w: &QMatrix, ra: usize, rb: usize) {
+        unsafe {
+            let rb = rb.min(w.rows);
+            if ra >= rb {
+                return;
+            }
+            let bytes = w.row_bytes();
+            let start = w.data.as_ptr().add(ra * bytes);
+            let len = (rb - ra) * bytes;
+            let mut o = 0;
+            while o < len {
+                _mm_prefetch::<_MM_HINT_T0>(start.add(o) as *const i8);
+                o += 64;
+            }
+        }
+    }
+
     /// Weight rows of a Q8_0 tile (the register tile is `RM` weight rows x `CN` activation rows).
     pub(super) const RM: usize = 2;
     /// Activation rows (tokens) of a Q8_0 tile.
@@ -554,6 +578,10 @@ mod avx2 {
                     let mut r = 0;
                     while r < nr {
                         let full_r = r + RM <= nr;
+                        if c0 == 0 {
+                            // The rows this thread most likely multiplies next (see `prefetch_rows`).
+                            prefetch_rows(w, r0 + nr + r, r0 + nr + r + RM);
+                        }
                         let mut t = c0;
                         while t < c1 {
                             let full_t = t + CN <= c1;
@@ -652,6 +680,7 @@ mod avx2 {
                 }
                 let full = if n >= Q4X8_MIN_TOKENS { nr / 8 } else { 0 };
                 for g in 0..full {
+                    prefetch_rows(w, r1 + 8 * g, r1 + 8 * g + 8);
                     let o = g * nb * 8;
                     q4_rows8::<KIND>(w, q, n, nb, r0 + 8 * g, dt.as_ptr().add(o), mt.as_ptr().add(o), y);
                 }
@@ -683,6 +712,9 @@ mod avx2 {
                     while r < r1 {
                         // Groups of 8 rows aligned with the scale groups (ra - r0 is a multiple of 8).
                         let rp: [*const u8; 8] = std::array::from_fn(|i| w.data.as_ptr().add((r + i).min(r1 - 1) * rb));
+                        if t == 0 {
+                            prefetch_rows(w, r + nr, r + nr + 8);
+                        }
                         let o = q4_tile_8x1::<KIND>(rp, sp(dt, r), sp(mt, r), nb, q, t);
                         let yo = y.add(t * rows + r);
                         if r + 8 <= r1 {
