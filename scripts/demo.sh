@@ -28,11 +28,11 @@ space=${LLAMANAS_SPACE:-configs/smollm2-135m-demo.space.json}
 if [ "$quick" = 1 ]; then
   run=${LLAMANAS_RUN_DIR:-runs/demo-quick}
   calib_tokens=1024; ft_steps=4; ft_seq=64; ft_batch=1; ft_lr=1e-4
-  evals=8; population=4; limit=24; arc_limit=24; piqa_limit=24; ntok=16; reps=2; ppl_chunks=2
+  evals=8; population=4; limit=24; arc_limit=24; piqa_limit=24; max_export=3; ntok=16; reps=2; ppl_chunks=2
 else
   run=${LLAMANAS_RUN_DIR:-runs/demo}
   calib_tokens=4096; ft_steps=60; ft_seq=64; ft_batch=1; ft_lr=1e-4
-  evals=40; population=10; limit=100; arc_limit=0; piqa_limit=200; ntok=64; reps=3; ppl_chunks=8
+  evals=40; population=10; limit=100; arc_limit=0; piqa_limit=200; max_export=0; ntok=64; reps=3; ppl_chunks=8
 fi
 [ "$fresh" = 1 ] && rm -rf "$run"
 mkdir -p "$run"
@@ -96,8 +96,17 @@ fi
 stage 7/9 "export the Pareto sub-networks, the fine-tuned full network and the base model as Q8_0 GGUF"
 if ! is_done export; then
   rm -rf "$run/export"
-  "$llamanas" export "$sn" --pareto "$run/search/pareto.json" --pick all --quant q8_0 --out "$run/export" --json \
-    > "$run/export.jsonl"
+  # Every front member, or in --quick at most $max_export of them, spread over the front by size.
+  picks=$(python3 -c 'import json,sys
+f=sorted(json.load(open(sys.argv[1]))["subnets"], key=lambda e: e["objectives"]["size_bytes"]); k=int(sys.argv[2])
+idx=sorted({round(i*(len(f)-1)/max(k-1,1)) for i in range(min(k,len(f)))}) if k>0 else range(len(f))
+print(" ".join(f[i]["id"] for i in idx))' "$run/search/pareto.json" "$max_export")
+  : > "$run/export.jsonl.tmp"
+  for id in $picks; do
+    "$llamanas" export "$sn" --pareto "$run/search/pareto.json" --pick "$id" --quant q8_0 --out "$run/export" --json \
+      >> "$run/export.jsonl.tmp"
+  done
+  mv "$run/export.jsonl.tmp" "$run/export.jsonl"
   python3 -c 'import json,sys; json.dump({"layers":list(range(30)),"ffn":[1536]*30,"kv_heads":[3]*30}, open(sys.argv[1],"w"))' \
     "$run/full-subnet.json"
   "$llamanas" export "$base" --subnet "$run/full-subnet.json" --quant q8_0 --out "$run/base-q8_0.gguf" --json \

@@ -5,8 +5,10 @@
 //! - the full network's logits on ~300 tokens of the GPL-3 text agree within 1e-3 relative (issue 6 item 5);
 //! - a sub-network (dropped layers, FFN 1024 in odd layers, 2 KV heads in some layers) agrees with the
 //!   runtime on its F32 export, logits within 1e-3 relative;
-//! - perplexity through burn equals the runtime's on the F32 export within 0.1% and on the Q8_0 export
-//!   within 1% (issue 9 item 4).
+//! - perplexity through burn equals the runtime's on the F32 export within 0.1% (issue 9 item 4);
+//! - on the Q8_0 export within 1% for a sensible sub-network (all layers, FFN 1280 in the last ten, 2 KV heads
+//!   in four layers: perplexity in the tens), within 2% for the broken one above (perplexity ~2600, which
+//!   amplifies the quantization noise).
 //!
 //! "Relative" is `max |burn - runtime| / max |runtime|` over all logits.
 
@@ -138,6 +140,29 @@ fn subnetwork_logits_and_perplexity_match_the_runtime_exports() {
     // llama.cpp does) the runtime gives 2653.4 vs burn's 2623.0 (1.16%); before those kernels 2623.4. Checked at
     // 2% here until the test uses a sensible (fine-tuned or importance-ordered) sub-network.
     assert!(rel(burn_ppl.ppl, rt_q8.ppl) < 2e-2, "burn {} vs runtime Q8_0 {}", burn_ppl.ppl, rt_q8.ppl);
+}
+
+#[test]
+fn sensible_subnetwork_q8_0_perplexity_within_one_percent_of_burn() {
+    let base = GgufFile::open(smollm2_path()).unwrap();
+    let mc = ModelConfig::from_gguf(&base).unwrap();
+    let layers: Vec<usize> = (0..mc.n_layers).collect();
+    let s = SubnetConfig {
+        ffn: layers.iter().map(|&l| if l >= 20 { 1280 } else { mc.ffn[l] }).collect(),
+        kv_heads: layers.iter().map(|&l| if l % 8 == 5 { 2 } else { mc.n_kv_heads[l] }).collect(),
+        layers,
+    };
+    let (tokens, bos) = gpl3_tokens(&base);
+    let (n_ctx, chunks) = (512, 2);
+    let model = ElasticModel::from_gguf(&base, &default_device()).unwrap();
+    let burn_ppl = perplexity(&model, &s, &tokens, n_ctx, bos, chunks, 2).unwrap();
+    drop(model);
+    let q8 = export(&base, &s, ExportQuant::Q8_0);
+    let rt_q8 = runtime_perplexity(&mut session(&q8), &tokens, n_ctx, bos, chunks, |_, _| {}).unwrap();
+    let rel = (burn_ppl.ppl - rt_q8.ppl).abs() / rt_q8.ppl;
+    eprintln!("sub-network {}: burn {:.4}, runtime Q8_0 {:.4} ({:+.3}%)", s.id(), burn_ppl.ppl, rt_q8.ppl, 100.0 * rel);
+    assert!(burn_ppl.ppl > 18.0 && burn_ppl.ppl < 200.0, "not a sensible sub-network: perplexity {}", burn_ppl.ppl);
+    assert!(rel < 1e-2, "burn {} vs runtime Q8_0 {}", burn_ppl.ppl, rt_q8.ppl);
 }
 
 /// Speed report for docs/PERFORMANCE.md ("burn" section), not a check: forward and forward+backward

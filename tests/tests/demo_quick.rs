@@ -74,7 +74,8 @@ fn demo_quick_runs_end_to_end() {
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "gguf"))
         .collect();
-    assert_eq!(exported.len(), front.len());
+    // --quick exports at most 3 front members (spread by size), each named after its id.
+    assert!((1..=front.len().min(3)).contains(&exported.len()), "{} files for a front of {}", exported.len(), front.len());
     for p in exported.iter().chain([&run_dir.join("base-q8_0.gguf"), &run_dir.join("full-ft-q8_0.gguf")]) {
         let text = greedy_text(p, "The capital of France is", 8);
         assert!(!text.trim().is_empty(), "{} generated {text:?}", p.display());
