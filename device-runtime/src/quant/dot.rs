@@ -680,7 +680,6 @@ mod avx2 {
                 }
                 let full = if n >= Q4X8_MIN_TOKENS { nr / 8 } else { 0 };
                 for g in 0..full {
-                    prefetch_rows(w, r1 + 8 * g, r1 + 8 * g + 8);
                     let o = g * nb * 8;
                     q4_rows8::<KIND>(w, q, n, nb, r0 + 8 * g, dt.as_ptr().add(o), mt.as_ptr().add(o), y);
                 }
