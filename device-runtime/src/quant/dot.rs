@@ -653,7 +653,7 @@ mod avx2 {
     /// gives the same logits.
     ///
     /// The task's scales (and Q4_1 minimums) are converted from f16 once, into groups of 8 rows:
-    /// `dt[(g*nb + b)*8 + i]` for row `r0 + 8g + i`, block `b` (0 past `r1`).
+    /// `dt[(g*nb + b)*8 + i]` for row `r0 + 8g + i`, block `b` (past `r1`: the last row's).
     ///
     /// # Safety
     /// AVX2+FMA+F16C; `y` holds `n * w.rows` f32 and no other thread writes these positions.
@@ -668,13 +668,13 @@ mod avx2 {
                 sc.clear();
                 sc.resize(2 * groups * nb * 8, 0.0);
                 let (dt, mt) = sc.split_at_mut(groups * nb * 8);
-                for r in 0..nr {
-                    let row = w.data.as_ptr().add((r0 + r) * rb);
-                    let base = (r / 8) * nb * 8 + r % 8;
+                // 8 rows' f16 scales of a block -> one vector store (rows past r1 repeat the last row).
+                for g in 0..groups {
+                    let rp: [*const u8; 8] = std::array::from_fn(|i| w.data.as_ptr().add((r0 + (8 * g + i).min(nr - 1)) * rb));
                     for b in 0..nb {
-                        dt[base + 8 * b] = f16_at(row.add(b * bb));
+                        _mm256_storeu_ps(dt.as_mut_ptr().add((g * nb + b) * 8), f16x8(&rp, b * bb));
                         if KIND == 2 {
-                            mt[base + 8 * b] = f16_at(row.add(b * bb + 2));
+                            _mm256_storeu_ps(mt.as_mut_ptr().add((g * nb + b) * 8), f16x8(&rp, b * bb + 2));
                         }
                     }
                 }
@@ -730,6 +730,16 @@ mod avx2 {
                     t += 1;
                 }
             });
+        }
+    }
+
+    /// 8 f16 values at `p[i] + off` (little-endian) as 8 f32 (exact).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn f16x8(p: &[*const u8; 8], off: usize) -> __m256 {
+        unsafe {
+            let h = |i: usize| (p[i].add(off) as *const i16).read_unaligned();
+            _mm256_cvtph_ps(_mm_setr_epi16(h(0), h(1), h(2), h(3), h(4), h(5), h(6), h(7)))
         }
     }
 
