@@ -220,6 +220,30 @@ impl<'m> Session<'m> {
     }
 }
 
+/// Batches from which the per-token element-wise steps (RMSNorm, RoPE, SwiGLU, residual adds) are split
+/// across the pool by tokens (below, waking the pool costs more than the work). Per-token results do not
+/// depend on it.
+const PAR_MIN_TOKENS: usize = 8;
+
+/// [`ops::rmsnorm`] of `n` rows of `d`, split by rows across the current pool for large batches.
+fn rmsnorm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32, d: usize) {
+    if x.len() / d >= PAR_MIN_TOKENS {
+        out.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(o, xr)| ops::rmsnorm(o, xr, w, eps));
+    } else {
+        ops::rmsnorm(out, x, w, eps);
+    }
+}
+
+/// `x += o` (residual), split by rows of `d` across the current pool for large batches.
+fn add_rows(x: &mut [f32], o: &[f32], d: usize) {
+    let add = |(a, b): (&mut [f32], &[f32])| a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+    if x.len() / d >= PAR_MIN_TOKENS {
+        x.par_chunks_mut(d).zip(o.par_chunks(d)).for_each(add);
+    } else {
+        add((x, o));
+    }
+}
+
 /// One batch through the model; returns the logits of the last token (`want = Last`) or all tokens, or
 /// nothing when `need_logits` is false (an intermediate prefill batch).
 #[allow(clippy::too_many_arguments)]
@@ -276,13 +300,18 @@ fn forward<'o>(
     for (il, (lw, lc)) in model.layers.iter().zip(cache.iter_mut()).enumerate() {
         let s = lw.shape;
         if s.has_attention() {
-            ops::rmsnorm(&mut h, &x, &lw.attn_norm, c.rms_eps);
+            rmsnorm_rows(&mut h, &x, &lw.attn_norm, c.rms_eps, d);
             let qkv = [lw.wq.as_ref().unwrap(), lw.wk.as_ref().unwrap(), lw.wv.as_ref().unwrap()];
             mm_shared(model, &qkv, &h, [&mut q, &mut k, &mut v], kernels);
             let (qd, kvd) = (s.n_head * hd, s.n_head_kv * hd);
-            for t in 0..n {
-                ops::rope(&mut q[t * qd..(t + 1) * qd], hd, &ropes[t], c.rope_neox);
-                ops::rope(&mut k[t * kvd..(t + 1) * kvd], hd, &ropes[t], c.rope_neox);
+            let rope_token = |((qt, kt), tab): ((&mut [f32], &mut [f32]), &Vec<(f32, f32)>)| {
+                ops::rope(qt, hd, tab, c.rope_neox);
+                ops::rope(kt, hd, tab, c.rope_neox);
+            };
+            if n >= PAR_MIN_TOKENS {
+                q.par_chunks_mut(qd).zip(k.par_chunks_mut(kvd)).zip(ropes.par_iter()).for_each(rope_token);
+            } else {
+                q.chunks_mut(qd).zip(k.chunks_mut(kvd)).zip(ropes.iter()).for_each(rope_token);
             }
             lc.k[pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&k);
             lc.v[pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&v);
@@ -313,17 +342,22 @@ fn forward<'o>(
                 ob.attention(il, n, &att);
             }
             mm(lw.wo.as_ref().unwrap(), &att, &mut o);
-            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            add_rows(&mut x, &o, d);
         }
         if s.has_ffn() {
-            ops::rmsnorm(&mut h, &x, &lw.ffn_norm, c.rms_eps);
+            rmsnorm_rows(&mut h, &x, &lw.ffn_norm, c.rms_eps, d);
             mm_shared(model, &[lw.gate.as_ref().unwrap(), lw.up.as_ref().unwrap()], &h, [&mut g, &mut u], kernels);
-            ops::swiglu(&mut g, &u);
+            let nff = g.len() / n;
+            if n >= PAR_MIN_TOKENS {
+                g.par_chunks_mut(nff).zip(u.par_chunks(nff)).for_each(|(gt, ut)| ops::swiglu(gt, ut));
+            } else {
+                ops::swiglu(&mut g, &u);
+            }
             if let Some(ob) = observer.as_deref_mut() {
                 ob.ffn_hidden(il, n, &g);
             }
             mm(lw.down.as_ref().unwrap(), &g, &mut o);
-            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            add_rows(&mut x, &o, d);
         }
     }
     if !need_logits {
