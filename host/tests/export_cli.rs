@@ -186,3 +186,27 @@ fn supernet_folder_refuses_a_subnet_outside_its_search_space() {
     ok(&llamanas(&["export", sn.to_str().unwrap(), "--subnet", &c, "--quant", "f16", "--out", o]));
     assert_eq!(files(&out).len(), 1);
 }
+
+#[test]
+fn import_space_is_stored_and_enforced_by_export() {
+    // `llamanas import --space` with the demo space (>= 20 of 30 layers, FFN 768..1536, KV 1..3): the space is in
+    // supernet.json, and export refuses a 16-layer sub-network that the default space would allow.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let space = root.join("configs/smollm2-135m-demo.space.json");
+    let dir = tempfile::tempdir().unwrap();
+    let sn = dir.path().join("sn");
+    let m = smollm2();
+    ok(&llamanas(&["import", m.to_str().unwrap(), "--out", sn.to_str().unwrap(), "--no-reorder", "--dtype", "f16", "--space", space.to_str().unwrap()]));
+    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(sn.join("supernet.json")).unwrap()).unwrap();
+    assert_eq!(meta["search_space"]["min_layers"], 20);
+    assert_eq!(meta["search_space"]["ffn_choices"][0], serde_json::json!([768, 1024, 1280, 1536]));
+    let out = dir.path().join("out");
+    let few = SubnetConfig { layers: (0..16).collect(), ffn: vec![1536; 16], kv_heads: vec![3; 16] };
+    let c = write(&dir.path().join("few.json"), &serde_json::to_value(&few).unwrap());
+    fails(&llamanas(&["export", sn.to_str().unwrap(), "--subnet", &c, "--quant", "f16", "--out", out.to_str().unwrap()]), "is not in the space");
+    // A space that does not fit the model is refused before anything is written.
+    let bad = write(&dir.path().join("bad-space.json"), &serde_json::json!({"n_layers": 12, "layer_mode": "first_k", "min_layers": 6, "ffn_choices": [], "kv_choices": []}));
+    let sn2 = dir.path().join("sn2");
+    fails(&llamanas(&["import", m.to_str().unwrap(), "--out", sn2.to_str().unwrap(), "--no-reorder", "--space", &bad]), "n_layers is 12");
+    assert!(!sn2.exists());
+}
