@@ -271,6 +271,9 @@ fn swiglu_avx2(g: &mut [f32], u: &[f32]) {
 /// overflow to `inf` above about 88.7 and underflow (through subnormals) to 0 below about -103.
 /// Maximum error about 1.5 ulp. Source: ggml `ggml_v_expf` (ggml-cpu/vec.h, MIT), after ARM's
 /// optimized-routines `expf`.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (check with [`crate::quant::dot::has_avx2`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub fn v_expf(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {

@@ -304,14 +304,14 @@ fn forward<'o>(
             let qkv = [lw.wq.as_ref().unwrap(), lw.wk.as_ref().unwrap(), lw.wv.as_ref().unwrap()];
             mm_shared(model, &qkv, &h, [&mut q, &mut k, &mut v], kernels);
             let (qd, kvd) = (s.n_head * hd, s.n_head_kv * hd);
-            let rope_token = |((qt, kt), tab): ((&mut [f32], &mut [f32]), &Vec<(f32, f32)>)| {
+            let rope_token = |qt: &mut [f32], kt: &mut [f32], tab: &[(f32, f32)]| {
                 ops::rope(qt, hd, tab, c.rope_neox);
                 ops::rope(kt, hd, tab, c.rope_neox);
             };
             if n >= PAR_MIN_TOKENS {
-                q.par_chunks_mut(qd).zip(k.par_chunks_mut(kvd)).zip(ropes.par_iter()).for_each(rope_token);
+                q.par_chunks_mut(qd).zip(k.par_chunks_mut(kvd)).zip(ropes.par_iter()).for_each(|((qt, kt), tab)| rope_token(qt, kt, tab));
             } else {
-                q.chunks_mut(qd).zip(k.chunks_mut(kvd)).zip(ropes.iter()).for_each(rope_token);
+                q.chunks_mut(qd).zip(k.chunks_mut(kvd)).zip(ropes.iter()).for_each(|((qt, kt), tab)| rope_token(qt, kt, tab));
             }
             lc.k[pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&k);
             lc.v[pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&v);

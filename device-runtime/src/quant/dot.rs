@@ -868,6 +868,7 @@ mod avx2 {
     /// # Safety
     /// AVX2+FMA+F16C; rows `r..r+8` exist; `y` holds `n * w.rows` f32 not written by another thread here.
     #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn q4_rows8<const KIND: u8>(w: &QMatrix, q: &QActs, n: usize, nb: usize, r: usize, d: *const f32, m: *const f32, y: *mut f32) {
         unsafe {
             let (bb, off) = block_layout(KIND);
