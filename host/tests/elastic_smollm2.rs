@@ -153,7 +153,10 @@ fn sensible_subnetwork_q8_0_perplexity_within_one_percent_of_burn() {
         layers,
     };
     let (tokens, bos) = gpl3_tokens(&base);
-    let (n_ctx, chunks) = (512, 2);
+    // 8 chunks, not 2: the engine's Q8_0 activation quantization shifts single logits by tenths when the last
+    // bits of a product change, so over 2 chunks (512 scored tokens) the Q8_0 perplexity moved between +0.10%
+    // and +1.29% from burn's with kernel changes that are exact in f32; over 8 chunks it is +0.50%.
+    let (n_ctx, chunks) = (512, 8);
     let model = ElasticModel::from_gguf(&base, &default_device()).unwrap();
     let burn_ppl = perplexity(&model, &s, &tokens, n_ctx, bos, chunks, 2).unwrap();
     drop(model);
