@@ -32,7 +32,7 @@ if [ "$quick" = 1 ]; then
 else
   run=${LLAMANAS_RUN_DIR:-runs/demo}
   calib_tokens=4096; ft_steps=60; ft_seq=64; ft_batch=1; ft_lr=1e-4
-  evals=40; population=10; limit=100; arc_limit=0; piqa_limit=200; max_export=0; ntok=64; reps=3; ppl_chunks=8
+  evals=40; population=10; limit=100; arc_limit=300; piqa_limit=200; max_export=4; ntok=64; reps=3; ppl_chunks=8
 fi
 [ "$fresh" = 1 ] && rm -rf "$run"
 mkdir -p "$run"

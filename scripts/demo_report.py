@@ -103,7 +103,8 @@ def main():
     w("- Accuracy: lm-evaluation-harness definitions (docs/EVAL.md), the same fixed-seed subset of ARC-Easy for "
       "the search (`search`: the fixed-seed subset the search measured on the super-network) and the exported "
       "Q8_0 file (`Q8_0 file`: "
-      + ("the whole validation split" if base["arc"] and base["arc"]["n"] >= 570 else "a subset of another seed")
+      + ("the whole validation split" if base["arc"] and base["arc"]["n"] >= 570
+         else "a larger fixed-seed subset of another seed, which overlaps the search's")
       + "); PIQA was not searched on and shows what transfers. Standard errors are in the `runs/*-eval-*.json` "
       "files (about +-2 points at 570 items, +-4 at 150).")
     w(f"- Perplexity: GPL-3 text, ctx 512, first {base['ppl'].get('chunks')} chunks.")
