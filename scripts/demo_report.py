@@ -100,13 +100,12 @@ def main():
         w(f"| {r['name']} | {r['layers']} | {r['params'] / 1e6:.1f} M | {r['size'] / 2**20:.1f} MiB | {arc_t} | "
           f"{piqa_t} | {ppl} | {pred} | {meas} | {sp} | {red} |")
     w("")
-    w("- Accuracy: lm-evaluation-harness definitions (docs/EVAL.md), the same fixed-seed subset of ARC-Easy for "
-      "the search (`search`: the fixed-seed subset the search measured on the super-network) and the exported "
-      "Q8_0 file (`Q8_0 file`: "
+    w("- Accuracy: lm-evaluation-harness definitions (docs/EVAL.md). ARC-Easy `search`: measured on the "
+      "super-network during the search, on its fixed-seed validation subset; `Q8_0 file`: the exported file, on "
       + ("the whole validation split" if base["arc"] and base["arc"]["n"] >= 570
-         else "a larger fixed-seed subset of another seed, which overlaps the search's")
-      + "); PIQA was not searched on and shows what transfers. Standard errors are in the `runs/*-eval-*.json` "
-      "files (about +-2 points at 570 items, +-4 at 150).")
+         else "a larger fixed-seed subset of another seed (it overlaps the search's)")
+      + ". PIQA was not searched on and shows what transfers. Standard errors are in the `runs/*-eval-*.json` "
+      "files (about +-2.8 points at 300 items, +-3.5 at 200).")
     w(f"- Perplexity: GPL-3 text, ctx 512, first {base['ppl'].get('chunks')} chunks.")
     w("- Measured speeds: medians of repeated `edgerun bench` runs (tg: decode from an empty cache); the "
       "predicted ones are at the search's context length, so small differences are expected.")
