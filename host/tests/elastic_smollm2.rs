@@ -12,6 +12,7 @@
 //!
 //! "Relative" is `max |burn - runtime| / max |runtime|` over all logits.
 
+mod common;
 use device_runtime::arch::{ModelConfig, SubnetConfig};
 use device_runtime::engine::perplexity::perplexity as runtime_perplexity;
 use device_runtime::engine::{Logits, Model, Session, SessionOptions};
@@ -21,18 +22,6 @@ use device_runtime::tokenizer::Tokenizer;
 use llamanas::elastic::{ElasticModel, TokenBatch, default_device, perplexity, training_device};
 
 const GPL3: &str = "/usr/share/common-licenses/GPL-3";
-
-/// The real model in `$LLAMANAS_ASSETS` (else `assets/` at the workspace root), as the `tests` crate's
-/// `smollm2_path`; panics when missing (real-asset tests fail, never skip).
-fn smollm2_path() -> std::path::PathBuf {
-    let dir = match std::env::var_os("LLAMANAS_ASSETS") {
-        Some(p) => std::path::PathBuf::from(p),
-        None => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets"),
-    };
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.is_file(), "{} is missing: run scripts/fetch-assets.sh (or set LLAMANAS_ASSETS)", p.display());
-    p
-}
 
 /// The GPL-3 text as SmolLM2 tokens (with BOS when the vocabulary adds it), and that BOS.
 fn gpl3_tokens(base: &GgufFile) -> (Vec<u32>, Option<u32>) {
@@ -85,7 +74,7 @@ fn burn_logits(model: &ElasticModel, toks: &[u32], s: &SubnetConfig) -> Vec<f32>
 
 #[test]
 fn full_network_logits_match_the_runtime_f32_path() {
-    let base = GgufFile::open(smollm2_path()).unwrap();
+    let base = GgufFile::open(common::smollm2()).unwrap();
     let mc = ModelConfig::from_gguf(&base).unwrap();
     let full = mc.full_subnet();
     let (tokens, _) = gpl3_tokens(&base);
@@ -102,7 +91,7 @@ fn full_network_logits_match_the_runtime_f32_path() {
 
 #[test]
 fn subnetwork_logits_and_perplexity_match_the_runtime_exports() {
-    let base = GgufFile::open(smollm2_path()).unwrap();
+    let base = GgufFile::open(common::smollm2()).unwrap();
     let mc = ModelConfig::from_gguf(&base).unwrap();
     let s = subnet(&mc);
     let (tokens, bos) = gpl3_tokens(&base);
@@ -144,7 +133,7 @@ fn subnetwork_logits_and_perplexity_match_the_runtime_exports() {
 
 #[test]
 fn sensible_subnetwork_q8_0_perplexity_within_one_percent_of_burn() {
-    let base = GgufFile::open(smollm2_path()).unwrap();
+    let base = GgufFile::open(common::smollm2()).unwrap();
     let mc = ModelConfig::from_gguf(&base).unwrap();
     let layers: Vec<usize> = (0..mc.n_layers).collect();
     let s = SubnetConfig {
@@ -176,7 +165,7 @@ fn sensible_subnetwork_q8_0_perplexity_within_one_percent_of_burn() {
 #[ignore = "timing report, run by hand"]
 fn speed_report() {
     use std::time::Instant;
-    let base = GgufFile::open(smollm2_path()).unwrap();
+    let base = GgufFile::open(common::smollm2()).unwrap();
     let mc = ModelConfig::from_gguf(&base).unwrap();
     let (tokens, _) = gpl3_tokens(&base);
     let (seq, iters) = (256, 3);

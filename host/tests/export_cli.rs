@@ -1,6 +1,7 @@
 //! `llamanas export` end to end on the real SmolLM2 model: config and pareto.json inputs, super-network
 //! folders, output naming, provenance, and bad input refused before anything is written.
 
+mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -8,16 +9,6 @@ use device_runtime::arch::{ModelConfig, SubnetConfig};
 use device_runtime::gguf::GgufFile;
 use device_runtime::subnet::{self, ExportQuant};
 use serde_json::{Value, json};
-
-/// The real model via `LLAMANAS_ASSETS` (same rule as the `tests` crate); fails when missing.
-fn smollm2() -> PathBuf {
-    let dir = std::env::var_os("LLAMANAS_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets"));
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.is_file(), "{} is missing: run scripts/fetch-assets.sh (or set LLAMANAS_ASSETS)", p.display());
-    p
-}
 
 fn llamanas(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_llamanas")).args(args).env("RUST_BACKTRACE", "0").output().unwrap()
@@ -56,7 +47,7 @@ fn entry(cfg: &SubnetConfig, acc: f64) -> Value {
 
 #[test]
 fn pareto_pick_all_and_one() {
-    let base = smollm2();
+    let base = common::smollm2();
     let tmp = tempfile::tempdir().unwrap();
     let a = SubnetConfig { layers: (0..30).collect(), ffn: vec![512; 30], kv_heads: vec![1; 30] };
     let b = SubnetConfig { layers: vec![0, 4, 29], ffn: vec![1536, 256, 0], kv_heads: vec![3, 1, 2] };
@@ -104,7 +95,7 @@ fn pareto_pick_all_and_one() {
 
 #[test]
 fn subnet_config_and_supernet_folder() {
-    let base = smollm2();
+    let base = common::smollm2();
     let tmp = tempfile::tempdir().unwrap();
     let sn = tmp.path().join("supernet");
     std::fs::create_dir(&sn).unwrap();
@@ -123,7 +114,7 @@ fn subnet_config_and_supernet_folder() {
 
 #[test]
 fn bad_input_writes_nothing() {
-    let base = smollm2();
+    let base = common::smollm2();
     let b = base.to_str().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
@@ -167,7 +158,7 @@ fn supernet_folder_refuses_a_subnet_outside_its_search_space() {
     // widths 512..1536 in steps of 256 and keeps at least 15 of 30 layers.
     let dir = tempfile::tempdir().unwrap();
     let sn = dir.path().join("sn");
-    ok(&llamanas(&["import", smollm2().to_str().unwrap(), "--out", sn.to_str().unwrap(), "--no-reorder", "--dtype", "f16"]));
+    ok(&llamanas(&["import", common::smollm2().to_str().unwrap(), "--out", sn.to_str().unwrap(), "--no-reorder", "--dtype", "f16"]));
     let out = dir.path().join("out");
     let o = out.to_str().unwrap();
     // FFN 1000 is within the base width (and a multiple of the F16 block size 1) but not a choice of the space.
@@ -195,7 +186,7 @@ fn import_space_is_stored_and_enforced_by_export() {
     let space = root.join("configs/smollm2-135m-demo.space.json");
     let dir = tempfile::tempdir().unwrap();
     let sn = dir.path().join("sn");
-    let m = smollm2();
+    let m = common::smollm2();
     ok(&llamanas(&["import", m.to_str().unwrap(), "--out", sn.to_str().unwrap(), "--no-reorder", "--dtype", "f16", "--space", space.to_str().unwrap()]));
     let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(sn.join("supernet.json")).unwrap()).unwrap();
     assert_eq!(meta["search_space"]["min_layers"], 20);

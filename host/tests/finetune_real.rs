@@ -2,7 +2,8 @@
 //! tokens lower the loss of the full network; the chat-template rendering of
 //! an Alpaca item puts the loss exactly on the answer.
 
-use std::path::{Path, PathBuf};
+mod common;
+use std::path::Path;
 
 use burn::tensor::Device;
 use device_runtime::gguf::GgufFile;
@@ -13,19 +14,9 @@ use llamanas::finetune::sample::SubnetPlan;
 use llamanas::finetune::{LogLine, TrainConfig, TrainInputs, run_training};
 use llamanas::space::SearchSpace;
 
-/// The real model via `LLAMANAS_ASSETS` (same rule as the `tests` crate); fails when missing.
-fn smollm2() -> PathBuf {
-    let dir = std::env::var_os("LLAMANAS_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets"));
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.is_file(), "{} is missing: run scripts/fetch-assets.sh (or set LLAMANAS_ASSETS)", p.display());
-    p
-}
-
 #[test]
 fn alpaca_item_renders_with_chatml_and_loss_on_the_answer() {
-    let f = GgufFile::open(smollm2()).unwrap();
+    let f = GgufFile::open(common::smollm2()).unwrap();
     let tok = Tokenizer::from_gguf(&f).unwrap();
     let item = AlpacaItem { instruction: "Add the numbers.".into(), input: "2 and 3".into(), output: "The sum is 5.".into() };
     let ex = render_alpaca(&tok, &item, 512, "inline", 0).unwrap();
@@ -42,7 +33,7 @@ fn alpaca_item_renders_with_chatml_and_loss_on_the_answer() {
 
 #[test]
 fn loss_decreases_on_a_repeated_batch() {
-    let path = smollm2();
+    let path = common::smollm2();
     let f = GgufFile::open(&path).unwrap();
     let tok = Tokenizer::from_gguf(&f).unwrap();
     let cfg = device_runtime::arch::ModelConfig::from_gguf(&f).unwrap();

@@ -2,21 +2,12 @@
 //! outputs exist and parse, sizes agree with the files `llamanas export` writes, `--resume` re-measures
 //! nothing, a second run in the same folder is refused, bad input gives clear errors.
 
+mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use llamanas::export::ParetoFile;
 use llamanas::search::linas::Evaluation;
-
-/// The real model via `LLAMANAS_ASSETS` (same rule as the `tests` crate); fails when missing.
-fn smollm2() -> PathBuf {
-    let dir = std::env::var_os("LLAMANAS_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets"));
-    let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.is_file(), "{} is missing: run scripts/fetch-assets.sh (or set LLAMANAS_ASSETS)", p.display());
-    p
-}
 
 fn profile() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/amd-epyc-2c-24g-t2-q8_0.json")
@@ -39,7 +30,7 @@ fn fails(o: &Output, needle: &str) {
 
 #[test]
 fn search_on_the_real_model_with_a_tiny_budget() {
-    let model = smollm2();
+    let model = common::smollm2();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let (m, p, o) = (model.to_str().unwrap(), profile(), out.to_str().unwrap().to_string());
@@ -118,7 +109,7 @@ fn search_on_the_real_model_with_a_tiny_budget() {
 
 #[test]
 fn bad_input_is_refused_clearly() {
-    let model = smollm2();
+    let model = common::smollm2();
     let dir = tempfile::tempdir().unwrap();
     let m = model.to_str().unwrap();
     let out = dir.path().join("r");
@@ -140,7 +131,7 @@ fn bad_input_is_refused_clearly() {
 
 #[test]
 fn dry_run_prints_the_space_and_the_budget() {
-    let model = smollm2();
+    let model = common::smollm2();
     let dir = tempfile::tempdir().unwrap();
     let o = dir.path().join("d");
     let log = ok(&llamanas(&[
@@ -160,7 +151,7 @@ fn fast_size_of_the_inner_loop_is_within_0_05_percent_of_the_exact_size() {
     use device_runtime::subnet::ExportQuant;
     use llamanas::search::linas::CostModel;
     use llamanas::search::objectives::ExactCosts;
-    let base = GgufFile::open(smollm2()).unwrap();
+    let base = GgufFile::open(common::smollm2()).unwrap();
     let mut c = ExactCosts::new(base, ExportQuant::Q8_0, None, 512);
     let cfgs = [
         SubnetConfig { layers: (0..30).collect(), ffn: vec![1536; 30], kv_heads: vec![3; 30] },
