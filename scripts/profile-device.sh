@@ -14,7 +14,7 @@ mkdir -p profiles/validation
 for t in $THREADS; do
   for q in q8_0 q4_0; do
     echo "== threads $t, $q ($(date -u +%H:%M:%S), $(uptime | sed 's/.*load/load/'))"
-    "$BIN" profile "$MODEL" --threads "$t" --quant "$q" --max-runs 7 --quiet \
+    "$BIN" profile "$MODEL" --threads "$t" --quant "$q" --quiet \
       --validate "$K" --validation-csv "profiles/validation/t$t-$q.csv"
   done
 done

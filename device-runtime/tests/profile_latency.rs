@@ -78,6 +78,7 @@ fn profile() -> Profile {
             decode_layers: 8,
             prefill_layers: 4,
             cache_flush_bytes: 0,
+            passes: 1,
             budget_s: 60.0,
             elapsed_s: 1.0,
             weights: "hand-written".into(),
@@ -179,9 +180,9 @@ fn file_round_trip_and_bad_files() {
     assert!(e.to_string().contains("trunc.json") && e.to_string().contains("EOF"), "{e}");
     // Another schema version.
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    v["schema_version"] = 2.into();
-    let e = Profile::load(write("v2.json", &v.to_string())).unwrap_err().to_string();
-    assert!(e.contains("v2.json: profile schema version 2, this runtime reads version 1"), "{e}");
+    v["schema_version"] = 1.into();
+    let e = Profile::load(write("v1.json", &v.to_string())).unwrap_err().to_string();
+    assert!(e.contains("v1.json: profile schema version 1, this runtime reads version 2"), "{e}");
     // No schema version at all.
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v.as_object_mut().unwrap().remove("schema_version");

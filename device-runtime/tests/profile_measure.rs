@@ -28,6 +28,7 @@ fn quick() -> ProfileOptions {
         decode_layers: 2,
         prefill_layers: 2,
         cache_flush_bytes: 0,
+        passes: 2,
         budget_s: 600.0,
         ..Default::default()
     }

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Version of the profile JSON schema this runtime reads and writes (`schema_version`).
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Version of the runtime whose kernels a profile measures (the crate version). A profile made by another
 /// version is refused by [`LatencyModel::new`].
@@ -204,8 +204,10 @@ pub struct Method {
     pub decode_layers: usize,
     /// Blocks per part model in prefill measurements.
     pub prefill_layers: usize,
-    /// Bytes written before each timed run to evict the caches (0: no flush).
+    /// Bytes read before each timed run to evict the caches (0: no flush).
     pub cache_flush_bytes: usize,
+    /// Passes over the whole table; each entry is the median of the passes' medians.
+    pub passes: usize,
     /// `--budget` in seconds.
     pub budget_s: f64,
     /// Wall time the profile took, seconds.

@@ -6,7 +6,9 @@
 //! KV-head count (`1..=` the block's). It is exported at the profile's quantization with
 //! [`crate::subnet::export_subnet`] to a GGUF file in a temporary folder, loaded with [`Model::load`], and
 //! timed as a user runs it: prefill of a prompt into an empty cache, then single-token decodes at a context
-//! length (consecutive runs, no cache flush), `runs` timed runs after one warm-up, median.
+//! length (consecutive runs, no cache flush). All sub-networks are loaded first and timed in `runs` rounds
+//! after one warm-up round (each round: every sub-network once), so that a slow phase of a shared machine
+//! is spread over all of them; each keeps the median of its rounds.
 
 use super::measure::{BlockSpec, ModelBuilder, tokens};
 use super::{LatencyModel, Profile, ProfileError, ValidationSummary};
@@ -27,7 +29,7 @@ pub struct ValidationOptions {
     pub decode_context: usize,
     /// Prompt length of the prefill measurements.
     pub prefill_length: usize,
-    /// Timed runs per measurement.
+    /// Timed rounds (each round times every sub-network once).
     pub runs: usize,
     /// Show a progress bar.
     pub progress: bool,
@@ -35,7 +37,7 @@ pub struct ValidationOptions {
 
 impl Default for ValidationOptions {
     fn default() -> Self {
-        ValidationOptions { k: 30, seed: 1, decode_context: 256, prefill_length: 128, runs: 5, progress: false }
+        ValidationOptions { k: 30, seed: 1, decode_context: 256, prefill_length: 128, runs: 9, progress: false }
     }
 }
 
@@ -153,6 +155,57 @@ pub fn measure_end_to_end(model: &Model, threads: usize, ctx: usize, n: usize, r
     Ok((median(dec), median(pre)))
 }
 
+/// Decodes timed per round of [`validate_profile`] (after the round's prefill).
+const DECODES_PER_ROUND: usize = 3;
+
+/// End-to-end timing of one model over the rounds of [`validate_profile`]: per round a prefill of `n`
+/// tokens into an empty cache, then [`DECODES_PER_ROUND`] single-token decodes at context `ctx`.
+struct EndToEnd<'m> {
+    session: Session<'m>,
+    toks: Vec<u32>,
+    ctx: usize,
+    n: usize,
+    prefill_ms: Vec<f64>,
+    decode_ms: Vec<f64>,
+}
+
+impl<'m> EndToEnd<'m> {
+    fn new(model: &'m Model, threads: usize, ctx: usize, n: usize) -> Result<Self, ProfileError> {
+        let len = (ctx + 1).max(n);
+        let session = Session::new(model, SessionOptions { n_ctx: len, threads, ..Default::default() })?;
+        Ok(EndToEnd { session, toks: tokens(len, model.config.n_vocab), ctx, n, prefill_ms: vec![], decode_ms: vec![] })
+    }
+
+    /// One round; its times are kept when `keep` (not for the warm-up round).
+    fn run(&mut self, keep: bool) -> Result<(), ProfileError> {
+        let s = &mut self.session;
+        s.reset();
+        let t = Instant::now();
+        s.prefill(&self.toks[..self.n], Logits::Last)?;
+        let pre = t.elapsed().as_secs_f64() * 1e3;
+        if s.pos() < self.ctx {
+            s.prefill(&self.toks[s.pos()..self.ctx], Logits::Last)?;
+        }
+        let mut dec = [0f64; DECODES_PER_ROUND];
+        for d in dec.iter_mut() {
+            s.truncate(self.ctx);
+            let t = Instant::now();
+            s.decode(self.toks[self.ctx])?;
+            *d = t.elapsed().as_secs_f64() * 1e3;
+        }
+        if keep {
+            self.prefill_ms.push(pre);
+            self.decode_ms.extend_from_slice(&dec);
+        }
+        Ok(())
+    }
+
+    /// (decode ms, prefill ms): medians over the kept rounds.
+    fn medians(&self) -> (f64, f64) {
+        (median(self.decode_ms.clone()), median(self.prefill_ms.clone()))
+    }
+}
+
 /// Build `subnet` of `base` at the profile's quantization in memory (sliced and quantized as the exporter
 /// does; see [`ModelBuilder`]).
 pub fn build_subnet(b: &ModelBuilder, subnet: &SubnetConfig, n_ctx: usize) -> Result<Model, ProfileError> {
@@ -187,23 +240,46 @@ pub fn validate_profile(base: &GgufFile, profile: &Profile, o: &ValidationOption
     }
     let _cleanup = Cleanup(dir.clone());
     let provenance = Provenance::for_base(base);
-    let bar = if o.progress { indicatif::ProgressBar::new(o.k as u64) } else { indicatif::ProgressBar::hidden() };
-    let mut rows = Vec::with_capacity(o.k);
-    for s in subnets {
-        bar.set_message(s.id());
-        let decode_pred_ms = lm.decode_ms(&s, o.decode_context)?;
-        let prefill_pred_ms = lm.prefill_ms(&s, o.prefill_length)?;
+    let rounds = o.runs.max(1);
+    let bar = if o.progress {
+        let b = indicatif::ProgressBar::new((o.k * (rounds + 2)) as u64);
+        if let Ok(st) = indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}") {
+            b.set_style(st.progress_chars("=> "));
+        }
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    // Export and load every sub-network first, then time them all in rounds.
+    let mut models = Vec::with_capacity(o.k);
+    for s in &subnets {
+        bar.set_message(format!("export {}", s.id()));
         let path = dir.join(format!("{}.gguf", s.id()));
-        export_subnet(base, &s, quant, &provenance, &path)?;
-        let m = Model::load(&path)?;
-        let (decode_meas_ms, prefill_meas_ms) =
-            measure_end_to_end(&m, profile.threads, o.decode_context, o.prefill_length, o.runs)?;
-        drop(m);
+        export_subnet(base, s, quant, &provenance, &path)?;
+        models.push(Model::load(&path)?);
         let _ = std::fs::remove_file(&path);
-        rows.push(ValidationRow { subnet: s, decode_pred_ms, decode_meas_ms, prefill_pred_ms, prefill_meas_ms });
         bar.inc(1);
     }
+    let (ctx, n) = (o.decode_context, o.prefill_length);
+    let mut timers = models
+        .iter()
+        .map(|m| EndToEnd::new(m, profile.threads, ctx, n))
+        .collect::<Result<Vec<_>, _>>()?;
+    for round in 0..=rounds {
+        bar.set_message(if round == 0 { "warm-up".to_string() } else { format!("round {round}/{rounds}") });
+        for t in timers.iter_mut() {
+            t.run(round > 0)?;
+            bar.inc(1);
+        }
+    }
     bar.finish_and_clear();
+    let mut rows = Vec::with_capacity(o.k);
+    for (s, t) in subnets.into_iter().zip(&timers) {
+        let decode_pred_ms = lm.decode_ms(&s, ctx)?;
+        let prefill_pred_ms = lm.prefill_ms(&s, n)?;
+        let (decode_meas_ms, prefill_meas_ms) = t.medians();
+        rows.push(ValidationRow { subnet: s, decode_pred_ms, decode_meas_ms, prefill_pred_ms, prefill_meas_ms });
+    }
     let stats = |errs: Vec<f64>| {
         let n = errs.len().max(1) as f64;
         let mape = errs.iter().map(|e| e.abs()).sum::<f64>() / n;

@@ -42,15 +42,19 @@ pub struct ProfileArgs {
     /// Most timed runs per measurement.
     #[arg(long, default_value_t = 9)]
     pub max_runs: usize,
-    /// Blocks per part model in decode measurements.
-    #[arg(long, default_value_t = 8)]
+    /// Blocks per part model in decode measurements (0: as many as MODEL has).
+    #[arg(long, default_value_t = 0)]
     pub decode_layers: usize,
     /// Blocks per part model in prefill measurements.
     #[arg(long, default_value_t = 4)]
     pub prefill_layers: usize,
-    /// MiB written before each timed run to evict the caches (0: no flush).
-    #[arg(long, default_value_t = 64)]
+    /// MiB read before each timed run to evict the caches (0: no flush; see docs/PROFILES.md).
+    #[arg(long, default_value_t = 0)]
     pub flush_mib: usize,
+    /// Passes over the whole table; each entry keeps the median of its passes (robust to slow phases of a
+    /// shared machine).
+    #[arg(long, default_value_t = 5)]
+    pub passes: usize,
     /// Validate on K random sub-networks of MODEL (predicted vs. measured end to end).
     #[arg(long, value_name = "K")]
     pub validate: Option<usize>,
@@ -66,8 +70,9 @@ pub struct ProfileArgs {
     /// Prompt length of the validation's prefill measurements.
     #[arg(long, default_value_t = 128)]
     pub validate_length: usize,
-    /// Timed runs per validation measurement.
-    #[arg(long, default_value_t = 5)]
+    /// Rounds of the validation: each round times every sub-network once (prefill, then decodes), and each
+    /// sub-network keeps the median of its rounds.
+    #[arg(long, default_value_t = 9)]
     pub validate_runs: usize,
     /// Write the validation rows (one per sub-network) to this CSV file.
     #[arg(long)]
@@ -177,6 +182,7 @@ pub fn run(a: ProfileArgs) -> Result<()> {
                 decode_layers: a.decode_layers,
                 prefill_layers: a.prefill_layers,
                 cache_flush_bytes: a.flush_mib << 20,
+                passes: a.passes,
                 budget_s: a.budget,
                 progress: !a.quiet,
             };
