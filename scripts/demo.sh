@@ -70,8 +70,8 @@ if ! is_done profile; then
     cp "$p" "$run/profile.json"
   else
     echo "no committed profile matches this machine (reasons in $run/profile-match.log): measuring one" >&2
-    budget=900; [ "$quick" = 1 ] && budget=300
-    "$edgerun" profile "$base" --threads "$threads" --quant q8_0 --budget "$budget" --max-runs 5 --out "$run/profile.json"
+    budget=900 passes=5; [ "$quick" = 1 ] && budget=300 passes=1
+    "$edgerun" profile "$base" --threads "$threads" --quant q8_0 --budget "$budget" --passes "$passes" --out "$run/profile.json"
   fi
   done_mark profile
 fi
