@@ -106,14 +106,7 @@ fn load_space(args: &SearchArgs, mc: &ModelConfig) -> Result<SearchSpace> {
     let space = if let Some(p) = &args.space {
         SearchSpace::load(p)?
     } else if args.input.is_dir() && args.input.join("supernet.json").is_file() {
-        let p = args.input.join("supernet.json");
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?)
-            .with_context(|| format!("{}: not JSON", p.display()))?;
-        match v.get("search_space") {
-            Some(s) => serde_json::from_value(s.clone())
-                .with_context(|| format!("{}: `search_space` is not a search space", p.display()))?,
-            None => SearchSpace::default_for(mc),
-        }
+        crate::store::SupernetMeta::read(&args.input.join("supernet.json"))?.search_space
     } else {
         SearchSpace::default_for(mc)
     };
