@@ -172,8 +172,12 @@ fn main() -> Result<()> {
             return Ok(());
         }
         Cmd::Finetune(a) => {
-            let device = burn::tensor::Device::flex().autodiff();
-            let s = finetune::cli::run(&a, &finetune::train::load_elastic, &device)?;
+            let dev = llamanas::elastic::host_device(a.device, true)
+                .with_context(|| format!("llamanas finetune --device {}", a.device))?;
+            if !a.quiet {
+                eprintln!("finetune: device {}", dev.describe());
+            }
+            let s = finetune::cli::run(&a, &finetune::train::load_elastic, &dev.device)?;
             eprintln!(
                 "finetune: {} steps done{}; {:.1} tokens/s",
                 s.steps_done,

@@ -20,7 +20,10 @@
 //!   token never sees the padding after it, and padded positions never count in the loss.
 //!
 //! The model lives on any burn [`Device`]: [`Device::flex()`] (pure-Rust CPU, the default,
-//! [`default_device`]) for inference, `Device::flex().autodiff()` ([`training_device`]) for training.
+//! [`default_device`]) for inference, `Device::flex().autodiff()` ([`training_device`]) for training, or a
+//! wgpu adapter when `host` is built with its `wgpu` cargo feature. [`device_by_name`] (`"cpu"` or `"wgpu"`,
+//! with or without autodiff) picks one and says which adapter wgpu chose; the `--device` flag of
+//! `llamanas finetune` uses it.
 //!
 //! Typical training step (the `finetune` module):
 //!
@@ -40,6 +43,7 @@
 //! ```
 
 mod batch;
+mod device;
 mod forward;
 mod load;
 mod loss;
@@ -48,6 +52,7 @@ mod loss;
 mod tests;
 
 pub use batch::TokenBatch;
+pub use device::{AdapterSummary, DeviceError, DeviceName, HostDevice, WGPU_BUILT, device_by_name, host_device};
 pub use load::SaveType;
 pub use loss::{LmLoss, PerplexityResult, kl_divergence, perplexity};
 

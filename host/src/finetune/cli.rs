@@ -10,6 +10,7 @@ use device_runtime::tokenizer::Tokenizer;
 use super::data::{self, DataSource};
 use super::sample::SubnetPlan;
 use super::train::ElasticLm;
+use crate::elastic::DeviceName;
 use super::{FinetuneError, TrainConfig, TrainInputs, TrainSummary, run_training, supernet_gguf_path};
 use crate::space::SearchSpace;
 
@@ -89,6 +90,10 @@ pub struct FinetuneArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Device to train on: `cpu` (burn's flex backend) or `wgpu` (a GPU, or Mesa's llvmpipe on a machine
+    /// without one; needs a build with `--features wgpu`). Checkpoints and outputs are the same either way.
+    #[arg(long, value_enum, default_value_t = DeviceName::Cpu)]
+    pub device: DeviceName,
 }
 
 impl FinetuneArgs {
