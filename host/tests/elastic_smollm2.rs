@@ -31,22 +31,6 @@ fn gpl3_tokens(base: &GgufFile) -> (Vec<u32>, Option<u32>) {
     (tok.encode(&text, true, false).unwrap(), bos)
 }
 
-/// The sub-network of these tests: layers 3 and 17 dropped, FFN 1024 in odd base layers, 2 KV heads (of 3)
-/// in base layers that are multiples of 4, one layer (base 10) without attention.
-fn subnet(mc: &ModelConfig) -> SubnetConfig {
-    let layers: Vec<usize> = (0..mc.n_layers).filter(|&l| l != 3 && l != 17).collect();
-    let ffn = layers.iter().map(|&l| if l % 2 == 1 { 1024 } else { mc.ffn[l] }).collect();
-    let kv_heads = layers
-        .iter()
-        .map(|&l| match l {
-            10 => 0,
-            l if l % 4 == 0 => 2,
-            l => mc.n_kv_heads[l],
-        })
-        .collect();
-    SubnetConfig { layers, ffn, kv_heads }
-}
-
 /// Export `s` of `base` at `quant` to a temporary file and load it in the runtime.
 fn export(base: &GgufFile, s: &SubnetConfig, quant: ExportQuant) -> Model {
     let out = std::env::temp_dir().join(format!("llamanas-elastic-{}-{}-{}.gguf", std::process::id(), s.id(), quant.name()));
@@ -93,7 +77,7 @@ fn full_network_logits_match_the_runtime_f32_path() {
 fn subnetwork_logits_and_perplexity_match_the_runtime_exports() {
     let base = GgufFile::open(common::smollm2()).unwrap();
     let mc = ModelConfig::from_gguf(&base).unwrap();
-    let s = subnet(&mc);
+    let s = common::subnet(&mc);
     let (tokens, bos) = gpl3_tokens(&base);
     let model = ElasticModel::from_gguf(&base, &default_device()).unwrap();
     let toks = &tokens[..200];

@@ -61,22 +61,6 @@ fn gpl3_tokens(base: &GgufFile, n: usize) -> Vec<u32> {
     t[..n].to_vec()
 }
 
-/// Layers 3 and 17 dropped, FFN 1024 in odd base layers, 2 KV heads (of 3) in base layers that are multiples
-/// of 4, no attention in base layer 10 (the sub-network of `elastic_smollm2.rs`).
-fn subnet(mc: &ModelConfig) -> SubnetConfig {
-    let layers: Vec<usize> = (0..mc.n_layers).filter(|&l| l != 3 && l != 17).collect();
-    let ffn = layers.iter().map(|&l| if l % 2 == 1 { 1024 } else { mc.ffn[l] }).collect();
-    let kv_heads = layers
-        .iter()
-        .map(|&l| match l {
-            10 => 0,
-            l if l % 4 == 0 => 2,
-            l => mc.n_kv_heads[l],
-        })
-        .collect();
-    SubnetConfig { layers, ffn, kv_heads }
-}
-
 /// `max |a - b| / max |b|`.
 fn rel_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
@@ -96,7 +80,7 @@ fn wgpu_forward_matches_cpu_full_and_subnetwork() {
     let base = GgufFile::open(common::smollm2()).unwrap();
     let mc = ModelConfig::from_gguf(&base).unwrap();
     let toks = gpl3_tokens(&base, 48);
-    let (full, sub) = (mc.full_subnet(), subnet(&mc));
+    let (full, sub) = (mc.full_subnet(), common::subnet(&mc));
 
     let cpu_model = ElasticModel::from_gguf(&base, &cpu(false).device).unwrap();
     let want_full = logits(&cpu_model, &toks, &full);
@@ -153,7 +137,7 @@ fn wgpu_finetune_steps_match_cpu() {
     let toks = gpl3_tokens(&base, 32);
     let ex = pack_text(&toks, 32);
     let batch = Batch::from_examples(&[&ex[0]], 0);
-    let subnets = [mc.full_subnet(), subnet(&mc)];
+    let subnets = [mc.full_subnet(), common::subnet(&mc)];
 
     let (want, w_cpu) = two_steps(&base, &cpu(true), &batch, &subnets);
     let dev = wgpu(true);

@@ -12,3 +12,20 @@ pub fn smollm2() -> PathBuf {
     assert!(p.is_file(), "{} is missing: run scripts/fetch-assets.sh (or set LLAMANAS_ASSETS)", p.display());
     p
 }
+
+/// The sub-network of the elastic tests: layers 3 and 17 dropped, FFN 1024 in odd base layers, 2 KV heads
+/// (of 3) in base layers that are multiples of 4, one layer (base 10) without attention.
+#[allow(dead_code)] // not every test crate that includes this module uses it
+pub fn subnet(mc: &device_runtime::arch::ModelConfig) -> device_runtime::arch::SubnetConfig {
+    let layers: Vec<usize> = (0..mc.n_layers).filter(|&l| l != 3 && l != 17).collect();
+    let ffn = layers.iter().map(|&l| if l % 2 == 1 { 1024 } else { mc.ffn[l] }).collect();
+    let kv_heads = layers
+        .iter()
+        .map(|&l| match l {
+            10 => 0,
+            l if l % 4 == 0 => 2,
+            l => mc.n_kv_heads[l],
+        })
+        .collect();
+    device_runtime::arch::SubnetConfig { layers, ffn, kv_heads }
+}
