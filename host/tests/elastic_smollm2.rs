@@ -18,18 +18,7 @@ use device_runtime::engine::perplexity::perplexity as runtime_perplexity;
 use device_runtime::engine::{Logits, Model, Session, SessionOptions};
 use device_runtime::gguf::GgufFile;
 use device_runtime::subnet::{ExportQuant, Provenance, export_subnet};
-use device_runtime::tokenizer::Tokenizer;
 use llamanas::elastic::{ElasticModel, TokenBatch, default_device, perplexity, training_device};
-
-const GPL3: &str = "/usr/share/common-licenses/GPL-3";
-
-/// The GPL-3 text as SmolLM2 tokens (with BOS when the vocabulary adds it), and that BOS.
-fn gpl3_tokens(base: &GgufFile) -> (Vec<u32>, Option<u32>) {
-    let tok = Tokenizer::from_gguf(base).unwrap();
-    let text = std::fs::read_to_string(GPL3).expect("GPL-3 text (/usr/share/common-licenses/GPL-3)");
-    let bos = if tok.metadata().add_bos { tok.bos() } else { None };
-    (tok.encode(&text, true, false).unwrap(), bos)
-}
 
 /// Export `s` of `base` at `quant` to a temporary file and load it in the runtime.
 fn export(base: &GgufFile, s: &SubnetConfig, quant: ExportQuant) -> Model {
@@ -44,13 +33,6 @@ fn session(m: &Model) -> Session<'_> {
     Session::new(m, SessionOptions { n_ctx: 512, threads: 2, ..Default::default() }).unwrap()
 }
 
-/// `max |a - b| / max |b|`.
-fn rel_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
-}
-
 fn burn_logits(model: &ElasticModel, toks: &[u32], s: &SubnetConfig) -> Vec<f32> {
     let b = TokenBatch::new(&[toks.to_vec()]).unwrap();
     model.forward(&b, s).unwrap().into_data().try_into_vec::<f32>().unwrap()
@@ -61,14 +43,14 @@ fn full_network_logits_match_the_runtime_f32_path() {
     let base = GgufFile::open(common::smollm2()).unwrap();
     let mc = ModelConfig::from_gguf(&base).unwrap();
     let full = mc.full_subnet();
-    let (tokens, _) = gpl3_tokens(&base);
+    let (tokens, _) = common::gpl3_tokens(&base);
     let toks = &tokens[..300];
     let model = ElasticModel::from_gguf(&base, &default_device()).unwrap();
     let got = burn_logits(&model, toks, &full);
     drop(model);
     let rt = export(&base, &full, ExportQuant::F32);
     let want = session(&rt).prefill(toks, Logits::All).unwrap();
-    let e = rel_err(&got, &want);
+    let e = common::rel_err(&got, &want);
     eprintln!("full network, 300 tokens: max |burn - runtime| / max |runtime| = {e:.2e}");
     assert!(e < 1e-3, "relative error {e}");
 }
@@ -78,7 +60,7 @@ fn subnetwork_logits_and_perplexity_match_the_runtime_exports() {
     let base = GgufFile::open(common::smollm2()).unwrap();
     let mc = ModelConfig::from_gguf(&base).unwrap();
     let s = common::subnet(&mc);
-    let (tokens, bos) = gpl3_tokens(&base);
+    let (tokens, bos) = common::gpl3_tokens(&base);
     let model = ElasticModel::from_gguf(&base, &default_device()).unwrap();
     let toks = &tokens[..200];
     let got = burn_logits(&model, toks, &s);
@@ -88,7 +70,7 @@ fn subnetwork_logits_and_perplexity_match_the_runtime_exports() {
 
     let f32_model = export(&base, &s, ExportQuant::F32);
     let want = session(&f32_model).prefill(toks, Logits::All).unwrap();
-    let e = rel_err(&got, &want);
+    let e = common::rel_err(&got, &want);
     eprintln!("sub-network {}, 200 tokens: logits relative error {e:.2e}", s.id());
     assert!(e < 1e-3, "relative error {e}");
 
@@ -125,7 +107,7 @@ fn sensible_subnetwork_q8_0_perplexity_within_one_percent_of_burn() {
         kv_heads: layers.iter().map(|&l| if l % 8 == 5 { 2 } else { mc.n_kv_heads[l] }).collect(),
         layers,
     };
-    let (tokens, bos) = gpl3_tokens(&base);
+    let (tokens, bos) = common::gpl3_tokens(&base);
     // 8 chunks, not 2: the engine's Q8_0 activation quantization shifts single logits by tenths when the last
     // bits of a product change, so over 2 chunks (512 scored tokens) the Q8_0 perplexity moved between +0.10%
     // and +1.29% from burn's with kernel changes that are exact in f32; over 8 chunks it is +0.50%.
@@ -151,7 +133,7 @@ fn speed_report() {
     use std::time::Instant;
     let base = GgufFile::open(common::smollm2()).unwrap();
     let mc = ModelConfig::from_gguf(&base).unwrap();
-    let (tokens, _) = gpl3_tokens(&base);
+    let (tokens, _) = common::gpl3_tokens(&base);
     let (seq, iters) = (256, 3);
     let tb = TokenBatch::new(&[tokens[..seq].to_vec()]).unwrap();
     let full = mc.full_subnet();

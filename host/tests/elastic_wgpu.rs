@@ -26,12 +26,9 @@ use std::time::Instant;
 
 use device_runtime::arch::{ModelConfig, SubnetConfig};
 use device_runtime::gguf::GgufFile;
-use device_runtime::tokenizer::Tokenizer;
 use llamanas::elastic::{DeviceName, ElasticModel, HostDevice, TokenBatch, host_device};
 use llamanas::finetune::data::{Batch, pack_text};
 use llamanas::finetune::train::{StepConfig, StepStats, adamw, train_step};
-
-const GPL3: &str = "/usr/share/common-licenses/GPL-3";
 
 /// The wgpu device (with autodiff when `training`); panics with the reason when there is no adapter.
 fn wgpu(training: bool) -> HostDevice {
@@ -54,18 +51,9 @@ fn cpu(training: bool) -> HostDevice {
 
 /// The first `n` tokens of the GPL-3 text (with BOS when the vocabulary adds it).
 fn gpl3_tokens(base: &GgufFile, n: usize) -> Vec<u32> {
-    let tok = Tokenizer::from_gguf(base).unwrap();
-    let text = std::fs::read_to_string(GPL3).expect("GPL-3 text (/usr/share/common-licenses/GPL-3)");
-    let t = tok.encode(&text, true, false).unwrap();
+    let t = common::gpl3_tokens(base).0;
     assert!(t.len() >= n);
     t[..n].to_vec()
-}
-
-/// `max |a - b| / max |b|`.
-fn rel_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
 fn logits(model: &ElasticModel, toks: &[u32], s: &SubnetConfig) -> Vec<f32> {
@@ -94,7 +82,7 @@ fn wgpu_forward_matches_cpu_full_and_subnetwork() {
     for (name, s, want) in [("full network", &full, &want_full), ("sub-network", &sub, &want_sub)] {
         let t0 = Instant::now();
         let got = logits(&model, &toks, s);
-        let e = rel_err(&got, want);
+        let e = common::rel_err(&got, want);
         eprintln!(
             "{name} {}, {} tokens: max |wgpu - cpu| / max |cpu| = {e:.2e} (first run {:.1} s, shader compilation included)",
             s.id(),
@@ -167,7 +155,7 @@ fn wgpu_finetune_steps_match_cpu() {
     for (i, (l1, l2)) in got[0].losses.iter().zip(&got[1].losses).enumerate() {
         assert!(l2 < l1, "sub-network {i}: loss did not fall on wgpu: {l1} then {l2}");
     }
-    let e = rel_err(&w_gpu, &w_cpu);
+    let e = common::rel_err(&w_gpu, &w_cpu);
     eprintln!("output_norm.weight after 2 steps: max |wgpu - cpu| / max |cpu| = {e:.2e}");
     assert!(e < 1e-3, "weights after two steps differ: {e}");
 }

@@ -29,3 +29,24 @@ pub fn subnet(mc: &device_runtime::arch::ModelConfig) -> device_runtime::arch::S
         .collect();
     device_runtime::arch::SubnetConfig { layers, ffn, kv_heads }
 }
+
+/// The GPL-3 text of Debian's `common-licenses`, the held-out text of the elastic tests.
+#[allow(dead_code)]
+pub const GPL3: &str = "/usr/share/common-licenses/GPL-3";
+
+/// The GPL-3 text as tokens of `base`'s vocabulary (with BOS when the vocabulary adds it), and that BOS.
+#[allow(dead_code)]
+pub fn gpl3_tokens(base: &device_runtime::gguf::GgufFile) -> (Vec<u32>, Option<u32>) {
+    let tok = device_runtime::tokenizer::Tokenizer::from_gguf(base).unwrap();
+    let text = std::fs::read_to_string(GPL3).expect("GPL-3 text (/usr/share/common-licenses/GPL-3)");
+    let bos = if tok.metadata().add_bos { tok.bos() } else { None };
+    (tok.encode(&text, true, false).unwrap(), bos)
+}
+
+/// `max |a - b| / max |b|`.
+#[allow(dead_code)]
+pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
