@@ -435,7 +435,7 @@ pub fn profile_model(base: &GgufFile, o: &ProfileOptions) -> Result<Profile, Pro
         all.push(measure_pass(base, o, &b, threads, &groups, &mut timer)?);
     }
     timer.finish();
-    let mut profile = combine_passes(all);
+    let mut profile = combine_passes(&all);
     profile.method.elapsed_s = (timer.elapsed_s() * 1e3).round() / 1e3;
     profile.check().map_err(|reason| ProfileError::Incomplete { file: "<measured>".into(), reason })?;
     Ok(profile)
@@ -450,7 +450,7 @@ fn measure_pass(
     groups: &[usize],
     timer: &mut Timer,
 ) -> Result<Profile, ProfileError> {
-    let c = b.config.clone();
+    let c = &b.config;
     // Part models take base blocks whose shape holds the part.
     let n_batch = SessionOptions::default().n_batch;
     let max_kv = c.n_kv_heads.iter().copied().max().unwrap_or(0);
@@ -624,7 +624,7 @@ fn combine(stats: &[Stat]) -> Stat {
 }
 
 /// Merge the passes of [`profile_model`] entry by entry with [`combine`] (all passes share one layout).
-fn combine_passes(mut all: Vec<Profile>) -> Profile {
+fn combine_passes(all: &[Profile]) -> Profile {
     let n = all.len();
     let col = |f: &dyn Fn(&Profile) -> Stat| -> Stat { combine(&all.iter().map(f).collect::<Vec<_>>()) };
     let mut out = all[0].clone();
@@ -664,6 +664,5 @@ fn combine_passes(mut all: Vec<Profile>) -> Profile {
         }
     }
     out.method.passes = n;
-    all.clear();
     out
 }

@@ -126,33 +126,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
-/// Measure `model` end to end: (decode ms at `ctx`, prefill ms of `n` tokens), medians of `runs` runs.
+/// Measure `model` end to end: (decode ms at `ctx`, prefill ms of `n` tokens), medians over `runs` rounds
+/// after a warm-up round, each round as in [`validate_profile`] (one prefill, then [`DECODES_PER_ROUND`]
+/// decodes).
 pub fn measure_end_to_end(model: &Model, threads: usize, ctx: usize, n: usize, runs: usize) -> Result<(f64, f64), ProfileError> {
-    let mut s = Session::new(model, SessionOptions { n_ctx: (ctx + 1).max(n), threads, ..Default::default() })?;
-    let toks = tokens((ctx + 1).max(n), model.config.n_vocab);
-    let runs = runs.max(1);
-    let mut pre = Vec::with_capacity(runs);
-    for i in 0..=runs {
-        s.reset();
-        let t = Instant::now();
-        s.prefill(&toks[..n], Logits::Last)?;
-        if i > 0 {
-            pre.push(t.elapsed().as_secs_f64() * 1e3);
-        }
+    let mut e = EndToEnd::new(model, threads, ctx, n)?;
+    for round in 0..=runs.max(1) {
+        e.run(round > 0)?;
     }
-    if s.pos() < ctx {
-        s.prefill(&toks[s.pos()..ctx], Logits::Last)?;
-    }
-    let mut dec = Vec::with_capacity(runs);
-    for i in 0..=runs {
-        s.truncate(ctx);
-        let t = Instant::now();
-        s.decode(toks[ctx])?;
-        if i > 0 {
-            dec.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    Ok((median(dec), median(pre)))
+    Ok(e.medians())
 }
 
 /// Decodes timed per round of [`validate_profile`] (after the round's prefill).
