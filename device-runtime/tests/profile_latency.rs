@@ -34,9 +34,10 @@ fn base() -> ModelConfig {
 /// Decode: contexts [0, 100]; overhead 0.1; embedding 0.01; final norm 0.02; head 1.0; attention kv 1: 0.1 at
 /// 0, 0.3 at 100; kv 2: 0.2 / 0.6; FFN 256: 0.5, 512: 0.9. Prefill: lengths [1, 11]; overhead 0.2 / 0.4;
 /// embedding 0.01 / 0.11; attention kv 1: 0.1 / 1.1, kv 2: 0.2 / 2.2; FFN 256: 0.5 / 2.5, 512: 0.9 / 4.9.
+/// A schema-2 profile (no reference, uncalibrated).
 fn profile() -> Profile {
     Profile {
-        schema_version: SCHEMA_VERSION,
+        schema_version: 2,
         runtime_version: RUNTIME_VERSION.into(),
         created_unix_s: 0,
         device: DeviceFacts {
@@ -94,6 +95,7 @@ fn profile() -> Profile {
                 AttentionRow { kv_heads: 2, ms: vec![st(0.2), st(0.6)] },
             ],
             ffn: vec![FfnRow { width: 256, ms: vec![st(0.5)] }, FfnRow { width: 512, ms: vec![st(0.9)] }],
+            reference: vec![],
         },
         prefill: PrefillTables {
             lengths: vec![1, 11],
@@ -106,9 +108,23 @@ fn profile() -> Profile {
                 AttentionRow { kv_heads: 2, ms: vec![st(0.2), st(2.2)] },
             ],
             ffn: vec![FfnRow { width: 256, ms: vec![st(0.5), st(2.5)] }, FfnRow { width: 512, ms: vec![st(0.9), st(4.9)] }],
+            reference: vec![],
         },
         validation: None,
     }
+}
+
+/// The same tables as schema 3, with the reference model (3 blocks, KV heads 2, FFN 512) timed end to end.
+/// Decode: its parts sum to 3 x (0.2 + 0.9) = 3.3 at context 0 and 3 x (0.6 + 0.9) = 4.5 at 100, fixed costs
+/// 1.13; references 1.13 + 0.8 x 3.3 = 3.77 and 1.13 + 0.6 x 4.5 = 3.83 (factors 0.8 and 0.6). Prefill: parts
+/// 3 x (0.2 + 0.9) = 3.3 at length 1 and 3 x (2.2 + 4.9) = 21.3 at 11, fixed 1.23 and 1.53; references
+/// 1.23 + 0.9 x 3.3 = 4.2 and 1.53 + 0.7 x 21.3 = 16.44 (factors 0.9 and 0.7).
+fn profile_v3() -> Profile {
+    let mut p = profile();
+    p.schema_version = SCHEMA_VERSION;
+    p.decode.reference = vec![st(3.77), st(3.83)];
+    p.prefill.reference = vec![st(4.2), st(16.44)];
+    p
 }
 
 fn close(a: f64, b: f64) {
@@ -142,6 +158,38 @@ fn predictions_by_hand() {
 }
 
 #[test]
+fn calibrated_predictions_by_hand() {
+    let lm = LatencyModel::new(profile_v3(), &base(), "q8_0").unwrap();
+    let (d, p) = lm.calibration_factors();
+    assert_eq!(d.len(), 2);
+    close(d[0], 0.8);
+    close(d[1], 0.6);
+    close(p[0], 0.9);
+    close(p[1], 0.7);
+    // The base model is predicted as its reference.
+    let full = base().full_subnet();
+    close(lm.decode_ms(&full, 0).unwrap(), 3.77);
+    close(lm.prefill_ms(&full, 11).unwrap(), 16.44);
+    // Context 50: reference 3.80 (halfway), fixed 1.13, reference parts 3 x (0.4 + 0.9) = 3.9, so the factor is
+    // 2.67 / 3.9; the sub-network's parts (predictions_by_hand) are 3.33 - 1.13 = 2.2.
+    let s = SubnetConfig { layers: vec![0, 2], ffn: vec![512, 384], kv_heads: vec![2, 1] };
+    close(lm.decode_ms(&s, 50).unwrap(), 1.13 + 2.67 / 3.9 * 2.2);
+    // Prefill of 6: reference 10.32 (halfway), fixed 1.38, reference parts 3 x (1.2 + 2.9) = 12.3; the
+    // sub-network's parts 8.28 - 1.38 = 6.9.
+    close(lm.prefill_ms(&s, 6).unwrap(), 1.38 + (10.32 - 1.38) / 12.3 * 6.9);
+    // A reference at or below the fixed costs is refused.
+    let mut bad = profile_v3();
+    bad.decode.reference[0] = st(1.0);
+    let e = LatencyModel::new(bad, &base(), "q8_0").unwrap_err().to_string();
+    assert!(e.contains("decode.reference at 0 is not above the fixed costs"), "{e}");
+    // Schema 3 without the reference is incomplete.
+    let mut bad = profile_v3();
+    bad.prefill.reference.clear();
+    let e = LatencyModel::new(bad, &base(), "q8_0").unwrap_err().to_string();
+    assert!(e.contains("prefill.reference has 0 entries, expected 2"), "{e}");
+}
+
+#[test]
 fn mismatched_profiles_are_refused() {
     let e = LatencyModel::new(profile(), &base(), "q4_0").unwrap_err();
     assert!(matches!(e, ProfileError::Mismatch(_)));
@@ -164,6 +212,17 @@ fn mismatched_profiles_are_refused() {
 fn file_round_trip_and_bad_files() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.json");
+    // Schema 3 (with the reference) round-trips; a reference entry missing from the file is an error.
+    let p3 = profile_v3();
+    p3.save(&path).unwrap();
+    assert_eq!(Profile::load(&path).unwrap(), p3);
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    v["decode"]["reference"].as_array_mut().unwrap().pop();
+    let q = dir.path().join("noref.json");
+    std::fs::write(&q, v.to_string()).unwrap();
+    let e = Profile::load(&q).unwrap_err().to_string();
+    assert!(e.contains("noref.json: incomplete profile: decode.reference has 1 entries, expected 2"), "{e}");
+    // Schema 2 (no reference) is still read.
     let p = profile();
     p.save(&path).unwrap();
     assert_eq!(Profile::load(&path).unwrap(), p);
@@ -182,7 +241,7 @@ fn file_round_trip_and_bad_files() {
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["schema_version"] = 1.into();
     let e = Profile::load(write("v1.json", &v.to_string())).unwrap_err().to_string();
-    assert!(e.contains("v1.json: profile schema version 1, this runtime reads version 2"), "{e}");
+    assert!(e.contains("v1.json: profile schema version 1, this runtime reads versions 2..=3"), "{e}");
     // No schema version at all.
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v.as_object_mut().unwrap().remove("schema_version");

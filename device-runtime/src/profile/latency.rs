@@ -1,9 +1,16 @@
 //! The latency model: decode ms/token and prefill ms of any sub-network, summed from a profile's tables.
 //!
 //! ```text
-//! decode(s, c)  = overhead(c) + embedding(1) + final_norm + output_head + Σ_blocks attention(kv_b, c) + ffn(w_b)
-//! prefill(s, n) = overhead(n) + embedding(n) + final_norm + output_head + Σ_blocks attention(kv_b, n) + ffn(w_b, n)
+//! decode(s, c)  = overhead(c) + embedding(1) + final_norm + output_head + g_d(c) * Σ_blocks attention(kv_b, c) + ffn(w_b)
+//! prefill(s, n) = overhead(n) + embedding(n) + final_norm + output_head + g_p(n) * Σ_blocks attention(kv_b, n) + ffn(w_b, n)
+//! g_d(c) = (reference_d(c) - fixed_d(c)) / Σ_{base blocks} (...)      (the same for g_p)
 //! ```
+//!
+//! The calibration factors `g` (schema 3) make the prediction for the base model equal to its end-to-end
+//! time measured in the same passes as the parts: on this machine a block inside a real model costs 10-30%
+//! less than the sum of its attention and FFN parts measured separately, nearly in proportion (the errors of
+//! 30 random sub-networks fit `measured = a + b * predicted` with b = 0.73-0.93 and a close to the fixed
+//! costs; docs/PERFORMANCE.md). Schema-2 profiles have no reference and predict with `g = 1`.
 //!
 //! Tables are interpolated linearly between measured context / prompt lengths (attention is linear in the
 //! context, its prefill cost is sampled densely enough for the quadratic term) and between FFN widths (a width
@@ -80,7 +87,21 @@ impl LatencyModel {
                 m.max_kv_heads, m.max_ffn
             ));
         }
-        Ok(LatencyModel { profile, base: base.clone() })
+        let lm = LatencyModel { profile, base: base.clone() };
+        let (dec, pre) = lm.calibration_factors();
+        let bad = |what: &str, xs: &[usize], g: &[f64]| match g.iter().position(|&g| g <= 0.0) {
+            Some(i) => Err(ProfileError::Incomplete {
+                file: "<profile>".into(),
+                reason: format!(
+                    "{what}.reference at {} is not above the fixed costs: the reference and the parts were measured in very different states of the machine; measure again",
+                    xs[i]
+                ),
+            }),
+            None => Ok(()),
+        };
+        bad("decode", &lm.profile.decode.contexts, &dec)?;
+        bad("prefill", &lm.profile.prefill.lengths, &pre)?;
+        Ok(lm)
     }
 
     /// The profile the model predicts from.
@@ -118,7 +139,96 @@ impl LatencyModel {
         Ok(())
     }
 
-    /// Predicted time to decode one token, ms, with `context` tokens already in the KV cache.
+    /// Fixed decode costs at context `x`: overhead, embedding lookup, final norm, output head (ms).
+    fn decode_fixed(&self, x: f64) -> f64 {
+        let t = &self.profile.decode;
+        interp(&t.contexts, &medians(&t.overhead), x) + t.embedding.median_ms + t.final_norm.median_ms + t.output_head.median_ms
+    }
+
+    /// Sum of the blocks' parts of `s` in decode at context `x` (ms), uncalibrated.
+    fn decode_blocks(&self, s: &SubnetConfig, x: f64) -> Result<f64, ProfileError> {
+        let t = &self.profile.decode;
+        let mut ms = 0.0;
+        for (&kv, &w) in s.kv_heads.iter().zip(&s.ffn) {
+            if kv > 0 {
+                ms += interp(&t.contexts, &medians(&t.attention[kv - 1].ms), x);
+            }
+            ms += Self::ffn_at(&t.ffn, 0, w, self.profile.model.max_ffn)?;
+        }
+        Ok(ms)
+    }
+
+    /// Fixed prefill costs for a prompt of `x` tokens (ms).
+    fn prefill_fixed(&self, x: f64) -> f64 {
+        let t = &self.profile.prefill;
+        let lens = &t.lengths;
+        interp(lens, &medians(&t.overhead), x) + interp(lens, &medians(&t.embedding), x) + t.final_norm.median_ms + t.output_head.median_ms
+    }
+
+    /// Sum of the blocks' parts of `s` in prefill of `x` tokens (ms), uncalibrated.
+    fn prefill_blocks(&self, s: &SubnetConfig, x: f64) -> Result<f64, ProfileError> {
+        let t = &self.profile.prefill;
+        let lens = &t.lengths;
+        let mut ms = 0.0;
+        for (&kv, &w) in s.kv_heads.iter().zip(&s.ffn) {
+            if kv > 0 {
+                ms += interp(lens, &medians(&t.attention[kv - 1].ms), x);
+            }
+            // FFN: interpolate over widths at each measured length, then over lengths.
+            let per_len: Vec<f64> =
+                (0..lens.len()).map(|i| Self::ffn_at(&t.ffn, i, w, self.profile.model.max_ffn)).collect::<Result<_, _>>()?;
+            ms += interp(lens, &per_len, x);
+        }
+        Ok(ms)
+    }
+
+    /// Calibration factor of the block sum at point `x` of a table: `(reference(x) - fixed(x)) / blocks(reference model, x)`
+    /// (1 when the profile has no reference, schema 2).
+    fn calibration(&self, reference: &[Stat], xs: &[usize], fixed: f64, base_blocks: f64, x: f64) -> f64 {
+        if reference.is_empty() || base_blocks <= 0.0 {
+            return 1.0;
+        }
+        ((interp(xs, &medians(reference), x) - fixed) / base_blocks).max(0.0)
+    }
+
+    /// The reference model of the profile: `n_layers` blocks at the largest KV-head count and FFN width.
+    fn reference_subnet(&self) -> SubnetConfig {
+        let m = &self.profile.model;
+        SubnetConfig { layers: (0..m.n_layers).collect(), ffn: vec![m.max_ffn; m.n_layers], kv_heads: vec![m.max_kv_heads; m.n_layers] }
+    }
+
+    /// Calibration factors of the block sum, per context of the decode table and per length of the prefill
+    /// table (1.0 everywhere for a schema-2 profile). A factor below 1 means that the blocks of the real base
+    /// model cost less than the sum of their parts measured in part models.
+    pub fn calibration_factors(&self) -> (Vec<f64>, Vec<f64>) {
+        let full = self.reference_subnet();
+        let d = &self.profile.decode;
+        let p = &self.profile.prefill;
+        let dec = d
+            .contexts
+            .iter()
+            .map(|&c| {
+                let x = c as f64;
+                let b = self.decode_blocks(&full, x).unwrap_or(0.0);
+                self.calibration(&d.reference, &d.contexts, self.decode_fixed(x), b, x)
+            })
+            .collect();
+        let pre = p
+            .lengths
+            .iter()
+            .map(|&n| {
+                let x = n as f64;
+                let b = self.prefill_blocks(&full, x).unwrap_or(0.0);
+                self.calibration(&p.reference, &p.lengths, self.prefill_fixed(x), b, x)
+            })
+            .collect();
+        (dec, pre)
+    }
+
+    /// Predicted time to decode one token, ms, with `context` tokens already in the KV cache:
+    /// `fixed(c) + g(c) * Σ_blocks (attention(kv_b, c) + ffn(w_b))`, where `g(c)` scales the sum of the
+    /// parts so that the base model's prediction equals its measured reference time (schema 3; `g = 1` for
+    /// schema-2 profiles). Interpolated between the profile's contexts.
     ///
     /// Errors: [`ProfileError::Arch`] (sub-network invalid for the base model), [`ProfileError::OutOfRange`]
     /// (context outside the profile's contexts).
@@ -127,18 +237,14 @@ impl LatencyModel {
         let t = &self.profile.decode;
         Self::point(&t.contexts, context, "context")?;
         let x = context as f64;
-        let mut ms = interp(&t.contexts, &medians(&t.overhead), x) + t.embedding.median_ms + t.final_norm.median_ms + t.output_head.median_ms;
-        let attn: Vec<Vec<f64>> = t.attention.iter().map(|r| medians(&r.ms)).collect();
-        for (&kv, &w) in s.kv_heads.iter().zip(&s.ffn) {
-            if kv > 0 {
-                ms += interp(&t.contexts, &attn[kv - 1], x);
-            }
-            ms += Self::ffn_at(&t.ffn, 0, w, self.profile.model.max_ffn)?;
-        }
-        Ok(ms)
+        let fixed = self.decode_fixed(x);
+        let base = self.decode_blocks(&self.reference_subnet(), x)?;
+        let g = self.calibration(&t.reference, &t.contexts, fixed, base, x);
+        Ok(fixed + g * self.decode_blocks(s, x)?)
     }
 
-    /// Predicted time to prefill a prompt of `n_tokens` into an empty KV cache (logits of the last token), ms.
+    /// Predicted time to prefill a prompt of `n_tokens` into an empty KV cache (logits of the last token), ms;
+    /// calibrated as [`LatencyModel::decode_ms`].
     ///
     /// Errors: as [`LatencyModel::decode_ms`], for a prompt length outside the profile's lengths.
     pub fn prefill_ms(&self, s: &SubnetConfig, n_tokens: usize) -> Result<f64, ProfileError> {
@@ -146,22 +252,10 @@ impl LatencyModel {
         let t = &self.profile.prefill;
         Self::point(&t.lengths, n_tokens, "prompt length")?;
         let x = n_tokens as f64;
-        let lens = &t.lengths;
-        let mut ms = interp(lens, &medians(&t.overhead), x)
-            + interp(lens, &medians(&t.embedding), x)
-            + t.final_norm.median_ms
-            + t.output_head.median_ms;
-        let attn: Vec<Vec<f64>> = t.attention.iter().map(|r| medians(&r.ms)).collect();
-        // FFN: interpolate over widths at each measured length, then over lengths.
-        for (&kv, &w) in s.kv_heads.iter().zip(&s.ffn) {
-            if kv > 0 {
-                ms += interp(lens, &attn[kv - 1], x);
-            }
-            let per_len: Vec<f64> =
-                (0..lens.len()).map(|i| Self::ffn_at(&t.ffn, i, w, self.profile.model.max_ffn)).collect::<Result<_, _>>()?;
-            ms += interp(lens, &per_len, x);
-        }
-        Ok(ms)
+        let fixed = self.prefill_fixed(x);
+        let base = self.prefill_blocks(&self.reference_subnet(), x)?;
+        let g = self.calibration(&t.reference, &t.lengths, fixed, base, x);
+        Ok(fixed + g * self.prefill_blocks(s, x)?)
     }
 }
 

@@ -15,6 +15,10 @@
 //!   32-token vocabulary.
 //! - The embedding lookup, final RMSNorm and output head are timed directly with the engine's kernels on
 //!   full-size tensors; the fixed per-token overhead is the baseline model's time minus them.
+//! - The *reference*: the base model (`n_layers` blocks at the largest KV-head count and FFN width, full
+//!   head; the base model itself when it is uniform, as SmolLM2 is) is timed end to end
+//!   (decode at every context, prefill at every length) in every pass, next to its parts; the latency model
+//!   scales the sum of the parts by it (schema 3).
 //! - Optionally (`cache_flush_bytes` > 0) memory is read before every timed run so that each run starts
 //!   with cold caches. Off by default: a flushed run also starts with cold TLBs and idle prefetchers, and
 //!   over-predicted end-to-end decode by 50% on this machine (2026-12-01); without a flush but with a 32-token
@@ -427,7 +431,7 @@ pub fn profile_model(base: &GgufFile, o: &ProfileOptions) -> Result<Profile, Pro
     let threads = if o.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { o.threads };
     let widths = ffn_widths(max_ffn);
     let (nc, nl) = (o.contexts.len(), o.lengths.len());
-    let total = nc * (2 + max_kv) + widths.len() + nl * (2 + max_kv + widths.len()) + 2;
+    let total = nc * (3 + max_kv) + widths.len() + nl * (3 + max_kv + widths.len()) + 2;
     let passes = o.passes.max(1);
     let mut timer = Timer::new(o, total * passes);
     let mut all = Vec::with_capacity(passes);
@@ -465,8 +469,19 @@ fn measure_pass(
     let widths = ffn_widths(max_ffn);
     let dl = if o.decode_layers == 0 { c.n_layers } else { o.decode_layers };
 
-    // Baseline: one empty block, 32-token vocabulary.
     let n_ctx = o.contexts.last().unwrap() + 1;
+    // Reference: the base model end to end, as `n_layers` blocks at the largest shape (the base model itself
+    // when it is uniform); calibrates the sum of the parts, see `LatencyModel`.
+    let full: Vec<BlockSpec> = with(&|l| c.n_kv_heads[l] >= max_kv && c.ffn[l] >= max_ffn, c.n_layers)?
+        .into_iter()
+        .map(|l| BlockSpec { base_layer: l, kv_heads: max_kv, ffn: max_ffn })
+        .collect();
+    let m = b.build(&full, None, n_ctx.max(*o.lengths.last().unwrap()))?;
+    let decode_reference = decode_at(&m, threads, &o.contexts, timer, "base model")?;
+    let prefill_reference = prefill_at(&m, threads, &o.lengths, timer, "base model")?;
+    drop(m);
+
+    // Baseline: one empty block, 32-token vocabulary.
     // Decode models keep the full output head: it streams through the last-level cache on every token, as
     // in a real model, so the blocks' weights are read from memory in steady state without a cache flush.
     let m0 = b.build(&[BlockSpec { base_layer: 0, kv_heads: 0, ffn: 0 }], DECODE_VOCAB, n_ctx)?;
@@ -602,6 +617,7 @@ fn measure_pass(
             output_head: decode_head,
             attention: dec_attn,
             ffn: dec_ffn,
+            reference: decode_reference,
         },
         prefill: PrefillTables {
             lengths: o.lengths.clone(),
@@ -611,6 +627,7 @@ fn measure_pass(
             output_head,
             attention: pre_attn,
             ffn: pre_ffn,
+            reference: prefill_reference,
         },
         validation: None,
     };
@@ -623,46 +640,26 @@ fn combine(stats: &[Stat]) -> Stat {
     Stat { runs: stats.iter().map(|s| s.runs).sum(), ..Stat::from_samples(&medians) }
 }
 
+/// Every [`Stat`] of a profile's tables, in one fixed order (the same for all profiles of one layout).
+fn stats_mut(p: &mut Profile) -> Vec<&mut Stat> {
+    let (d, f) = (&mut p.decode, &mut p.prefill);
+    let mut v: Vec<&mut Stat> = vec![&mut d.embedding, &mut d.final_norm, &mut d.output_head, &mut f.final_norm, &mut f.output_head];
+    v.extend(d.overhead.iter_mut().chain(d.reference.iter_mut()));
+    v.extend(d.attention.iter_mut().flat_map(|r| r.ms.iter_mut()));
+    v.extend(d.ffn.iter_mut().flat_map(|r| r.ms.iter_mut()));
+    v.extend(f.overhead.iter_mut().chain(f.embedding.iter_mut()).chain(f.reference.iter_mut()));
+    v.extend(f.attention.iter_mut().flat_map(|r| r.ms.iter_mut()));
+    v.extend(f.ffn.iter_mut().flat_map(|r| r.ms.iter_mut()));
+    v
+}
+
 /// Merge the passes of [`profile_model`] entry by entry with [`combine`] (all passes share one layout).
 fn combine_passes(all: &[Profile]) -> Profile {
-    let n = all.len();
-    let col = |f: &dyn Fn(&Profile) -> Stat| -> Stat { combine(&all.iter().map(f).collect::<Vec<_>>()) };
+    let cols: Vec<Vec<Stat>> = all.iter().map(|p| stats_mut(&mut p.clone()).into_iter().map(|s| *s).collect()).collect();
     let mut out = all[0].clone();
-    {
-        let (d, p) = (&mut out.decode, &mut out.prefill);
-        d.embedding = col(&|x| x.decode.embedding);
-        d.final_norm = col(&|x| x.decode.final_norm);
-        d.output_head = col(&|x| x.decode.output_head);
-        p.final_norm = col(&|x| x.prefill.final_norm);
-        p.output_head = col(&|x| x.prefill.output_head);
-        for i in 0..d.overhead.len() {
-            d.overhead[i] = col(&|x| x.decode.overhead[i]);
-        }
-        for i in 0..p.overhead.len() {
-            p.overhead[i] = col(&|x| x.prefill.overhead[i]);
-            p.embedding[i] = col(&|x| x.prefill.embedding[i]);
-        }
-        for r in 0..d.attention.len() {
-            for i in 0..d.attention[r].ms.len() {
-                d.attention[r].ms[i] = col(&|x| x.decode.attention[r].ms[i]);
-            }
-        }
-        for r in 0..d.ffn.len() {
-            for i in 0..d.ffn[r].ms.len() {
-                d.ffn[r].ms[i] = col(&|x| x.decode.ffn[r].ms[i]);
-            }
-        }
-        for r in 0..p.attention.len() {
-            for i in 0..p.attention[r].ms.len() {
-                p.attention[r].ms[i] = col(&|x| x.prefill.attention[r].ms[i]);
-            }
-        }
-        for r in 0..p.ffn.len() {
-            for i in 0..p.ffn[r].ms.len() {
-                p.ffn[r].ms[i] = col(&|x| x.prefill.ffn[r].ms[i]);
-            }
-        }
+    for (i, slot) in stats_mut(&mut out).into_iter().enumerate() {
+        *slot = combine(&cols.iter().map(|c| c[i]).collect::<Vec<_>>());
     }
-    out.method.passes = n;
+    out.method.passes = all.len();
     out
 }

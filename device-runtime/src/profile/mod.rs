@@ -28,8 +28,13 @@ pub use validate::{ValidationOptions, ValidationReport, ValidationRow, validate_
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// Version of the profile JSON schema this runtime reads and writes (`schema_version`).
-pub const SCHEMA_VERSION: u32 = 2;
+/// Version of the profile JSON schema this runtime writes (`schema_version`). Version 3 added the
+/// end-to-end timings of the base model (`decode.reference`, `prefill.reference`) that calibrate the sum of
+/// the parts; version-2 files (no reference) are still read and predict from the uncalibrated sum.
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// Oldest `schema_version` this runtime reads.
+pub const MIN_SCHEMA_VERSION: u32 = 2;
 
 /// Version of the runtime whose kernels a profile measures (the crate version). A profile made by another
 /// version is refused by [`LatencyModel::new`].
@@ -58,8 +63,8 @@ pub enum ProfileError {
         /// What serde_json reported, with line and column.
         reason: String,
     },
-    /// The file's `schema_version` is not [`SCHEMA_VERSION`].
-    #[error("{file}: profile schema version {found}, this runtime reads version {expected}")]
+    /// The file's `schema_version` is not in [`MIN_SCHEMA_VERSION`]`..=`[`SCHEMA_VERSION`].
+    #[error("{file}: profile schema version {found}, this runtime reads versions 2..={expected}")]
     SchemaVersion {
         /// The file.
         file: String,
@@ -252,6 +257,11 @@ pub struct DecodeTables {
     pub attention: Vec<AttentionRow>,
     /// FFN part of one block, per width (`FFN_STEP, 2*FFN_STEP, ..`, and the model's width).
     pub ffn: Vec<FfnRow>,
+    /// The base model itself (all blocks, full shapes) timed end to end in the same passes as the parts, one
+    /// entry per context: calibrates the sum of the parts (see [`LatencyModel`]). Schema 3; empty in schema-2
+    /// files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reference: Vec<Stat>,
 }
 
 /// Prefill tables: a prompt of `lengths[i]` tokens into an empty KV cache, logits of the last token only.
@@ -271,6 +281,9 @@ pub struct PrefillTables {
     pub attention: Vec<AttentionRow>,
     /// FFN part of one block, per width, per length.
     pub ffn: Vec<FfnRow>,
+    /// The base model timed end to end, one entry per prompt length (see [`DecodeTables::reference`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reference: Vec<Stat>,
 }
 
 /// Validation figures (`edgerun profile --validate K`), stored with the profile they validate.
@@ -296,6 +309,32 @@ pub struct ValidationSummary {
     pub prefill_within_10_pct: f64,
     /// Largest prefill error, %.
     pub prefill_max_err_pct: f64,
+    /// Drift of the machine between profiling and validation: the base model's decode time measured in the
+    /// validation rounds over the profile's prediction for it, minus 1, % (positive: the machine was slower).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_drift_pct: Option<f64>,
+    /// The same for prefill, %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefill_drift_pct: Option<f64>,
+    /// Decode MAPE after scaling every prediction by the drift (the latency model's own error, with the
+    /// machine's change of speed between profiling and validation removed), %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_mape_normalized_pct: Option<f64>,
+    /// Share of drift-normalized decode predictions within +-10%, %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_within_10_normalized_pct: Option<f64>,
+    /// Largest drift-normalized decode error, %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode_max_err_normalized_pct: Option<f64>,
+    /// Prefill MAPE after drift normalization, %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefill_mape_normalized_pct: Option<f64>,
+    /// Share of drift-normalized prefill predictions within +-10%, %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefill_within_10_normalized_pct: Option<f64>,
+    /// Largest drift-normalized prefill error, %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefill_max_err_normalized_pct: Option<f64>,
 }
 
 /// A device profile: device facts, measurement method and the latency tables (`docs/PROFILES.md`).
@@ -360,7 +399,7 @@ impl Profile {
                     reason: "`schema_version` is not a non-negative integer".into(),
                 });
             }
-            Some(Some(n)) if n != SCHEMA_VERSION as u64 => {
+            Some(Some(n)) if !(MIN_SCHEMA_VERSION as u64..=SCHEMA_VERSION as u64).contains(&n) => {
                 return Err(ProfileError::SchemaVersion { file: file.to_string(), found: n, expected: SCHEMA_VERSION });
             }
             _ => {}
@@ -393,7 +432,8 @@ impl Profile {
 
     /// Check that every table is complete and every time finite and non-negative: one value per context
     /// (prompt length), contexts and lengths increasing, attention rows for KV heads `1..=max_kv_heads`, FFN
-    /// rows at `FFN_STEP` steps up to `max_ffn` (and `max_ffn` itself). Returns the first problem.
+    /// rows at `FFN_STEP` steps up to `max_ffn` (and `max_ffn` itself), and (schema 3) a positive reference
+    /// time per context and prompt length. Returns the first problem.
     pub fn check(&self) -> Result<(), String> {
         let m = &self.model;
         if m.d_model == 0 || m.head_dim == 0 || m.n_vocab == 0 || m.gqa_group == 0 || m.max_kv_heads == 0 || m.max_ffn == 0 {
@@ -447,6 +487,18 @@ impl Profile {
         stat("decode.output_head", &d.output_head)?;
         attn_rows("decode.attention", &d.attention, nc)?;
         ffn_rows("decode.ffn", &d.ffn, 1)?;
+        // Schema 3 requires the reference; a schema-2 file has none.
+        let reference = |what: &str, v: &[Stat], n: usize| -> Result<(), String> {
+            if self.schema_version < 3 && v.is_empty() {
+                return Ok(());
+            }
+            per_point(what, v, n)?;
+            match v.iter().position(|s| s.median_ms <= 0.0) {
+                Some(i) => Err(format!("{what}[{i}] is not a positive time")),
+                None => Ok(()),
+            }
+        };
+        reference("decode.reference", &d.reference, nc)?;
         let p = &self.prefill;
         increasing("prefill.lengths", &p.lengths)?;
         if p.lengths[0] == 0 {
@@ -459,6 +511,7 @@ impl Profile {
         stat("prefill.output_head", &p.output_head)?;
         attn_rows("prefill.attention", &p.attention, nl)?;
         ffn_rows("prefill.ffn", &p.ffn, nl)?;
+        reference("prefill.reference", &p.reference, nl)?;
         Ok(())
     }
 

@@ -9,6 +9,11 @@
 //! length (consecutive runs, no cache flush). All sub-networks are loaded first and timed in `runs` rounds
 //! after one warm-up round (each round: every sub-network once), so that a slow phase of a shared machine
 //! is spread over all of them; each keeps the median of its rounds.
+//!
+//! The base model (all its blocks at full shape), exported in the same way, is timed in the same rounds.
+//! Its measured time over the profile's prediction for it is the *drift* of the machine between profiling
+//! and validation; the report gives the errors as measured and after scaling every prediction by the drift
+//! (the latency model's own error, with the machine's change of speed removed).
 
 use super::measure::{BlockSpec, ModelBuilder, tokens};
 use super::{LatencyModel, Profile, ProfileError, ValidationSummary};
@@ -54,6 +59,10 @@ pub struct ValidationRow {
     pub prefill_pred_ms: f64,
     /// Measured prefill ms (median).
     pub prefill_meas_ms: f64,
+    /// Decode prediction scaled by the drift (see the module docs).
+    pub decode_norm_ms: f64,
+    /// Prefill prediction scaled by the drift.
+    pub prefill_norm_ms: f64,
 }
 
 impl ValidationRow {
@@ -64,6 +73,14 @@ impl ValidationRow {
     /// Prefill error, % of the measurement.
     pub fn prefill_err_pct(&self) -> f64 {
         100.0 * (self.prefill_pred_ms - self.prefill_meas_ms) / self.prefill_meas_ms
+    }
+    /// Drift-normalized decode error, %.
+    pub fn decode_norm_err_pct(&self) -> f64 {
+        100.0 * (self.decode_norm_ms - self.decode_meas_ms) / self.decode_meas_ms
+    }
+    /// Drift-normalized prefill error, %.
+    pub fn prefill_norm_err_pct(&self) -> f64 {
+        100.0 * (self.prefill_norm_ms - self.prefill_meas_ms) / self.prefill_meas_ms
     }
 }
 
@@ -224,7 +241,7 @@ pub fn validate_profile(base: &GgufFile, profile: &Profile, o: &ValidationOption
     let provenance = Provenance::for_base(base);
     let rounds = o.runs.max(1);
     let bar = if o.progress {
-        let b = indicatif::ProgressBar::new((o.k * (rounds + 2)) as u64);
+        let b = indicatif::ProgressBar::new((o.k + (o.k + 1) * (rounds + 1)) as u64);
         if let Ok(st) = indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}") {
             b.set_style(st.progress_chars("=> "));
         }
@@ -242,6 +259,12 @@ pub fn validate_profile(base: &GgufFile, profile: &Profile, o: &ValidationOption
         let _ = std::fs::remove_file(&path);
         bar.inc(1);
     }
+    // The base model, exported and timed like the sub-networks, last in every round: measures the drift.
+    let reference = b.config.full_subnet();
+    let path = dir.join("base.gguf");
+    export_subnet(base, &reference, quant, &provenance, &path)?;
+    models.push(Model::load(&path)?);
+    let _ = std::fs::remove_file(&path);
     let (ctx, n) = (o.decode_context, o.prefill_length);
     let mut timers = models
         .iter()
@@ -255,12 +278,23 @@ pub fn validate_profile(base: &GgufFile, profile: &Profile, o: &ValidationOption
         }
     }
     bar.finish_and_clear();
+    let (ref_dec, ref_pre) = timers.last().expect("reference timer").medians();
+    let decode_drift = ref_dec / lm.decode_ms(&reference, ctx)?;
+    let prefill_drift = ref_pre / lm.prefill_ms(&reference, n)?;
     let mut rows = Vec::with_capacity(o.k);
     for (s, t) in subnets.into_iter().zip(&timers) {
         let decode_pred_ms = lm.decode_ms(&s, ctx)?;
         let prefill_pred_ms = lm.prefill_ms(&s, n)?;
         let (decode_meas_ms, prefill_meas_ms) = t.medians();
-        rows.push(ValidationRow { subnet: s, decode_pred_ms, decode_meas_ms, prefill_pred_ms, prefill_meas_ms });
+        rows.push(ValidationRow {
+            subnet: s,
+            decode_pred_ms,
+            decode_meas_ms,
+            prefill_pred_ms,
+            prefill_meas_ms,
+            decode_norm_ms: decode_pred_ms * decode_drift,
+            prefill_norm_ms: prefill_pred_ms * prefill_drift,
+        });
     }
     let stats = |errs: Vec<f64>| {
         let n = errs.len().max(1) as f64;
@@ -272,6 +306,9 @@ pub fn validate_profile(base: &GgufFile, profile: &Profile, o: &ValidationOption
     };
     let (dm, dw, dx) = stats(rows.iter().map(|r| r.decode_err_pct()).collect());
     let (pm, pw, px) = stats(rows.iter().map(|r| r.prefill_err_pct()).collect());
+    let (ndm, ndw, ndx) = stats(rows.iter().map(|r| r.decode_norm_err_pct()).collect());
+    let (npm, npw, npx) = stats(rows.iter().map(|r| r.prefill_norm_err_pct()).collect());
+    let pct = |f: f64| ((f - 1.0) * 1e6).round() / 1e4;
     let summary = ValidationSummary {
         k: rows.len(),
         seed: o.seed,
@@ -283,6 +320,14 @@ pub fn validate_profile(base: &GgufFile, profile: &Profile, o: &ValidationOption
         prefill_mape_pct: pm,
         prefill_within_10_pct: pw,
         prefill_max_err_pct: px,
+        decode_drift_pct: Some(pct(decode_drift)),
+        prefill_drift_pct: Some(pct(prefill_drift)),
+        decode_mape_normalized_pct: Some(ndm),
+        decode_within_10_normalized_pct: Some(ndw),
+        decode_max_err_normalized_pct: Some(ndx),
+        prefill_mape_normalized_pct: Some(npm),
+        prefill_within_10_normalized_pct: Some(npw),
+        prefill_max_err_normalized_pct: Some(npx),
     };
     Ok(ValidationReport { rows, summary })
 }

@@ -3,7 +3,8 @@
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use device_runtime::gguf::GgufFile;
-use device_runtime::profile::{Profile, ProfileOptions, ValidationOptions, profile_model, validate_profile};
+use device_runtime::arch::ModelConfig;
+use device_runtime::profile::{LatencyModel, Profile, ProfileError, ProfileOptions, ValidationOptions, profile_model, validate_profile};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -188,6 +189,11 @@ pub fn run(a: ProfileArgs) -> Result<()> {
             };
             let p = profile_model(&base, &o).with_context(|| format!("profiling {}", a.model.display()))?;
             print_profile(&p);
+            if let Ok(lm) = ModelConfig::from_gguf(&base).map_err(ProfileError::from).and_then(|c| LatencyModel::new(p.clone(), &c, &p.quant)) {
+                let (d, f) = lm.calibration_factors();
+                let fmt = |v: &[f64]| v.iter().map(|g| format!("{g:.3}")).collect::<Vec<_>>().join(", ");
+                println!("calibration of the block sums (base model / sum of its parts): decode {}; prefill {}", fmt(&d), fmt(&f));
+            }
             p
         }
     };
@@ -207,7 +213,9 @@ pub fn run(a: ProfileArgs) -> Result<()> {
         let r = validate_profile(&base, &profile, &o).with_context(|| format!("validating on {}", a.model.display()))?;
         println!("validation: {k} random sub-networks of {}, decode at context {}, prefill of {} tokens", a.model.display(), o.decode_context, o.prefill_length);
         println!("{:>14} {:>6} {:>10} {:>10} {:>7} {:>10} {:>10} {:>7}", "subnet", "layers", "dec pred", "dec meas", "err%", "pre pred", "pre meas", "err%");
-        let mut csv = String::from("subnet_id,subnet,decode_pred_ms,decode_meas_ms,decode_err_pct,prefill_pred_ms,prefill_meas_ms,prefill_err_pct\n");
+        let mut csv = String::from(
+            "subnet_id,subnet,decode_pred_ms,decode_meas_ms,decode_err_pct,prefill_pred_ms,prefill_meas_ms,prefill_err_pct,decode_norm_ms,decode_norm_err_pct,prefill_norm_ms,prefill_norm_err_pct\n",
+        );
         for row in &r.rows {
             println!(
                 "{:>14} {:>6} {:>10.3} {:>10.3} {:>+7.2} {:>10.2} {:>10.2} {:>+7.2}",
@@ -221,7 +229,7 @@ pub fn run(a: ProfileArgs) -> Result<()> {
                 row.prefill_err_pct()
             );
             csv.push_str(&format!(
-                "{},\"{}\",{:.4},{:.4},{:.3},{:.4},{:.4},{:.3}\n",
+                "{},\"{}\",{:.4},{:.4},{:.3},{:.4},{:.4},{:.3},{:.4},{:.3},{:.4},{:.3}\n",
                 row.subnet.id(),
                 row.subnet.canonical_json().replace('"', "\"\""),
                 row.decode_pred_ms,
@@ -229,7 +237,11 @@ pub fn run(a: ProfileArgs) -> Result<()> {
                 row.decode_err_pct(),
                 row.prefill_pred_ms,
                 row.prefill_meas_ms,
-                row.prefill_err_pct()
+                row.prefill_err_pct(),
+                row.decode_norm_ms,
+                row.decode_norm_err_pct(),
+                row.prefill_norm_ms,
+                row.prefill_norm_err_pct()
             ));
         }
         let s = &r.summary;
@@ -241,6 +253,18 @@ pub fn run(a: ProfileArgs) -> Result<()> {
             "prefill: MAPE {:.2}%, within +-10%: {:.1}%, largest error {:+.2}%",
             s.prefill_mape_pct, s.prefill_within_10_pct, s.prefill_max_err_pct
         );
+        if let (Some(dd), Some(pd)) = (s.decode_drift_pct, s.prefill_drift_pct) {
+            println!("drift: the base model ran {dd:+.2}% (decode) / {pd:+.2}% (prefill) against its prediction; with every prediction scaled by it:");
+            let f = |x: Option<f64>| x.unwrap_or(f64::NAN);
+            println!(
+                "decode:  MAPE {:.2}%, within +-10%: {:.1}%, largest error {:+.2}%  (drift-normalized)",
+                f(s.decode_mape_normalized_pct), f(s.decode_within_10_normalized_pct), f(s.decode_max_err_normalized_pct)
+            );
+            println!(
+                "prefill: MAPE {:.2}%, within +-10%: {:.1}%, largest error {:+.2}%  (drift-normalized)",
+                f(s.prefill_mape_normalized_pct), f(s.prefill_within_10_normalized_pct), f(s.prefill_max_err_normalized_pct)
+            );
+        }
         if let Some(p) = &a.validation_csv {
             write_atomic(p, &csv)?;
         }
@@ -288,6 +312,12 @@ fn print_profile(p: &Profile) {
     if let Some(r) = t.ffn.last() {
         let v: Vec<String> = r.ms.iter().zip(&t.lengths).map(|(s, n)| format!("{n}: {:.3}", s.median_ms)).collect();
         println!("prefill ffn {} per block, by length: {}", r.width, v.join(", "));
+    }
+    if !p.decode.reference.is_empty() {
+        let v: Vec<String> = p.decode.reference.iter().zip(&p.decode.contexts).map(|(s, c)| format!("{c}: {:.3}", s.median_ms)).collect();
+        println!("base model decode, by context: {}", v.join(", "));
+        let v: Vec<String> = p.prefill.reference.iter().zip(&p.prefill.lengths).map(|(s, n)| format!("{n}: {:.2}", s.median_ms)).collect();
+        println!("base model prefill, by length: {}", v.join(", "));
     }
     println!("measured in {:.1} s", p.method.elapsed_s);
 }
