@@ -184,14 +184,17 @@ impl ElasticModel {
     }
 }
 
-/// First `n` rows of a `[rows, cols]` weight (a view).
+/// First `n` rows of a `[rows, cols]` weight (a view). The whole weight is returned as it is, not narrowed:
+/// burn's slice records a backward step that allocates a zero tensor of the weight's full shape and copies
+/// the gradient into it (burn-autodiff 0.22.1 `float_slice`), which for the full network is one needless
+/// allocation and copy per weight and pass.
 fn rows(w: Tensor<2>, n: usize) -> Tensor<2> {
-    w.narrow(0, 0, n)
+    if n == w.dims()[0] { w } else { w.narrow(0, 0, n) }
 }
 
-/// First `n` columns of a `[rows, cols]` weight (a view).
+/// First `n` columns of a `[rows, cols]` weight (a view); the whole weight as it is (see [`rows`]).
 fn cols(w: Tensor<2>, n: usize) -> Tensor<2> {
-    w.narrow(1, 0, n)
+    if n == w.dims()[1] { w } else { w.narrow(1, 0, n) }
 }
 
 /// The attention sub-block's output `[N, d]` (before the residual add) with the first `kv` KV groups of
