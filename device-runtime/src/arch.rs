@@ -115,19 +115,13 @@ fn per_layer(f: &GgufFile, key: &str, n_layers: usize) -> Result<Option<Vec<usiz
             return Err(ArchError::PerLayer {
                 file,
                 key: key.into(),
-                reason: format!(
-                    "array has {} entries, block_count is {n_layers}",
-                    a.values.len()
-                ),
+                reason: format!("array has {} entries, block_count is {n_layers}", a.values.len()),
             });
         }
         let vals = v.as_u32_vec().ok_or_else(|| ArchError::PerLayer {
             file,
             key: key.into(),
-            reason: format!(
-                "must be an array of non-negative u32/i32 integers, found ARRAY of {}",
-                a.elem_type
-            ),
+            reason: format!("must be an array of non-negative u32/i32 integers, found ARRAY of {}", a.elem_type),
         })?;
         return Ok(Some(vals.into_iter().map(|x| x as usize).collect()));
     }
@@ -150,10 +144,7 @@ impl ModelConfig {
     /// [`ArchError::Invalid`] for zero sizes or inconsistent head counts.
     pub fn from_gguf(f: &GgufFile) -> Result<ModelConfig, ArchError> {
         let file = f.name().to_owned();
-        let invalid = |reason: String| ArchError::Invalid {
-            file: file.clone(),
-            reason,
-        };
+        let invalid = |reason: String| ArchError::Invalid { file: file.clone(), reason };
         let arch = f.get_str("general.architecture")?.to_owned();
         if !SUPPORTED_ARCHS.contains(&arch.as_str()) {
             return Err(ArchError::UnsupportedArch { file, arch });
@@ -161,10 +152,7 @@ impl ModelConfig {
         let k = |s: &str| format!("{arch}.{s}");
         let n_layers = f.get_u32(&k("block_count"))? as usize;
         if n_layers == 0 || n_layers > MAX_LAYERS {
-            return Err(invalid(format!(
-                "{} = {n_layers} (must be 1..={MAX_LAYERS})",
-                k("block_count")
-            )));
+            return Err(invalid(format!("{} = {n_layers} (must be 1..={MAX_LAYERS})", k("block_count"))));
         }
         let d_model = f.get_u32(&k("embedding_length"))? as usize;
         if d_model == 0 {
@@ -172,46 +160,27 @@ impl ModelConfig {
         }
         let n_ctx_train = f.get_u32(&k("context_length"))? as usize;
         let required = |key: String| -> Result<Vec<usize>, ArchError> {
-            per_layer(f, &key, n_layers)?.ok_or(ArchError::Gguf(GgufError::MissingKey {
-                file: file.clone(),
-                key,
-            }))
+            per_layer(f, &key, n_layers)?.ok_or(ArchError::Gguf(GgufError::MissingKey { file: file.clone(), key }))
         };
         let ffn = required(k("feed_forward_length"))?;
         let n_heads = required(k("attention.head_count"))?;
-        let n_kv_heads = per_layer(f, &k("attention.head_count_kv"), n_layers)?
-            .unwrap_or_else(|| n_heads.clone());
-        let too_big = |what: &str, v: usize, max: usize| {
-            (v > max).then(|| invalid(format!("{what} {v} exceeds {max}")))
-        };
+        let n_kv_heads = per_layer(f, &k("attention.head_count_kv"), n_layers)?.unwrap_or_else(|| n_heads.clone());
+        let too_big = |what: &str, v: usize, max: usize| (v > max).then(|| invalid(format!("{what} {v} exceeds {max}")));
         if let Some(e) = too_big("embedding_length", d_model, MAX_WIDTH)
-            .or_else(|| {
-                ffn.iter()
-                    .find_map(|&x| too_big("feed_forward_length", x, MAX_WIDTH))
-            })
-            .or_else(|| {
-                n_heads
-                    .iter()
-                    .find_map(|&x| too_big("attention.head_count", x, MAX_HEADS))
-            })
+            .or_else(|| ffn.iter().find_map(|&x| too_big("feed_forward_length", x, MAX_WIDTH)))
+            .or_else(|| n_heads.iter().find_map(|&x| too_big("attention.head_count", x, MAX_HEADS)))
         {
             return Err(e);
         }
         for (i, (&h, &kv)) in n_heads.iter().zip(&n_kv_heads).enumerate() {
             if h == 0 && arch == "llama" {
-                return Err(invalid(format!(
-                    "layer {i}: 0 attention heads (only deci allows attention-free layers)"
-                )));
+                return Err(invalid(format!("layer {i}: 0 attention heads (only deci allows attention-free layers)")));
             }
             if h > 0 && (kv == 0 || h % kv != 0) {
-                return Err(invalid(format!(
-                    "layer {i}: {h} query heads is not a multiple of {kv} KV heads"
-                )));
+                return Err(invalid(format!("layer {i}: {h} query heads is not a multiple of {kv} KV heads")));
             }
             if h == 0 && kv != 0 {
-                return Err(invalid(format!(
-                    "layer {i}: {kv} KV heads but no query heads"
-                )));
+                return Err(invalid(format!("layer {i}: {kv} KV heads but no query heads")));
             }
         }
         let first_heads = n_heads.iter().copied().find(|&h| h > 0);
@@ -219,60 +188,36 @@ impl ModelConfig {
             Some(h) => h as usize,
             None => match first_heads {
                 Some(h) if d_model.is_multiple_of(h) => d_model / h,
-                Some(h) => {
-                    return Err(invalid(format!(
-                        "d_model {d_model} is not a multiple of {h} heads"
-                    )));
-                }
+                Some(h) => return Err(invalid(format!("d_model {d_model} is not a multiple of {h} heads"))),
                 None => d_model,
             },
         };
         if head_dim == 0 || head_dim > MAX_WIDTH {
-            return Err(invalid(format!(
-                "head dimension {head_dim} out of range 1..={MAX_WIDTH}"
-            )));
+            return Err(invalid(format!("head dimension {head_dim} out of range 1..={MAX_WIDTH}")));
         }
         if let Some(v) = f.opt_u32(&k("attention.value_length"))?
-            && v as usize != head_dim
-        {
-            return Err(invalid(format!(
-                "value_length {v} differs from key_length {head_dim} (unsupported)"
-            )));
-        }
-        let rope_dim = f
-            .opt_u32(&k("rope.dimension_count"))?
-            .map_or(head_dim, |r| r as usize);
+            && v as usize != head_dim {
+                return Err(invalid(format!("value_length {v} differs from key_length {head_dim} (unsupported)")));
+            }
+        let rope_dim = f.opt_u32(&k("rope.dimension_count"))?.map_or(head_dim, |r| r as usize);
         if rope_dim > head_dim || rope_dim % 2 != 0 {
-            return Err(invalid(format!(
-                "rope dimension {rope_dim} must be even and <= head_dim {head_dim}"
-            )));
+            return Err(invalid(format!("rope dimension {rope_dim} must be even and <= head_dim {head_dim}")));
         }
         let rope_freq_base = f.opt_f32(&k("rope.freq_base"))?.unwrap_or(10000.0);
         let rms_eps = f.get_f32(&k("attention.layer_norm_rms_epsilon"))?;
-        let ok = |x: f32, min_exclusive: bool| {
-            x.is_finite() && if min_exclusive { x > 0.0 } else { x >= 0.0 }
-        };
+        let ok = |x: f32, min_exclusive: bool| x.is_finite() && if min_exclusive { x > 0.0 } else { x >= 0.0 };
         if !ok(rope_freq_base, true) || !ok(rms_eps, false) {
-            return Err(invalid(format!(
-                "rope freq_base {rope_freq_base} or rms epsilon {rms_eps} out of range"
-            )));
+            return Err(invalid(format!("rope freq_base {rope_freq_base} or rms epsilon {rms_eps} out of range")));
         }
         let n_vocab = match f.opt_u32(&k("vocab_size"))? {
             Some(v) => v as usize,
             None => match f.tensor("token_embd.weight") {
                 Some(t) if t.dims.len() == 2 => t.dims[1] as usize,
-                _ => {
-                    return Err(invalid(format!(
-                        "no {} and no 2-D token_embd.weight tensor",
-                        k("vocab_size")
-                    )));
-                }
+                _ => return Err(invalid(format!("no {} and no 2-D token_embd.weight tensor", k("vocab_size")))),
             },
         };
         if n_vocab == 0 || n_vocab > MAX_WIDTH {
-            return Err(invalid(format!(
-                "vocabulary size {n_vocab} out of range 1..={MAX_WIDTH}"
-            )));
+            return Err(invalid(format!("vocabulary size {n_vocab} out of range 1..={MAX_WIDTH}")));
         }
         // The token embedding, when present, must agree: [d_model, n_vocab] in ggml order.
         if let Some(t) = f.tensor("token_embd.weight") {
@@ -339,17 +284,8 @@ impl ModelConfig {
         let hd = self.head_dim as u64;
         let kv = kv_heads as u64;
         let hq = mul(&[kv, self.gqa_group(layer) as u64]);
-        let attn = if hq > 0 {
-            d.saturating_add(mul(&[2, d, hq, hd]))
-                .saturating_add(mul(&[2, d, kv, hd]))
-        } else {
-            0
-        };
-        let mlp = if ffn > 0 {
-            d.saturating_add(mul(&[3, d, ffn as u64]))
-        } else {
-            0
-        };
+        let attn = if hq > 0 { d.saturating_add(mul(&[2, d, hq, hd])).saturating_add(mul(&[2, d, kv, hd])) } else { 0 };
+        let mlp = if ffn > 0 { d.saturating_add(mul(&[3, d, ffn as u64])) } else { 0 };
         attn.saturating_add(mlp)
     }
 
@@ -357,8 +293,7 @@ impl ModelConfig {
     /// projection `n_vocab*d` unless tied.
     pub fn non_layer_params(&self) -> u64 {
         let ve = (self.n_vocab as u64).saturating_mul(self.d_model as u64);
-        ve.saturating_add(self.d_model as u64)
-            .saturating_add(if self.tied_embeddings { 0 } else { ve })
+        ve.saturating_add(self.d_model as u64).saturating_add(if self.tied_embeddings { 0 } else { ve })
     }
 
     /// Total parameters of a sub-network (assumed valid for this model).
@@ -406,11 +341,7 @@ impl SubnetConfig {
     /// Query heads of each kept layer: `kv_heads * (n_heads / n_kv_heads)` of its base layer.
     /// Assumes the sub-network is valid for `base`.
     pub fn n_heads(&self, base: &ModelConfig) -> Vec<usize> {
-        self.layers
-            .iter()
-            .zip(&self.kv_heads)
-            .map(|(&l, &k)| k * base.gqa_group(l))
-            .collect()
+        self.layers.iter().zip(&self.kv_heads).map(|(&l, &k)| k * base.gqa_group(l)).collect()
     }
 
     /// Check the sub-network against its base model: equal lengths, at least one layer, layers strictly
@@ -418,10 +349,7 @@ impl SubnetConfig {
     ///
     /// Errors: [`ArchError::InvalidSubnet`] naming the first problem.
     pub fn validate(&self, base: &ModelConfig) -> Result<(), ArchError> {
-        let err = |reason: String| ArchError::InvalidSubnet {
-            id: self.id(),
-            reason,
-        };
+        let err = |reason: String| ArchError::InvalidSubnet { id: self.id(), reason };
         let n = self.layers.len();
         if self.ffn.len() != n || self.kv_heads.len() != n {
             return Err(err(format!(
@@ -436,28 +364,16 @@ impl SubnetConfig {
         }
         for (i, &l) in self.layers.iter().enumerate() {
             if l >= base.n_layers {
-                return Err(err(format!(
-                    "layer {l} is out of range (base has {} layers)",
-                    base.n_layers
-                )));
+                return Err(err(format!("layer {l} is out of range (base has {} layers)", base.n_layers)));
             }
             if i > 0 && l <= self.layers[i - 1] {
-                return Err(err(format!(
-                    "layers are not strictly increasing at {} -> {l}",
-                    self.layers[i - 1]
-                )));
+                return Err(err(format!("layers are not strictly increasing at {} -> {l}", self.layers[i - 1])));
             }
             if self.ffn[i] > base.ffn[l] {
-                return Err(err(format!(
-                    "layer {l}: ffn {} > base {}",
-                    self.ffn[i], base.ffn[l]
-                )));
+                return Err(err(format!("layer {l}: ffn {} > base {}", self.ffn[i], base.ffn[l])));
             }
             if self.kv_heads[i] > base.n_kv_heads[l] {
-                return Err(err(format!(
-                    "layer {l}: kv_heads {} > base {}",
-                    self.kv_heads[i], base.n_kv_heads[l]
-                )));
+                return Err(err(format!("layer {l}: kv_heads {} > base {}", self.kv_heads[i], base.n_kv_heads[l])));
             }
         }
         Ok(())
@@ -475,32 +391,14 @@ mod tests {
         w.add_metadata("deci.block_count", MetaValue::U32(3));
         w.add_metadata("deci.embedding_length", MetaValue::U32(64));
         w.add_metadata("deci.context_length", MetaValue::U32(128));
-        w.add_metadata(
-            "deci.feed_forward_length",
-            MetaValue::u32_array(&[96, 0, 32]),
-        );
-        w.add_metadata(
-            "deci.attention.head_count",
-            MetaValue::i32_array(&[4, 0, 4]),
-        );
-        w.add_metadata(
-            "deci.attention.head_count_kv",
-            MetaValue::u32_array(&[2, 0, 1]),
-        );
-        w.add_metadata(
-            "deci.attention.layer_norm_rms_epsilon",
-            MetaValue::F32(1e-5),
-        );
+        w.add_metadata("deci.feed_forward_length", MetaValue::u32_array(&[96, 0, 32]));
+        w.add_metadata("deci.attention.head_count", MetaValue::i32_array(&[4, 0, 4]));
+        w.add_metadata("deci.attention.head_count_kv", MetaValue::u32_array(&[2, 0, 1]));
+        w.add_metadata("deci.attention.layer_norm_rms_epsilon", MetaValue::F32(1e-5));
         for (k, v) in extra {
             w.add_metadata(k, v.clone());
         }
-        w.add_tensor(
-            "token_embd.weight",
-            &[64, 10],
-            GgmlType::F32,
-            vec![0u8; 64 * 10 * 4],
-        )
-        .unwrap();
+        w.add_tensor("token_embd.weight", &[64, 10], GgmlType::F32, vec![0u8; 64 * 10 * 4]).unwrap();
         let f = GgufFile::from_bytes(w.to_bytes().unwrap(), "t.gguf").unwrap();
         ModelConfig::from_gguf(&f)
     }
@@ -517,59 +415,28 @@ mod tests {
         // Hand count, layer 0: attention 64 + 2*64*4*16 + 2*64*2*16 = 12352, FFN 64 + 3*64*96 = 18496.
         assert_eq!(m.layer_params(0, 96, 2), 12352 + 18496);
         assert_eq!(m.layer_params(1, 0, 0), 0);
-        let s = SubnetConfig {
-            layers: vec![0, 2],
-            ffn: vec![48, 32],
-            kv_heads: vec![1, 1],
-        };
+        let s = SubnetConfig { layers: vec![0, 2], ffn: vec![48, 32], kv_heads: vec![1, 1] };
         s.validate(&m).unwrap();
         assert_eq!(s.n_heads(&m), vec![2, 4]);
     }
 
     #[test]
     fn bad_per_layer_length_is_a_model_error() {
-        let e = model(&[("deci.feed_forward_length", MetaValue::u32_array(&[1, 2]))])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("t.gguf")
-                && e.contains("deci.feed_forward_length")
-                && e.contains("2 entries, block_count is 3"),
-            "{e}"
-        );
-        let e = model(&[("general.architecture", MetaValue::String("gpt2".into()))])
-            .unwrap_err()
-            .to_string();
+        let e = model(&[("deci.feed_forward_length", MetaValue::u32_array(&[1, 2]))]).unwrap_err().to_string();
+        assert!(e.contains("t.gguf") && e.contains("deci.feed_forward_length") && e.contains("2 entries, block_count is 3"), "{e}");
+        let e = model(&[("general.architecture", MetaValue::String("gpt2".into()))]).unwrap_err().to_string();
         assert!(e.contains("unsupported architecture \"gpt2\""), "{e}");
-        let e = model(&[(
-            "deci.attention.head_count_kv",
-            MetaValue::u32_array(&[3, 0, 1]),
-        )])
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.contains("4 query heads is not a multiple of 3 KV heads"),
-            "{e}"
-        );
+        let e = model(&[("deci.attention.head_count_kv", MetaValue::u32_array(&[3, 0, 1]))]).unwrap_err().to_string();
+        assert!(e.contains("4 query heads is not a multiple of 3 KV heads"), "{e}");
     }
 
     #[test]
     fn absurd_sizes_are_refused_and_param_counts_saturate() {
         // Found by the fuzzer: embedding_length 0xfff70040 made layer_params overflow.
-        let e = model(&[("deci.embedding_length", MetaValue::U32(0xfff7_0040))])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("embedding_length 4294377536 exceeds 16777216"),
-            "{e}"
-        );
-        let e = model(&[("deci.embedding_length", MetaValue::U32(32))])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("token_embd.weight has dims [64, 10], expected [32, 10]"),
-            "{e}"
-        );
+        let e = model(&[("deci.embedding_length", MetaValue::U32(0xfff7_0040))]).unwrap_err().to_string();
+        assert!(e.contains("embedding_length 4294377536 exceeds 16777216"), "{e}");
+        let e = model(&[("deci.embedding_length", MetaValue::U32(32))]).unwrap_err().to_string();
+        assert!(e.contains("token_embd.weight has dims [64, 10], expected [32, 10]"), "{e}");
         let mut m = model(&[]).unwrap();
         m.d_model = usize::MAX;
         m.head_dim = usize::MAX;
@@ -581,55 +448,13 @@ mod tests {
     fn subnet_validation_and_id() {
         let m = model(&[]).unwrap();
         let bad = |s: SubnetConfig| s.validate(&m).unwrap_err().to_string();
-        assert!(
-            bad(SubnetConfig {
-                layers: vec![0, 0],
-                ffn: vec![1, 1],
-                kv_heads: vec![1, 1]
-            })
-            .contains("strictly increasing")
-        );
-        assert!(
-            bad(SubnetConfig {
-                layers: vec![3],
-                ffn: vec![1],
-                kv_heads: vec![1]
-            })
-            .contains("out of range")
-        );
-        assert!(
-            bad(SubnetConfig {
-                layers: vec![0],
-                ffn: vec![97],
-                kv_heads: vec![1]
-            })
-            .contains("ffn 97 > base 96")
-        );
-        assert!(
-            bad(SubnetConfig {
-                layers: vec![0],
-                ffn: vec![1],
-                kv_heads: vec![3]
-            })
-            .contains("kv_heads 3 > base 2")
-        );
-        assert!(
-            bad(SubnetConfig {
-                layers: vec![0],
-                ffn: vec![1, 2],
-                kv_heads: vec![3]
-            })
-            .contains("lengths differ")
-        );
-        let s = SubnetConfig {
-            layers: vec![0, 1, 2],
-            ffn: vec![1536, 1024, 512],
-            kv_heads: vec![3, 3, 2],
-        };
-        assert_eq!(
-            s.canonical_json(),
-            r#"{"layers":[0,1,2],"ffn":[1536,1024,512],"kv_heads":[3,3,2]}"#
-        );
+        assert!(bad(SubnetConfig { layers: vec![0, 0], ffn: vec![1, 1], kv_heads: vec![1, 1] }).contains("strictly increasing"));
+        assert!(bad(SubnetConfig { layers: vec![3], ffn: vec![1], kv_heads: vec![1] }).contains("out of range"));
+        assert!(bad(SubnetConfig { layers: vec![0], ffn: vec![97], kv_heads: vec![1] }).contains("ffn 97 > base 96"));
+        assert!(bad(SubnetConfig { layers: vec![0], ffn: vec![1], kv_heads: vec![3] }).contains("kv_heads 3 > base 2"));
+        assert!(bad(SubnetConfig { layers: vec![0], ffn: vec![1, 2], kv_heads: vec![3] }).contains("lengths differ"));
+        let s = SubnetConfig { layers: vec![0, 1, 2], ffn: vec![1536, 1024, 512], kv_heads: vec![3, 3, 2] };
+        assert_eq!(s.canonical_json(), r#"{"layers":[0,1,2],"ffn":[1536,1024,512],"kv_heads":[3,3,2]}"#);
         // python3 -c 'import hashlib;print(hashlib.sha256(b"{\"layers\":[0,1,2],\"ffn\":[1536,1024,512],\"kv_heads\":[3,3,2]}").hexdigest()[:12])'
         assert_eq!(s.id(), "ab43f27664a4");
     }

@@ -28,10 +28,7 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message with the given role and content.
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self {
-            role: role.into(),
-            content: content.into(),
-        }
+        Self { role: role.into(), content: content.into() }
     }
 }
 
@@ -66,18 +63,10 @@ fn describe(e: &minijinja::Error) -> String {
 struct PySeparators;
 
 impl serde_json::ser::Formatter for PySeparators {
-    fn begin_array_value<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
+    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
         if first { Ok(()) } else { w.write_all(b", ") }
     }
-    fn begin_object_key<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
+    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
         if first { Ok(()) } else { w.write_all(b", ") }
     }
     fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
@@ -91,22 +80,15 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, minijinja::Error> {
     kwargs.assert_all_used()?;
     let mut buf = Vec::new();
     let res = match indent {
-        None => serde::Serialize::serialize(
-            &value,
-            &mut serde_json::Serializer::with_formatter(&mut buf, PySeparators),
-        ),
+        None => serde::Serialize::serialize(&value, &mut serde_json::Serializer::with_formatter(&mut buf, PySeparators)),
         Some(n) => {
             let pad = vec![b' '; n];
             let fmt = serde_json::ser::PrettyFormatter::with_indent(&pad);
-            serde::Serialize::serialize(
-                &value,
-                &mut serde_json::Serializer::with_formatter(&mut buf, fmt),
-            )
+            serde::Serialize::serialize(&value, &mut serde_json::Serializer::with_formatter(&mut buf, fmt))
         }
     };
     res.map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
-    let s = String::from_utf8(buf)
-        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let s = String::from_utf8(buf).map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
     Ok(Value::from(s))
 }
 
@@ -126,18 +108,12 @@ pub fn apply_chat_template(
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function(
-        "raise_exception",
-        |msg: String| -> Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-        },
-    );
+    env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
+        Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+    });
     env.add_filter("tojson", tojson);
-    env.add_template("chat_template", template)
-        .map_err(|e| ChatError::Syntax(describe(&e)))?;
-    let tmpl = env
-        .get_template("chat_template")
-        .map_err(|e| ChatError::Syntax(describe(&e)))?;
+    env.add_template("chat_template", template).map_err(|e| ChatError::Syntax(describe(&e)))?;
+    let tmpl = env.get_template("chat_template").map_err(|e| ChatError::Syntax(describe(&e)))?;
     tmpl.render(context! {
         messages => messages,
         add_generation_prompt => add_generation_prompt,
@@ -157,15 +133,7 @@ pub fn apply_model_chat_template(
 ) -> Result<String, ChatError> {
     let template = tok.chat_template().ok_or(ChatError::NoTemplate)?;
     let text = |id: Option<u32>| {
-        id.and_then(|i| tok.token_to_piece(i).ok())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        id.and_then(|i| tok.token_to_piece(i).ok()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     };
-    apply_chat_template(
-        template,
-        messages,
-        add_generation_prompt,
-        &text(tok.bos()),
-        &text(tok.eos()),
-    )
+    apply_chat_template(template, messages, add_generation_prompt, &text(tok.bos()), &text(tok.eos()))
 }

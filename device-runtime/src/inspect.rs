@@ -25,12 +25,7 @@ pub struct TensorSummary {
 
 impl TensorSummary {
     fn new(t: &TensorInfo) -> TensorSummary {
-        TensorSummary {
-            name: t.name.clone(),
-            dims: t.dims.clone(),
-            ty: t.ty.name().into(),
-            bytes: t.n_bytes(),
-        }
+        TensorSummary { name: t.name.clone(), dims: t.dims.clone(), ty: t.ty.name().into(), bytes: t.n_bytes() }
     }
 }
 
@@ -158,20 +153,15 @@ impl Report {
         }
         for t in f.tensors() {
             match block_of(&t.name) {
-                Some((i, suffix)) if i < layers.len() => layers[i].tensors.push(TensorSummary {
-                    name: suffix,
-                    ..TensorSummary::new(t)
-                }),
+                Some((i, suffix)) if i < layers.len() => {
+                    layers[i].tensors.push(TensorSummary { name: suffix, ..TensorSummary::new(t) })
+                }
                 _ => other_tensors.push(TensorSummary::new(t)),
             }
         }
         let s = |k: &str| f.get(k).and_then(MetaValue::as_str).map(str::to_owned);
         let id = |k: &str| f.get(k).and_then(MetaValue::as_u64);
-        let len = |k: &str| {
-            f.get(k)
-                .and_then(MetaValue::as_array)
-                .map(|a| a.values.len())
-        };
+        let len = |k: &str| f.get(k).and_then(MetaValue::as_array).map(|a| a.values.len());
         let tokenizer = TokenizerSummary {
             model: s("tokenizer.ggml.model"),
             pre: s("tokenizer.ggml.pre"),
@@ -181,9 +171,7 @@ impl Report {
             eos_id: id("tokenizer.ggml.eos_token_id"),
             unk_id: id("tokenizer.ggml.unknown_token_id"),
             pad_id: id("tokenizer.ggml.padding_token_id"),
-            add_bos: f
-                .get("tokenizer.ggml.add_bos_token")
-                .and_then(MetaValue::as_bool),
+            add_bos: f.get("tokenizer.ggml.add_bos_token").and_then(MetaValue::as_bool),
             chat_template: f.get("tokenizer.chat_template").is_some(),
         };
         Report {
@@ -198,11 +186,7 @@ impl Report {
             name: s("general.name"),
             config,
             config_error,
-            params_in_file: f
-                .tensors()
-                .iter()
-                .map(|t| t.n_elements())
-                .fold(0, u64::saturating_add),
+            params_in_file: f.tensors().iter().map(|t| t.n_elements()).fold(0, u64::saturating_add),
             layers,
             other_tensors,
             tensor_types,
@@ -218,160 +202,64 @@ impl Report {
         let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
         let optn = |v: Option<u64>| v.map_or("-".into(), |x| x.to_string());
         let _ = writeln!(o, "file          {}", self.file);
-        let _ = writeln!(
-            o,
-            "size          {} bytes ({:.1} MiB), GGUF v{}, alignment {}, data at {}, {} metadata keys, {} tensors",
-            self.file_size,
-            mib(self.file_size),
-            self.gguf_version,
-            self.alignment,
-            self.data_offset,
-            self.n_metadata,
-            self.n_tensors
-        );
-        let _ = writeln!(
-            o,
-            "architecture  {}   name: {}",
-            opt(&self.architecture),
-            opt(&self.name)
-        );
+        let _ = writeln!(o, "size          {} bytes ({:.1} MiB), GGUF v{}, alignment {}, data at {}, {} metadata keys, {} tensors",
+            self.file_size, mib(self.file_size), self.gguf_version, self.alignment, self.data_offset, self.n_metadata, self.n_tensors);
+        let _ = writeln!(o, "architecture  {}   name: {}", opt(&self.architecture), opt(&self.name));
         match &self.config {
             Some(c) => {
-                let uniform = |v: &[usize]| {
-                    if v.windows(2).all(|w| w[0] == w[1]) {
-                        v.first().map_or("-".into(), |x| x.to_string())
-                    } else {
-                        "per-layer".into()
-                    }
-                };
+                let uniform = |v: &[usize]| if v.windows(2).all(|w| w[0] == w[1]) { v.first().map_or("-".into(), |x| x.to_string()) } else { "per-layer".into() };
                 let _ = writeln!(o, "blocks        {}", c.n_layers);
                 let _ = writeln!(o, "d_model       {}", c.d_model);
                 let _ = writeln!(o, "ffn           {}", uniform(&c.ffn));
-                let _ = writeln!(
-                    o,
-                    "heads         {} query / {} KV, head_dim {}",
-                    uniform(&c.n_heads),
-                    uniform(&c.n_kv_heads),
-                    c.head_dim
-                );
+                let _ = writeln!(o, "heads         {} query / {} KV, head_dim {}", uniform(&c.n_heads), uniform(&c.n_kv_heads), c.head_dim);
                 let _ = writeln!(o, "vocab         {}", c.n_vocab);
                 let _ = writeln!(o, "context       {} (training)", c.n_ctx_train);
-                let _ = writeln!(
-                    o,
-                    "rope          dim {}, freq_base {}, {}",
-                    c.rope_dim,
-                    c.rope_freq_base,
-                    if c.rope_neox { "neox" } else { "normal" }
-                );
+                let _ = writeln!(o, "rope          dim {}, freq_base {}, {}", c.rope_dim, c.rope_freq_base, if c.rope_neox { "neox" } else { "normal" });
                 let _ = writeln!(o, "rms_eps       {:e}", c.rms_eps);
             }
             None => {
-                let _ = writeln!(
-                    o,
-                    "config        unavailable: {}",
-                    self.config_error.as_deref().unwrap_or("-")
-                );
+                let _ = writeln!(o, "config        unavailable: {}", self.config_error.as_deref().unwrap_or("-"));
             }
         }
-        let _ = writeln!(
-            o,
-            "embeddings    {}",
-            if self.tied_embeddings {
-                "tied (no output.weight)"
-            } else {
-                "separate output.weight"
-            }
-        );
-        let _ = writeln!(
-            o,
-            "parameters    {} ({:.1} M)",
-            self.params_in_file,
-            self.params_in_file as f64 / 1e6
-        );
+        let _ = writeln!(o, "embeddings    {}", if self.tied_embeddings { "tied (no output.weight)" } else { "separate output.weight" });
+        let _ = writeln!(o, "parameters    {} ({:.1} M)", self.params_in_file, self.params_in_file as f64 / 1e6);
 
         let _ = writeln!(o, "\ntensor types");
         for (ty, c) in &self.tensor_types {
-            let _ = writeln!(
-                o,
-                "  {ty:<8} {:>4} tensors  {:>10.2} MiB",
-                c.count,
-                mib(c.bytes)
-            );
+            let _ = writeln!(o, "  {ty:<8} {:>4} tensors  {:>10.2} MiB", c.count, mib(c.bytes));
         }
 
         if !self.layers.is_empty() {
-            let _ = writeln!(
-                o,
-                "\nper-layer shapes (dims in ggml order: row length first)"
-            );
+            let _ = writeln!(o, "\nper-layer shapes (dims in ggml order: row length first)");
             // Group consecutive blocks with the same hyper-parameters and tensor shapes.
             let key = |l: &LayerSummary| (l.ffn, l.n_heads, l.n_kv_heads, l.tensors.clone());
             let mut start = 0;
             while start < self.layers.len() {
                 let mut end = start;
-                while end + 1 < self.layers.len()
-                    && key(&self.layers[end + 1]) == key(&self.layers[start])
-                {
+                while end + 1 < self.layers.len() && key(&self.layers[end + 1]) == key(&self.layers[start]) {
                     end += 1;
                 }
                 let l = &self.layers[start];
-                let range = if end > start {
-                    format!("blocks {start}-{end}")
-                } else {
-                    format!("block {start}")
-                };
-                let _ = writeln!(
-                    o,
-                    "  {range}: ffn {}, heads {}/{}, {} params each",
-                    l.ffn, l.n_heads, l.n_kv_heads, l.params
-                );
+                let range = if end > start { format!("blocks {start}-{end}") } else { format!("block {start}") };
+                let _ = writeln!(o, "  {range}: ffn {}, heads {}/{}, {} params each", l.ffn, l.n_heads, l.n_kv_heads, l.params);
                 for t in &l.tensors {
-                    let _ = writeln!(
-                        o,
-                        "    {:<22} {:<16} {}",
-                        t.name,
-                        format!("{:?}", t.dims),
-                        t.ty
-                    );
+                    let _ = writeln!(o, "    {:<22} {:<16} {}", t.name, format!("{:?}", t.dims), t.ty);
                 }
                 start = end + 1;
             }
         }
         let _ = writeln!(o, "\nother tensors");
         for t in &self.other_tensors {
-            let _ = writeln!(
-                o,
-                "  {:<26} {:<16} {}",
-                t.name,
-                format!("{:?}", t.dims),
-                t.ty
-            );
+            let _ = writeln!(o, "  {:<26} {:<16} {}", t.name, format!("{:?}", t.dims), t.ty);
         }
 
         let t = &self.tokenizer;
         let _ = writeln!(o, "\ntokenizer");
-        let _ = writeln!(
-            o,
-            "  model {}, pre {}, vocab {}, merges {}",
-            opt(&t.model),
-            opt(&t.pre),
-            optn(t.vocab_size.map(|x| x as u64)),
-            optn(t.merges.map(|x| x as u64))
-        );
-        let _ = writeln!(
-            o,
-            "  bos {}, eos {}, unk {}, pad {}, add_bos {}",
-            optn(t.bos_id),
-            optn(t.eos_id),
-            optn(t.unk_id),
-            optn(t.pad_id),
-            t.add_bos.map_or("-".into(), |b| b.to_string())
-        );
-        let _ = writeln!(
-            o,
-            "  chat template {}",
-            if t.chat_template { "present" } else { "absent" }
-        );
+        let _ = writeln!(o, "  model {}, pre {}, vocab {}, merges {}", opt(&t.model), opt(&t.pre),
+            optn(t.vocab_size.map(|x| x as u64)), optn(t.merges.map(|x| x as u64)));
+        let _ = writeln!(o, "  bos {}, eos {}, unk {}, pad {}, add_bos {}", optn(t.bos_id), optn(t.eos_id), optn(t.unk_id),
+            optn(t.pad_id), t.add_bos.map_or("-".into(), |b| b.to_string()));
+        let _ = writeln!(o, "  chat template {}", if t.chat_template { "present" } else { "absent" });
         o
     }
 }

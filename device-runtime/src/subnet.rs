@@ -35,9 +35,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::arch::{ArchError, ModelConfig, SubnetConfig};
-use crate::gguf::{
-    GgmlType, GgufError, GgufFile, GgufWriter, MetaValue, TensorInfo, predict_file_size,
-};
+use crate::gguf::{GgmlType, GgufError, GgufFile, GgufWriter, MetaValue, TensorInfo, predict_file_size};
 use crate::quant::{self, QuantError};
 
 /// Metadata key prefix of the provenance keys.
@@ -166,12 +164,9 @@ impl std::str::FromStr for ExportQuant {
     /// Parse `q8_0`, `q4_0`, `q4_1`, `f16`, `f32` (case-insensitive).
     fn from_str(s: &str) -> Result<Self, String> {
         let l = s.to_ascii_lowercase();
-        Self::ALL
-            .into_iter()
-            .find(|q| q.name() == l)
-            .ok_or_else(|| {
-                format!("unknown quantization {s:?} (expected one of q8_0, q4_0, q4_1, f16, f32)")
-            })
+        Self::ALL.into_iter().find(|q| q.name() == l).ok_or_else(|| {
+            format!("unknown quantization {s:?} (expected one of q8_0, q4_0, q4_1, f16, f32)")
+        })
     }
 }
 
@@ -189,28 +184,17 @@ pub struct Provenance {
 impl Provenance {
     /// Provenance without search information; hashes the base file's bytes (about 0.3 s per 100 MB).
     pub fn for_base(base: &GgufFile) -> Provenance {
-        Provenance {
-            base_sha256: Self::sha256_hex(base.bytes()),
-            run: None,
-            objectives: None,
-        }
+        Provenance { base_sha256: Self::sha256_hex(base.bytes()), run: None, objectives: None }
     }
 
     /// SHA-256 of `bytes` as 64 lowercase hex digits.
     pub fn sha256_hex(bytes: &[u8]) -> String {
-        Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// A stand-in with the same metadata size as [`Provenance::for_base`] (hash of zeros), used to predict sizes.
     fn placeholder() -> Provenance {
-        Provenance {
-            base_sha256: "0".repeat(64),
-            run: None,
-            objectives: None,
-        }
+        Provenance { base_sha256: "0".repeat(64), run: None, objectives: None }
     }
 }
 
@@ -282,11 +266,7 @@ pub struct ExportReport {
 /// metadata and tensor shapes and types only; no tensor data is read.
 ///
 /// Errors: as [`ExportPlan::new`].
-pub fn predicted_gguf_size(
-    base: &GgufFile,
-    cfg: &SubnetConfig,
-    quant: ExportQuant,
-) -> Result<u64, SubnetError> {
+pub fn predicted_gguf_size(base: &GgufFile, cfg: &SubnetConfig, quant: ExportQuant) -> Result<u64, SubnetError> {
     ExportPlan::new(base, cfg, quant, &Provenance::placeholder())?.predicted_size()
 }
 
@@ -345,10 +325,7 @@ impl<'f> ExportPlan<'f> {
         let mc = ModelConfig::from_gguf(base)?;
         cfg.validate(&mc)?;
         let id = cfg.id();
-        let unexportable = |reason: String| SubnetError::Unexportable {
-            id: id.clone(),
-            reason,
-        };
+        let unexportable = |reason: String| SubnetError::Unexportable { id: id.clone(), reason };
         let bad_tensor = |t: &TensorInfo, reason: String| SubnetError::BadTensor {
             file: base.name().to_owned(),
             tensor: t.name.clone(),
@@ -372,12 +349,7 @@ impl<'f> ExportPlan<'f> {
         }
 
         // Output tensors, in base order.
-        let kept: HashMap<usize, usize> = cfg
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(i, &l)| (l, i))
-            .collect();
+        let kept: HashMap<usize, usize> = cfg.layers.iter().enumerate().map(|(i, &l)| (l, i)).collect();
         let (d, hd) = (mc.d_model as u64, mc.head_dim as u64);
         let mut tensors = Vec::with_capacity(base.tensors().len());
         for (src, t) in base.tensors().iter().enumerate() {
@@ -385,10 +357,7 @@ impl<'f> ExportPlan<'f> {
                 None => (t.name.clone(), t.dims.clone(), Slice::Whole, None),
                 Some((l, rest)) => {
                     if l >= mc.n_layers {
-                        return Err(bad_tensor(
-                            t,
-                            format!("block {l} is beyond block_count {}", mc.n_layers),
-                        ));
+                        return Err(bad_tensor(t, format!("block {l} is beyond block_count {}", mc.n_layers)));
                     }
                     let Some(&i) = kept.get(&l) else { continue };
                     let (ffn_base, ffn) = (mc.ffn[l] as u64, cfg.ffn[i] as u64);
@@ -399,31 +368,18 @@ impl<'f> ExportPlan<'f> {
                     // (keep?, expected base dims, output dims, slice)
                     let (keep, expect, dims, slice) = match rest {
                         "attn_norm.weight" => (attn, vec![d], vec![d], Slice::Whole),
-                        "attn_q.weight" => (
-                            attn,
-                            vec![d, hq_base * hd],
-                            vec![d, hq * hd],
-                            Slice::Rows(hq * hd),
-                        ),
-                        "attn_k.weight" | "attn_v.weight" => (
-                            attn,
-                            vec![d, kv_base * hd],
-                            vec![d, kv * hd],
-                            Slice::Rows(kv * hd),
-                        ),
-                        "attn_output.weight" => (
-                            attn,
-                            vec![hq_base * hd, d],
-                            vec![hq * hd, d],
-                            Slice::Cols(hq * hd),
-                        ),
+                        "attn_q.weight" => (attn, vec![d, hq_base * hd], vec![d, hq * hd], Slice::Rows(hq * hd)),
+                        "attn_k.weight" | "attn_v.weight" => {
+                            (attn, vec![d, kv_base * hd], vec![d, kv * hd], Slice::Rows(kv * hd))
+                        }
+                        "attn_output.weight" => {
+                            (attn, vec![hq_base * hd, d], vec![hq * hd, d], Slice::Cols(hq * hd))
+                        }
                         "ffn_norm.weight" => (mlp, vec![d], vec![d], Slice::Whole),
                         "ffn_gate.weight" | "ffn_up.weight" => {
                             (mlp, vec![d, ffn_base], vec![d, ffn], Slice::Rows(ffn))
                         }
-                        "ffn_down.weight" => {
-                            (mlp, vec![ffn_base, d], vec![ffn, d], Slice::Cols(ffn))
-                        }
+                        "ffn_down.weight" => (mlp, vec![ffn_base, d], vec![ffn, d], Slice::Cols(ffn)),
                         _ => {
                             return Err(bad_tensor(
                                 t,
@@ -444,17 +400,11 @@ impl<'f> ExportPlan<'f> {
             {
                 return Err(bad_tensor(
                     t,
-                    format!(
-                        "dims {:?} do not match the base configuration (expected {expect:?})",
-                        t.dims
-                    ),
+                    format!("dims {:?} do not match the base configuration (expected {expect:?})", t.dims),
                 ));
             }
             if !quant::can_dequantize(t.ty) {
-                return Err(bad_tensor(
-                    t,
-                    format!("tensor type {} cannot be dequantized", t.ty),
-                ));
+                return Err(bad_tensor(t, format!("tensor type {} cannot be dequantized", t.ty)));
             }
             let ty = target_type(&t.name, t, quant, mc.tied_embeddings);
             if !dims[0].is_multiple_of(ty.block_elems() as u64) {
@@ -464,28 +414,17 @@ impl<'f> ExportPlan<'f> {
                     ty.block_elems()
                 )));
             }
-            tensors.push(PlannedTensor {
-                name,
-                src,
-                dims,
-                ty,
-                slice,
-            });
+            tensors.push(PlannedTensor { name, src, dims, ty, slice });
         }
         for (i, &l) in cfg.layers.iter().enumerate() {
             let prefix = format!("blk.{i}.");
             let want = (cfg.kv_heads[i] > 0) as usize * 5 + (cfg.ffn[i] > 0) as usize * 4;
-            let have = tensors
-                .iter()
-                .filter(|t| t.name.starts_with(&prefix))
-                .count();
+            let have = tensors.iter().filter(|t| t.name.starts_with(&prefix)).count();
             if have != want {
                 return Err(SubnetError::BadTensor {
                     file: base.name().to_owned(),
                     tensor: format!("blk.{l}.*"),
-                    reason: format!(
-                        "base block {l} has {have} of the {want} tensors the sub-network needs"
-                    ),
+                    reason: format!("base block {l} has {have} of the {want} tensors the sub-network needs"),
                 });
             }
         }
@@ -510,59 +449,27 @@ impl<'f> ExportPlan<'f> {
         w.add_metadata("general.architecture", MetaValue::String(arch.clone()));
         w.add_metadata(&key("block_count"), MetaValue::U32(cfg.layers.len() as u32));
         if uniform {
-            w.add_metadata(
-                &key("feed_forward_length"),
-                MetaValue::U32(cfg.ffn[0] as u32),
-            );
-            w.add_metadata(
-                &key("attention.head_count"),
-                MetaValue::U32(n_heads[0] as u32),
-            );
-            w.add_metadata(
-                &key("attention.head_count_kv"),
-                MetaValue::U32(cfg.kv_heads[0] as u32),
-            );
+            w.add_metadata(&key("feed_forward_length"), MetaValue::U32(cfg.ffn[0] as u32));
+            w.add_metadata(&key("attention.head_count"), MetaValue::U32(n_heads[0] as u32));
+            w.add_metadata(&key("attention.head_count_kv"), MetaValue::U32(cfg.kv_heads[0] as u32));
         } else {
-            w.add_metadata(
-                &key("feed_forward_length"),
-                MetaValue::u32_array(&u32s(&cfg.ffn)),
-            );
-            w.add_metadata(
-                &key("attention.head_count"),
-                MetaValue::u32_array(&u32s(&n_heads)),
-            );
-            w.add_metadata(
-                &key("attention.head_count_kv"),
-                MetaValue::u32_array(&u32s(&cfg.kv_heads)),
-            );
+            w.add_metadata(&key("feed_forward_length"), MetaValue::u32_array(&u32s(&cfg.ffn)));
+            w.add_metadata(&key("attention.head_count"), MetaValue::u32_array(&u32s(&n_heads)));
+            w.add_metadata(&key("attention.head_count_kv"), MetaValue::u32_array(&u32s(&cfg.kv_heads)));
         }
-        w.add_metadata(
-            &key("attention.key_length"),
-            MetaValue::U32(mc.head_dim as u32),
-        );
-        w.add_metadata(
-            &key("attention.value_length"),
-            MetaValue::U32(mc.head_dim as u32),
-        );
+        w.add_metadata(&key("attention.key_length"), MetaValue::U32(mc.head_dim as u32));
+        w.add_metadata(&key("attention.value_length"), MetaValue::U32(mc.head_dim as u32));
         w.add_metadata("general.file_type", MetaValue::U32(quant.ftype()));
         if w.get("general.quantization_version").is_none() {
             // llama.cpp's quantizer always writes it (GGML_QNT_VERSION).
             w.add_metadata("general.quantization_version", MetaValue::U32(2));
         }
         let base_name = mc.name.clone().unwrap_or_else(|| {
-            Path::new(base.name())
-                .file_name()
-                .map_or(base.name().to_owned(), |n| n.to_string_lossy().into_owned())
+            Path::new(base.name()).file_name().map_or(base.name().to_owned(), |n| n.to_string_lossy().into_owned())
         });
-        w.add_metadata(
-            KEY_VERSION,
-            MetaValue::String(env!("CARGO_PKG_VERSION").into()),
-        );
+        w.add_metadata(KEY_VERSION, MetaValue::String(env!("CARGO_PKG_VERSION").into()));
         w.add_metadata(KEY_BASE_NAME, MetaValue::String(base_name));
-        w.add_metadata(
-            KEY_BASE_SHA256,
-            MetaValue::String(provenance.base_sha256.clone()),
-        );
+        w.add_metadata(KEY_BASE_SHA256, MetaValue::String(provenance.base_sha256.clone()));
         w.add_metadata(KEY_SUBNET, MetaValue::String(cfg.canonical_json()));
         w.add_metadata(KEY_SUBNET_ID, MetaValue::String(id.clone()));
         w.add_metadata(KEY_QUANT, MetaValue::String(quant.name().into()));
@@ -572,14 +479,7 @@ impl<'f> ExportPlan<'f> {
         if let Some(obj) = &provenance.objectives {
             w.add_metadata(KEY_OBJECTIVES, MetaValue::String(obj.to_string()));
         }
-        Ok(ExportPlan {
-            base,
-            cfg: cfg.clone(),
-            quant,
-            arch,
-            metadata: w.metadata().to_vec(),
-            tensors,
-        })
+        Ok(ExportPlan { base, cfg: cfg.clone(), quant, arch, metadata: w.metadata().to_vec(), tensors })
     }
 
     /// `llama` or `deci`.
@@ -594,10 +494,7 @@ impl<'f> ExportPlan<'f> {
 
     /// The output tensors as `(name, dims, type)`, in file order.
     pub fn tensor_infos(&self) -> Vec<(String, Vec<u64>, GgmlType)> {
-        self.tensors
-            .iter()
-            .map(|t| (t.name.clone(), t.dims.clone(), t.ty))
-            .collect()
+        self.tensors.iter().map(|t| (t.name.clone(), t.dims.clone(), t.ty)).collect()
     }
 
     /// The exact size in bytes of the file [`ExportPlan::write`] writes ([`predict_file_size`]).
@@ -633,10 +530,7 @@ impl<'f> ExportPlan<'f> {
             }
             return Ok((Cow::Owned(out), true));
         }
-        let qerr = |source| SubnetError::Quant {
-            tensor: t.name.clone(),
-            source,
-        };
+        let qerr = |source| SubnetError::Quant { tensor: t.name.clone(), source };
         let mut row = vec![0f32; row_len];
         let mut f = Vec::with_capacity(keep_rows * keep_cols);
         for r in 0..keep_rows {
@@ -693,13 +587,8 @@ impl<'f> ExportPlan<'f> {
     /// [`ExportPlan::write`] would write (copied blocks are borrowed from the memory-mapped base).
     ///
     /// Errors: [`SubnetError::Quant`] (not expected after `new`).
-    pub fn build_tensors(
-        &self,
-    ) -> Result<Vec<(String, Vec<u64>, GgmlType, Cow<'f, [u8]>)>, SubnetError> {
-        self.tensors
-            .iter()
-            .map(|t| Ok((t.name.clone(), t.dims.clone(), t.ty, self.tensor_data(t)?.0)))
-            .collect()
+    pub fn build_tensors(&self) -> Result<Vec<(String, Vec<u64>, GgmlType, Cow<'f, [u8]>)>, SubnetError> {
+        self.tensors.iter().map(|t| Ok((t.name.clone(), t.dims.clone(), t.ty, self.tensor_data(t)?.0))).collect()
     }
 }
 

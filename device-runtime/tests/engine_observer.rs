@@ -8,11 +8,7 @@ use device_runtime::gguf::{GgmlType, GgufFile};
 use device_runtime::quant::dequant::dequantize_to_vec;
 use engine_common::*;
 
-const L: TinyLayer = TinyLayer {
-    n_head: 4,
-    n_head_kv: 2,
-    n_ff: 96,
-};
+const L: TinyLayer = TinyLayer { n_head: 4, n_head_kv: 2, n_ff: 96 };
 
 #[derive(Default)]
 struct Recorder {
@@ -41,21 +37,10 @@ fn observed_prefill_reports_activations_and_keeps_logits() {
     let f = GgufFile::from_bytes(bytes.clone(), "tiny.gguf").unwrap();
     let model = Model::from_gguf(GgufFile::from_bytes(bytes, "tiny.gguf").unwrap()).unwrap();
     let tokens = [3u32, 17, 5, 39, 0];
-    let opts = SessionOptions {
-        n_ctx: 32,
-        threads: 2,
-        n_batch: 3,
-        ..Default::default()
-    };
-    let plain = Session::new(&model, opts)
-        .unwrap()
-        .prefill(&tokens, Logits::All)
-        .unwrap();
+    let opts = SessionOptions { n_ctx: 32, threads: 2, n_batch: 3, ..Default::default() };
+    let plain = Session::new(&model, opts).unwrap().prefill(&tokens, Logits::All).unwrap();
     let mut rec = Recorder::default();
-    let observed = Session::new(&model, opts)
-        .unwrap()
-        .prefill_observed(&tokens, Logits::All, &mut rec)
-        .unwrap();
+    let observed = Session::new(&model, opts).unwrap().prefill_observed(&tokens, Logits::All, &mut rec).unwrap();
     assert_eq!(plain, observed);
 
     // Two batches (3 + 2 tokens) x two blocks, in block order within a batch.
@@ -77,23 +62,14 @@ fn observed_prefill_reports_activations_and_keeps_logits() {
     let x = &emb[tokens[0] as usize * d..(tokens[0] as usize + 1) * d];
     let norm = tensor(&f, "blk.0.attn_norm.weight");
     let ms = x.iter().map(|v| v * v).sum::<f32>() / d as f32;
-    let h: Vec<f32> = x
-        .iter()
-        .zip(&norm)
-        .map(|(v, w)| v / (ms + 1e-5).sqrt() * w)
-        .collect();
+    let h: Vec<f32> = x.iter().zip(&norm).map(|(v, w)| v / (ms + 1e-5).sqrt() * w).collect();
     let wv = tensor(&f, "blk.0.attn_v.weight"); // [d, 2*hd]: 32 rows of d
-    let v: Vec<f32> = (0..2 * hd)
-        .map(|r| (0..d).map(|c| wv[r * d + c] * h[c]).sum())
-        .collect();
+    let v: Vec<f32> = (0..2 * hd).map(|r| (0..d).map(|c| wv[r * d + c] * h[c]).sum()).collect();
     let att0 = &rec.att[0].2[..4 * hd];
     for j in 0..4 {
         for i in 0..hd {
             let (got, want) = (att0[j * hd + i], v[(j / 2) * hd + i]);
-            assert!(
-                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                "head {j} dim {i}: {got} vs {want}"
-            );
+            assert!((got - want).abs() <= 1e-4 * (1.0 + want.abs()), "head {j} dim {i}: {got} vs {want}");
         }
     }
 }

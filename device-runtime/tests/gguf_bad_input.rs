@@ -82,62 +82,37 @@ fn expect_err(bytes: B, kind: &str, needles: &[&str]) -> GgufError {
     let max = MAX_ALLOC.with(|m| m.get());
     let msg = e.to_string();
     assert_eq!(e.kind(), kind, "wrong error: {msg}");
-    assert!(
-        msg.starts_with("bad.gguf: "),
-        "message does not name the file: {msg}"
-    );
+    assert!(msg.starts_with("bad.gguf: "), "message does not name the file: {msg}");
     for n in needles {
         assert!(msg.contains(n), "message lacks {n:?}: {msg}");
     }
-    assert!(
-        max <= 64 * len + 4096,
-        "allocated {max} bytes for a {len}-byte file ({msg})"
-    );
+    assert!(max <= 64 * len + 4096, "allocated {max} bytes for a {len}-byte file ({msg})");
     e
 }
 
 #[test]
 fn empty_and_truncated_files() {
-    expect_err(
-        B::default(),
-        "truncated",
-        &["truncated at offset 0", "magic"],
-    );
-    expect_err(
-        B::default().raw(b"GGUF\x03\x00"),
-        "truncated",
-        &["offset 4", "version"],
-    );
-    expect_err(
-        B::header(0, 1)
-            .str("general.name")
-            .u32(8)
-            .u64(10)
-            .raw(b"abc"),
-        "string_too_long",
-        &["string length 10 at offset 48", "value of \"general.name\""],
-    );
+    expect_err(B::default(), "truncated", &["truncated at offset 0", "magic"]);
+    expect_err(B::default().raw(b"GGUF\x03\x00"), "truncated", &["offset 4", "version"]);
+    expect_err(B::header(0, 1).str("general.name").u32(8).u64(10).raw(b"abc"), "string_too_long", &[
+        "string length 10 at offset 48",
+        "value of \"general.name\"",
+    ]);
     // Every proper prefix of a valid file (with metadata of every kind and two tensors) is rejected cleanly.
     let mut w = GgufWriter::new();
     w.add_metadata("a.u32", MetaValue::U32(7));
     w.add_metadata("a.s", MetaValue::String("text".into()));
     w.add_metadata("a.arr", MetaValue::string_array(&["x", "yz"]));
     w.add_metadata("a.f", MetaValue::F64(1.0));
-    w.add_tensor("t0", &[4, 2], GgmlType::F32, vec![1u8; 32])
-        .unwrap();
-    w.add_tensor("t1", &[32], GgmlType::Q8_0, vec![2u8; 34])
-        .unwrap();
+    w.add_tensor("t0", &[4, 2], GgmlType::F32, vec![1u8; 32]).unwrap();
+    w.add_tensor("t1", &[32], GgmlType::Q8_0, vec![2u8; 34]).unwrap();
     let full = w.to_bytes().unwrap();
     GgufFile::from_bytes(full.clone(), "ok.gguf").unwrap();
     let last_tensor_end = full.len() - 30; // t1's 34 bytes are followed by 30 bytes of padding
     for cut in 0..last_tensor_end {
-        let e =
-            GgufFile::from_bytes(full[..cut].to_vec(), "cut.gguf").expect_err("prefix accepted");
+        let e = GgufFile::from_bytes(full[..cut].to_vec(), "cut.gguf").expect_err("prefix accepted");
         assert!(
-            matches!(
-                e.kind(),
-                "truncated" | "count_too_large" | "string_too_long" | "tensor_out_of_bounds"
-            ),
+            matches!(e.kind(), "truncated" | "count_too_large" | "string_too_long" | "tensor_out_of_bounds"),
             "prefix of {cut} bytes: {e}"
         );
     }
@@ -145,130 +120,50 @@ fn empty_and_truncated_files() {
 
 #[test]
 fn bad_magic_and_versions() {
-    expect_err(
-        B::default().raw(b"GGML").u32(3).u64(0).u64(0),
-        "bad_magic",
-        &["bad magic", "not a GGUF file"],
-    );
-    expect_err(
-        B::default().raw(b"GGUF").u32(1).u64(0).u64(0),
-        "unsupported_version",
-        &["version 1", "32-bit counts"],
-    );
-    expect_err(
-        B::default().raw(b"GGUF").u32(4).u64(0).u64(0),
-        "unsupported_version",
-        &["version 4 at offset 4"],
-    );
-    expect_err(
-        B::default()
-            .raw(b"GGUF")
-            .u32(3u32.swap_bytes())
-            .u64(0)
-            .u64(0),
-        "unsupported_version",
-        &["big-endian"],
-    );
+    expect_err(B::default().raw(b"GGML").u32(3).u64(0).u64(0), "bad_magic", &["bad magic", "not a GGUF file"]);
+    expect_err(B::default().raw(b"GGUF").u32(1).u64(0).u64(0), "unsupported_version", &["version 1", "32-bit counts"]);
+    expect_err(B::default().raw(b"GGUF").u32(4).u64(0).u64(0), "unsupported_version", &["version 4 at offset 4"]);
+    expect_err(B::default().raw(b"GGUF").u32(3u32.swap_bytes()).u64(0).u64(0), "unsupported_version", &["big-endian"]);
     // Version 2 has the same layout for little-endian files and is accepted.
-    let f =
-        GgufFile::from_bytes(B::default().raw(b"GGUF").u32(2).u64(0).u64(0).0, "v2.gguf").unwrap();
+    let f = GgufFile::from_bytes(B::default().raw(b"GGUF").u32(2).u64(0).u64(0).0, "v2.gguf").unwrap();
     assert_eq!(f.version(), 2);
 }
 
 #[test]
 fn counts_and_lengths_larger_than_the_file() {
-    expect_err(
-        B::header(0, u64::MAX),
-        "count_too_large",
-        &["metadata pair count 18446744073709551615 at offset 16"],
-    );
-    expect_err(
-        B::header(1 << 40, 0),
-        "count_too_large",
-        &["tensor info count 1099511627776 at offset 8"],
-    );
-    expect_err(
-        B::header(0, 1).u64(1 << 40).raw(b"key").raw(&[0; 16]),
-        "string_too_long",
-        &["string length 1099511627776 at offset 24"],
-    );
+    expect_err(B::header(0, u64::MAX), "count_too_large", &["metadata pair count 18446744073709551615 at offset 16"]);
+    expect_err(B::header(1 << 40, 0), "count_too_large", &["tensor info count 1099511627776 at offset 8"]);
+    expect_err(B::header(0, 1).u64(1 << 40).raw(b"key").raw(&[0; 16]), "string_too_long", &["string length 1099511627776 at offset 24"]);
     // An array of u32 whose count times 4 overflows 64 bits, and one that merely exceeds the file.
     let arr = |n: u64| B::header(0, 1).str("a").u32(9).u32(4).u64(n).u32(0);
-    expect_err(
-        arr(u64::MAX / 2),
-        "count_too_large",
-        &["array \"a\" element count", "at offset 41"],
-    );
-    expect_err(
-        arr(2),
-        "count_too_large",
-        &["count 2 at offset 41", "4 bytes left"],
-    );
+    expect_err(arr(u64::MAX / 2), "count_too_large", &["array \"a\" element count", "at offset 41"]);
+    expect_err(arr(2), "count_too_large", &["count 2 at offset 41", "4 bytes left"]);
     // An array of strings: each needs at least 8 bytes.
-    expect_err(
-        B::header(0, 1).str("a").u32(9).u32(8).u64(3).u64(0).u64(0),
-        "count_too_large",
-        &["at least 8 per item"],
-    );
+    expect_err(B::header(0, 1).str("a").u32(9).u32(8).u64(3).u64(0).u64(0), "count_too_large", &["at least 8 per item"]);
 }
 
 #[test]
 fn bad_values_keys_and_strings() {
-    expect_err(
-        B::header(0, 1).str("k").u32(13).u32(0),
-        "unknown_value_type",
-        &["unknown metadata value type 13 at offset 33", "\"k\""],
-    );
-    expect_err(
-        B::header(0, 1).str("").u32(4).u32(0),
-        "empty_key",
-        &["empty metadata key at offset 24"],
-    );
-    expect_err(
-        B::header(0, 2).kv_u32("k", 1).kv_u32("k", 2),
-        "duplicate_key",
-        &["duplicate metadata key \"k\" at offset 41"],
-    );
-    expect_err(
-        B::header(0, 1).u64(2).raw(&[0xff, 0xfe]).u32(4).u32(0),
-        "invalid_utf8",
-        &["offset 32 is not valid UTF-8"],
-    );
+    expect_err(B::header(0, 1).str("k").u32(13).u32(0), "unknown_value_type", &["unknown metadata value type 13 at offset 33", "\"k\""]);
+    expect_err(B::header(0, 1).str("").u32(4).u32(0), "empty_key", &["empty metadata key at offset 24"]);
+    expect_err(B::header(0, 2).kv_u32("k", 1).kv_u32("k", 2), "duplicate_key", &["duplicate metadata key \"k\" at offset 41"]);
+    expect_err(B::header(0, 1).u64(2).raw(&[0xff, 0xfe]).u32(4).u32(0), "invalid_utf8", &["offset 32 is not valid UTF-8"]);
     // Arrays nested 17 deep.
     let mut b = B::header(0, 1).str("deep").u32(9);
     for _ in 0..17 {
         b = b.u32(9).u64(1);
     }
     b = b.u32(4).u64(0);
-    expect_err(
-        b,
-        "nesting_too_deep",
-        &["nested more than 16 deep", "\"deep\""],
-    );
+    expect_err(b, "nesting_too_deep", &["nested more than 16 deep", "\"deep\""]);
 }
 
 #[test]
 fn bad_alignment() {
-    expect_err(
-        B::header(0, 1).kv_u32("general.alignment", 0),
-        "bad_alignment",
-        &["general.alignment: is 0"],
-    );
-    expect_err(
-        B::header(0, 1).kv_u32("general.alignment", 48),
-        "bad_alignment",
-        &["48 is not a power of two"],
-    );
-    expect_err(
-        B::header(0, 1).str("general.alignment").u32(10).u64(32),
-        "bad_alignment",
-        &["UINT64 32, must be UINT32"],
-    );
+    expect_err(B::header(0, 1).kv_u32("general.alignment", 0), "bad_alignment", &["general.alignment: is 0"]);
+    expect_err(B::header(0, 1).kv_u32("general.alignment", 48), "bad_alignment", &["48 is not a power of two"]);
+    expect_err(B::header(0, 1).str("general.alignment").u32(10).u64(32), "bad_alignment", &["UINT64 32, must be UINT32"]);
     // A valid non-default alignment is honoured: data section at a multiple of 64.
-    let ok = B::header(1, 1)
-        .kv_u32("general.alignment", 64)
-        .tensor("t", &[2], 0, 0)
-        .data(64, 8);
+    let ok = B::header(1, 1).kv_u32("general.alignment", 64).tensor("t", &[2], 0, 0).data(64, 8);
     let f = GgufFile::from_bytes(ok.0, "ok.gguf").unwrap();
     assert_eq!((f.alignment(), f.data_offset()), (64, 128));
 }
@@ -276,61 +171,18 @@ fn bad_alignment() {
 #[test]
 fn bad_tensor_infos() {
     let t = |dims: &[u64], ty: u32, off: u64| B::header(1, 0).tensor("w", dims, ty, off);
-    expect_err(
-        t(&[32], 4, 0).data(32, 32),
-        "unknown_tensor_type",
-        &["tensor \"w\": unknown ggml type id 4 at offset 45"],
-    );
-    expect_err(
-        t(&[1, 1, 1, 1, 1], 0, 0).data(32, 4),
-        "bad_dim_count",
-        &["5 dimensions at offset 33 (must be 1..=4)"],
-    );
+    expect_err(t(&[32], 4, 0).data(32, 32), "unknown_tensor_type", &["tensor \"w\": unknown ggml type id 4 at offset 45"]);
+    expect_err(t(&[1, 1, 1, 1, 1], 0, 0).data(32, 4), "bad_dim_count", &["5 dimensions at offset 33 (must be 1..=4)"]);
     expect_err(t(&[], 0, 0).data(32, 4), "bad_dim_count", &["0 dimensions"]);
-    expect_err(
-        t(&[4, 0], 0, 0).data(32, 64),
-        "zero_dim",
-        &["zero dimension in [4, 0] at offset 33"],
-    );
-    expect_err(
-        t(&[1 << 32, 1 << 32, 2], 0, 0).data(32, 4),
-        "size_overflow",
-        &["overflows 64 bits"],
-    );
-    expect_err(
-        t(&[1 << 62], 0, 0).data(32, 4),
-        "size_overflow",
-        &["[4611686018427387904] (F32) overflows"],
-    );
-    expect_err(
-        t(&[33], 8, 0).data(32, 34),
-        "row_not_block_multiple",
-        &["row length 33 is not a multiple of the Q8_0 block size 32"],
-    );
-    expect_err(
-        t(&[8], 0, 4).data(32, 64),
-        "misaligned_tensor",
-        &["data offset 4 is not a multiple of the alignment 32"],
-    );
-    expect_err(
-        t(&[8], 0, 32).data(32, 40),
-        "tensor_out_of_bounds",
-        &["data [96, 96+32)", "outside the file of 104 bytes"],
-    );
-    expect_err(
-        t(&[8], 0, u64::MAX - 31).data(32, 32),
-        "tensor_out_of_bounds",
-        &["outside the file"],
-    );
-    let two = B::header(2, 0)
-        .tensor("w", &[1], 0, 0)
-        .tensor("w", &[1], 0, 32)
-        .data(32, 64);
-    expect_err(
-        two,
-        "duplicate_tensor",
-        &["duplicate tensor name \"w\" at offset 57"],
-    );
+    expect_err(t(&[4, 0], 0, 0).data(32, 64), "zero_dim", &["zero dimension in [4, 0] at offset 33"]);
+    expect_err(t(&[1 << 32, 1 << 32, 2], 0, 0).data(32, 4), "size_overflow", &["overflows 64 bits"]);
+    expect_err(t(&[1 << 62], 0, 0).data(32, 4), "size_overflow", &["[4611686018427387904] (F32) overflows"]);
+    expect_err(t(&[33], 8, 0).data(32, 34), "row_not_block_multiple", &["row length 33 is not a multiple of the Q8_0 block size 32"]);
+    expect_err(t(&[8], 0, 4).data(32, 64), "misaligned_tensor", &["data offset 4 is not a multiple of the alignment 32"]);
+    expect_err(t(&[8], 0, 32).data(32, 40), "tensor_out_of_bounds", &["data [96, 96+32)", "outside the file of 104 bytes"]);
+    expect_err(t(&[8], 0, u64::MAX - 31).data(32, 32), "tensor_out_of_bounds", &["outside the file"]);
+    let two = B::header(2, 0).tensor("w", &[1], 0, 0).tensor("w", &[1], 0, 32).data(32, 64);
+    expect_err(two, "duplicate_tensor", &["duplicate tensor name \"w\" at offset 57"]);
 }
 
 #[test]
@@ -341,15 +193,9 @@ fn per_layer_array_length_is_a_model_config_error() {
         ("llama.block_count", MetaValue::U32(4)),
         ("llama.embedding_length", MetaValue::U32(64)),
         ("llama.context_length", MetaValue::U32(64)),
-        (
-            "llama.feed_forward_length",
-            MetaValue::u32_array(&[128, 128, 128]),
-        ),
+        ("llama.feed_forward_length", MetaValue::u32_array(&[128, 128, 128])),
         ("llama.attention.head_count", MetaValue::U32(4)),
-        (
-            "llama.attention.layer_norm_rms_epsilon",
-            MetaValue::F32(1e-5),
-        ),
+        ("llama.attention.layer_norm_rms_epsilon", MetaValue::F32(1e-5)),
         ("llama.vocab_size", MetaValue::U32(10)),
     ] {
         w.add_metadata(k, v);
@@ -357,30 +203,18 @@ fn per_layer_array_length_is_a_model_config_error() {
     let f = GgufFile::from_bytes(w.to_bytes().unwrap(), "layers.gguf").unwrap();
     let e = ModelConfig::from_gguf(&f).unwrap_err();
     assert!(matches!(e, ArchError::PerLayer { .. }), "{e:?}");
-    assert_eq!(
-        e.to_string(),
-        "layers.gguf: llama.feed_forward_length: array has 3 entries, block_count is 4"
-    );
+    assert_eq!(e.to_string(), "layers.gguf: llama.feed_forward_length: array has 3 entries, block_count is 4");
     // A huge block_count is refused before anything per-layer is allocated.
     w.add_metadata("llama.block_count", MetaValue::U32(u32::MAX));
     let f = GgufFile::from_bytes(w.to_bytes().unwrap(), "layers.gguf").unwrap();
-    assert!(
-        ModelConfig::from_gguf(&f)
-            .unwrap_err()
-            .to_string()
-            .contains("must be 1..=4096")
-    );
+    assert!(ModelConfig::from_gguf(&f).unwrap_err().to_string().contains("must be 1..=4096"));
 }
 
 #[test]
 fn open_reports_missing_files_with_the_path() {
     let e = GgufFile::open("/nonexistent/dir/model.gguf").unwrap_err();
     assert_eq!(e.kind(), "io");
-    assert!(
-        e.to_string()
-            .starts_with("/nonexistent/dir/model.gguf: open:"),
-        "{e}"
-    );
+    assert!(e.to_string().starts_with("/nonexistent/dir/model.gguf: open:"), "{e}");
 }
 
 /// Inputs the fuzzer (`fuzz/`) found crashing, kept as regressions: each must go through the same steps as the

@@ -11,31 +11,19 @@ fn smollm2() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets"));
     let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/fetch-assets.sh (or set LLAMANAS_ASSETS)",
-        p.display()
-    );
+    assert!(p.is_file(), "{} is missing: run scripts/fetch-assets.sh (or set LLAMANAS_ASSETS)", p.display());
     p
 }
 
 fn edgerun(args: &[&std::ffi::OsStr]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_edgerun"))
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_edgerun")).args(args).env_remove("RUST_BACKTRACE").output().unwrap()
 }
 
 #[test]
 fn inspect_json_reports_the_real_model() {
     let p = smollm2();
     let out = edgerun(&["inspect".as_ref(), "--json".as_ref(), p.as_os_str()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     let c = &r["config"];
     assert_eq!(r["architecture"], "llama");
@@ -61,33 +49,13 @@ fn inspect_json_reports_the_real_model() {
         .iter()
         .map(|t| (t["name"].as_str().unwrap().to_string(), t["dims"].clone()))
         .collect();
-    assert!(
-        l0.contains(&("attn_k.weight".into(), serde_json::json!([576, 192]))),
-        "{l0:?}"
-    );
-    assert!(
-        l0.contains(&("ffn_down.weight".into(), serde_json::json!([1536, 576]))),
-        "{l0:?}"
-    );
+    assert!(l0.contains(&("attn_k.weight".into(), serde_json::json!([576, 192]))), "{l0:?}");
+    assert!(l0.contains(&("ffn_down.weight".into(), serde_json::json!([1536, 576]))), "{l0:?}");
     assert_eq!(l0.len(), 9);
     let t = &r["tokenizer"];
-    assert_eq!(
-        (t["model"].as_str(), t["pre"].as_str()),
-        (Some("gpt2"), Some("smollm"))
-    );
-    assert_eq!(
-        (t["vocab_size"].as_u64(), t["merges"].as_u64()),
-        (Some(49152), Some(48900))
-    );
-    assert_eq!(
-        (
-            t["bos_id"].as_u64(),
-            t["eos_id"].as_u64(),
-            t["unk_id"].as_u64(),
-            t["pad_id"].as_u64()
-        ),
-        (Some(1), Some(2), Some(0), Some(2))
-    );
+    assert_eq!((t["model"].as_str(), t["pre"].as_str()), (Some("gpt2"), Some("smollm")));
+    assert_eq!((t["vocab_size"].as_u64(), t["merges"].as_u64()), (Some(49152), Some(48900)));
+    assert_eq!((t["bos_id"].as_u64(), t["eos_id"].as_u64(), t["unk_id"].as_u64(), t["pad_id"].as_u64()), (Some(1), Some(2), Some(0), Some(2)));
     assert_eq!(t["chat_template"], true);
 }
 
@@ -97,17 +65,8 @@ fn inspect_text_and_bad_file() {
     let out = edgerun(&["inspect".as_ref(), p.as_os_str()]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for needle in [
-        "blocks        30",
-        "d_model       576",
-        "ffn           1536",
-        "heads         9 query / 3 KV",
-        "vocab         49152",
-        "tied (no output.weight)",
-        "blocks 0-29: ffn 1536, heads 9/3",
-        "Q4_1      210 tensors",
-        "chat template present",
-    ] {
+    for needle in ["blocks        30", "d_model       576", "ffn           1536", "heads         9 query / 3 KV", "vocab         49152",
+        "tied (no output.weight)", "blocks 0-29: ffn 1536, heads 9/3", "Q4_1      210 tensors", "chat template present"] {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }
     let dir = tempfile::tempdir().unwrap();
@@ -116,8 +75,5 @@ fn inspect_text_and_bad_file() {
     let out = edgerun(&["inspect".as_ref(), bad.as_os_str()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("bad.gguf: truncated at offset 8: tensor count needs 8 bytes, only 1 left"),
-        "{err}"
-    );
+    assert!(err.contains("bad.gguf: truncated at offset 8: tensor count needs 8 bytes, only 1 left"), "{err}");
 }

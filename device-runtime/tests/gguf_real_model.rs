@@ -16,11 +16,7 @@ fn smollm2() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets"));
     let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/fetch-assets.sh (or set LLAMANAS_ASSETS)",
-        p.display()
-    );
+    assert!(p.is_file(), "{} is missing: run scripts/fetch-assets.sh (or set LLAMANAS_ASSETS)", p.display());
     p
 }
 
@@ -32,11 +28,7 @@ fn to_json(v: &MetaValue) -> Value {
         MetaValue::Bool(b) => json!(b),
         MetaValue::String(s) => json!(s),
         MetaValue::Array(a) => Value::Array(a.values.iter().map(to_json).collect()),
-        v => json!(
-            v.as_i64()
-                .map(Value::from)
-                .unwrap_or_else(|| Value::from(v.as_u64().unwrap()))
-        ),
+        v => json!(v.as_i64().map(Value::from).unwrap_or_else(|| Value::from(v.as_u64().unwrap()))),
     }
 }
 
@@ -77,12 +69,7 @@ fn reader_matches_gguf_py_on_every_key_and_tensor() {
     for ((key, value), r) in f.metadata().iter().zip(ref_meta) {
         assert_eq!(key, r["key"].as_str().unwrap());
         assert_eq!(json!(types(value)), r["types"], "types of {key}");
-        assert!(
-            to_json(value) == r["value"],
-            "value of {key}: ours {} vs gguf-py {}",
-            value,
-            r["value"]
-        );
+        assert!(to_json(value) == r["value"], "value of {key}: ours {} vs gguf-py {}", value, r["value"]);
     }
 
     let ref_tensors = reference["tensors"].as_array().unwrap();
@@ -92,19 +79,9 @@ fn reader_matches_gguf_py_on_every_key_and_tensor() {
         assert_eq!(t.name, r["name"].as_str().unwrap());
         assert_eq!(json!(t.dims), r["dims"], "{}", t.name);
         assert_eq!(t.ty.id() as u64, r["type"].as_u64().unwrap(), "{}", t.name);
-        assert_eq!(
-            f.data_offset() + t.offset,
-            r["data_offset"].as_u64().unwrap(),
-            "{}",
-            t.name
-        );
+        assert_eq!(f.data_offset() + t.offset, r["data_offset"].as_u64().unwrap(), "{}", t.name);
         assert_eq!(t.n_bytes(), r["n_bytes"].as_u64().unwrap(), "{}", t.name);
-        assert_eq!(
-            t.n_elements(),
-            r["n_elements"].as_u64().unwrap(),
-            "{}",
-            t.name
-        );
+        assert_eq!(t.n_elements(), r["n_elements"].as_u64().unwrap(), "{}", t.name);
         let sha = format!("{:x}", Sha256::digest(f.tensor_data(t)));
         assert_eq!(sha, r["sha256"].as_str().unwrap(), "data of {}", t.name);
     }
@@ -114,36 +91,18 @@ fn reader_matches_gguf_py_on_every_key_and_tensor() {
 fn real_model_facts() {
     let f = GgufFile::open(smollm2()).unwrap();
     let count = |ty| f.tensors().iter().filter(|t| t.ty == ty).count();
-    assert_eq!(
-        (
-            count(GgmlType::Q4_1),
-            count(GgmlType::F32),
-            count(GgmlType::Q8_0)
-        ),
-        (210, 61, 1)
-    );
+    assert_eq!((count(GgmlType::Q4_1), count(GgmlType::F32), count(GgmlType::Q8_0)), (210, 61, 1));
     assert!(f.tensor("output.weight").is_none());
-    assert_eq!(
-        f.get_array("tokenizer.ggml.tokens").unwrap().values.len(),
-        49152
-    );
-    assert_eq!(
-        f.get_array("tokenizer.ggml.merges").unwrap().values.len(),
-        48900
-    );
+    assert_eq!(f.get_array("tokenizer.ggml.tokens").unwrap().values.len(), 49152);
+    assert_eq!(f.get_array("tokenizer.ggml.merges").unwrap().values.len(), 48900);
     // F32 tensors are viewable in place; RMSNorm weights of a trained model are finite and mostly positive.
-    let norm = f
-        .tensor_f32(f.tensor("output_norm.weight").unwrap())
-        .unwrap();
+    let norm = f.tensor_f32(f.tensor("output_norm.weight").unwrap()).unwrap();
     assert_eq!(norm.len(), 576);
     assert!(norm.iter().all(|x| x.is_finite()));
 
     let m = ModelConfig::from_gguf(&f).unwrap();
     assert_eq!(m.arch, "llama");
-    assert_eq!(
-        (m.n_layers, m.d_model, m.n_vocab, m.n_ctx_train),
-        (30, 576, 49152, 8192)
-    );
+    assert_eq!((m.n_layers, m.d_model, m.n_vocab, m.n_ctx_train), (30, 576, 49152, 8192));
     assert_eq!((m.head_dim, m.rope_dim), (64, 64));
     assert_eq!(m.ffn, vec![1536; 30]);
     assert_eq!(m.n_heads, vec![9; 30]);
@@ -165,26 +124,15 @@ fn writer_reproduces_the_real_file_byte_for_byte() {
     let f = GgufFile::open(&path).unwrap();
     let bytes = GgufWriter::from_file(&f).unwrap().to_bytes().unwrap();
     assert_eq!(bytes.len() as u64, f.file_size());
-    assert!(
-        bytes == f.bytes(),
-        "first difference at byte {:?}",
-        bytes.iter().zip(f.bytes()).position(|(a, b)| a != b)
-    );
+    assert!(bytes == f.bytes(), "first difference at byte {:?}", bytes.iter().zip(f.bytes()).position(|(a, b)| a != b));
 
     // Atomic write to a file, then read back.
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("copy.gguf");
-    let n = GgufWriter::from_file(&f)
-        .unwrap()
-        .write_atomic(&out)
-        .unwrap();
+    let n = GgufWriter::from_file(&f).unwrap().write_atomic(&out).unwrap();
     assert_eq!(n, f.file_size());
     let g = GgufFile::open(&out).unwrap();
     assert_eq!(g.metadata(), f.metadata());
     assert_eq!(g.tensors(), f.tensors());
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        1,
-        "temporary file left behind"
-    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "temporary file left behind");
 }

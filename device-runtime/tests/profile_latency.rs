@@ -3,16 +3,12 @@
 
 use device_runtime::arch::{ModelConfig, SubnetConfig};
 use device_runtime::profile::{
-    AttentionRow, DecodeTables, DeviceFacts, FfnRow, LatencyModel, Method, ModelFamily,
-    PrefillTables, Profile, ProfileError, RUNTIME_VERSION, SCHEMA_VERSION, Stat,
+    AttentionRow, DecodeTables, DeviceFacts, FfnRow, LatencyModel, Method, ModelFamily, PrefillTables, Profile, ProfileError,
+    RUNTIME_VERSION, SCHEMA_VERSION, Stat,
 };
 
 fn st(ms: f64) -> Stat {
-    Stat {
-        median_ms: ms,
-        spread_ms: 0.01,
-        runs: 5,
-    }
+    Stat { median_ms: ms, spread_ms: 0.01, runs: 5 }
 }
 
 fn base() -> ModelConfig {
@@ -95,25 +91,10 @@ fn profile() -> Profile {
             final_norm: st(0.02),
             output_head: st(1.0),
             attention: vec![
-                AttentionRow {
-                    kv_heads: 1,
-                    ms: vec![st(0.1), st(0.3)],
-                },
-                AttentionRow {
-                    kv_heads: 2,
-                    ms: vec![st(0.2), st(0.6)],
-                },
+                AttentionRow { kv_heads: 1, ms: vec![st(0.1), st(0.3)] },
+                AttentionRow { kv_heads: 2, ms: vec![st(0.2), st(0.6)] },
             ],
-            ffn: vec![
-                FfnRow {
-                    width: 256,
-                    ms: vec![st(0.5)],
-                },
-                FfnRow {
-                    width: 512,
-                    ms: vec![st(0.9)],
-                },
-            ],
+            ffn: vec![FfnRow { width: 256, ms: vec![st(0.5)] }, FfnRow { width: 512, ms: vec![st(0.9)] }],
             reference: vec![],
         },
         prefill: PrefillTables {
@@ -123,25 +104,10 @@ fn profile() -> Profile {
             final_norm: st(0.02),
             output_head: st(1.0),
             attention: vec![
-                AttentionRow {
-                    kv_heads: 1,
-                    ms: vec![st(0.1), st(1.1)],
-                },
-                AttentionRow {
-                    kv_heads: 2,
-                    ms: vec![st(0.2), st(2.2)],
-                },
+                AttentionRow { kv_heads: 1, ms: vec![st(0.1), st(1.1)] },
+                AttentionRow { kv_heads: 2, ms: vec![st(0.2), st(2.2)] },
             ],
-            ffn: vec![
-                FfnRow {
-                    width: 256,
-                    ms: vec![st(0.5), st(2.5)],
-                },
-                FfnRow {
-                    width: 512,
-                    ms: vec![st(0.9), st(4.9)],
-                },
-            ],
+            ffn: vec![FfnRow { width: 256, ms: vec![st(0.5), st(2.5)] }, FfnRow { width: 512, ms: vec![st(0.9), st(4.9)] }],
             reference: vec![],
         },
         validation: None,
@@ -168,26 +134,14 @@ fn close(a: f64, b: f64) {
 #[test]
 fn predictions_by_hand() {
     let lm = LatencyModel::new(profile(), &base(), "q8_0").unwrap();
-    let s = SubnetConfig {
-        layers: vec![0, 2],
-        ffn: vec![512, 384],
-        kv_heads: vec![2, 1],
-    };
+    let s = SubnetConfig { layers: vec![0, 2], ffn: vec![512, 384], kv_heads: vec![2, 1] };
     // Decode at context 50: fixed 0.1 + 0.01 + 0.02 + 1.0 = 1.13; block 0: attention kv 2 at 50 = 0.4, FFN 512
     // = 0.9; block 1: attention kv 1 at 50 = 0.2, FFN 384 = (0.5 + 0.9) / 2 = 0.7. Total 3.33.
     close(lm.decode_ms(&s, 50).unwrap(), 3.33);
     // FFN 128 below the first width: 0.5 - (0.4 / 256) * 128 = 0.3; FFN 0: none; one block kv 1 at context 0.
-    let s2 = SubnetConfig {
-        layers: vec![1],
-        ffn: vec![128],
-        kv_heads: vec![1],
-    };
+    let s2 = SubnetConfig { layers: vec![1], ffn: vec![128], kv_heads: vec![1] };
     close(lm.decode_ms(&s2, 0).unwrap(), 1.13 + 0.1 + 0.3);
-    let s3 = SubnetConfig {
-        layers: vec![1],
-        ffn: vec![0],
-        kv_heads: vec![1],
-    };
+    let s3 = SubnetConfig { layers: vec![1], ffn: vec![0], kv_heads: vec![1] };
     close(lm.decode_ms(&s3, 100).unwrap(), 1.13 + 0.3);
     // Prefill of 6 tokens (halfway): overhead 0.3 + embedding 0.06 + norm 0.02 + head 1.0 = 1.38; block 0:
     // attention kv 2 1.2, FFN 512 2.9; block 1: attention kv 1 0.6, FFN 384 = halfway of (0.7 at 1, 3.7 at 11)
@@ -195,20 +149,10 @@ fn predictions_by_hand() {
     close(lm.prefill_ms(&s, 6).unwrap(), 8.28);
     // Outside the profile.
     let e = lm.decode_ms(&s, 101).unwrap_err().to_string();
-    assert!(
-        e.contains("context 101 outside the measured 0..=100"),
-        "{e}"
-    );
+    assert!(e.contains("context 101 outside the measured 0..=100"), "{e}");
     let e = lm.prefill_ms(&s, 12).unwrap_err().to_string();
-    assert!(
-        e.contains("prompt length 12 outside the measured 1..=11"),
-        "{e}"
-    );
-    let bad = SubnetConfig {
-        layers: vec![0],
-        ffn: vec![600],
-        kv_heads: vec![1],
-    };
+    assert!(e.contains("prompt length 12 outside the measured 1..=11"), "{e}");
+    let bad = SubnetConfig { layers: vec![0], ffn: vec![600], kv_heads: vec![1] };
     let e = lm.decode_ms(&bad, 0).unwrap_err().to_string();
     assert!(e.contains("ffn 600 > base 512"), "{e}");
 }
@@ -228,20 +172,13 @@ fn calibrated_predictions_by_hand() {
     close(lm.prefill_ms(&full, 11).unwrap(), 16.44);
     // Context 50: reference 3.80 (halfway), fixed 1.13, reference parts 3 x (0.4 + 0.9) = 3.9, so the factor is
     // 2.67 / 3.9; the sub-network's parts (predictions_by_hand) are 3.33 - 1.13 = 2.2.
-    let s = SubnetConfig {
-        layers: vec![0, 2],
-        ffn: vec![512, 384],
-        kv_heads: vec![2, 1],
-    };
+    let s = SubnetConfig { layers: vec![0, 2], ffn: vec![512, 384], kv_heads: vec![2, 1] };
     close(lm.decode_ms(&s, 50).unwrap(), 1.13 + 2.67 / 3.9 * 2.2);
     // Prefill of 6: reference 10.32 (halfway), fixed 1.38, reference parts 3 x (1.2 + 2.9) = 12.3; the
     // sub-network's parts 8.28 - 1.38 = 6.9.
-    close(
-        lm.prefill_ms(&s, 6).unwrap(),
-        1.38 + (10.32 - 1.38) / 12.3 * 6.9,
-    );
+    close(lm.prefill_ms(&s, 6).unwrap(), 1.38 + (10.32 - 1.38) / 12.3 * 6.9);
     // A reference at or below the fixed costs (1.0 < 1.13) is clamped to the smallest factor, 0.5; one that
-    // is far too slow (1.13 + 10 x 3.3) to the largest, 2.
+    // is far too slow (1.13 + 10 x 4.5) to the largest, 2.
     let mut odd = profile_v3();
     odd.decode.reference = vec![st(1.0), st(1.13 + 10.0 * 4.5)];
     let lm = LatencyModel::new(odd, &base(), "q8_0").unwrap();
@@ -252,41 +189,26 @@ fn calibrated_predictions_by_hand() {
     // Schema 3 without the reference is incomplete.
     let mut bad = profile_v3();
     bad.prefill.reference.clear();
-    let e = LatencyModel::new(bad, &base(), "q8_0")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("prefill.reference has 0 entries, expected 2"),
-        "{e}"
-    );
+    let e = LatencyModel::new(bad, &base(), "q8_0").unwrap_err().to_string();
+    assert!(e.contains("prefill.reference has 0 entries, expected 2"), "{e}");
 }
 
 #[test]
 fn mismatched_profiles_are_refused() {
     let e = LatencyModel::new(profile(), &base(), "q4_0").unwrap_err();
     assert!(matches!(e, ProfileError::Mismatch(_)));
-    assert!(
-        e.to_string()
-            .contains("measured for quantization q8_0, not q4_0"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("measured for quantization q8_0, not q4_0"), "{e}");
     let mut p = profile();
     p.runtime_version = "0.0.0-old".into();
-    let e = LatencyModel::new(p, &base(), "q8_0")
-        .unwrap_err()
-        .to_string();
+    let e = LatencyModel::new(p, &base(), "q8_0").unwrap_err().to_string();
     assert!(e.contains("runtime version 0.0.0-old"), "{e}");
     let mut b = base();
     b.d_model = 128;
-    let e = LatencyModel::new(profile(), &b, "q8_0")
-        .unwrap_err()
-        .to_string();
+    let e = LatencyModel::new(profile(), &b, "q8_0").unwrap_err().to_string();
     assert!(e.contains("d_model 64, the model has 128"), "{e}");
     let mut b = base();
     b.ffn = vec![1024; 3];
-    let e = LatencyModel::new(profile(), &b, "q8_0")
-        .unwrap_err()
-        .to_string();
+    let e = LatencyModel::new(profile(), &b, "q8_0").unwrap_err().to_string();
     assert!(e.contains("FFN 512, the model has 2 and 1024"), "{e}");
 }
 
@@ -298,16 +220,12 @@ fn file_round_trip_and_bad_files() {
     let p3 = profile_v3();
     p3.save(&path).unwrap();
     assert_eq!(Profile::load(&path).unwrap(), p3);
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     v["decode"]["reference"].as_array_mut().unwrap().pop();
     let q = dir.path().join("noref.json");
     std::fs::write(&q, v.to_string()).unwrap();
     let e = Profile::load(&q).unwrap_err().to_string();
-    assert!(
-        e.contains("noref.json: incomplete profile: decode.reference has 1 entries, expected 2"),
-        "{e}"
-    );
+    assert!(e.contains("noref.json: incomplete profile: decode.reference has 1 entries, expected 2"), "{e}");
     // Schema 2 (no reference) is still read.
     let p = profile();
     p.save(&path).unwrap();
@@ -322,74 +240,42 @@ fn file_round_trip_and_bad_files() {
     let q = write("trunc.json", &text[..text.len() / 2]);
     let e = Profile::load(&q).unwrap_err();
     assert!(matches!(e, ProfileError::Parse { .. }), "{e}");
-    assert!(
-        e.to_string().contains("trunc.json") && e.to_string().contains("EOF"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("trunc.json") && e.to_string().contains("EOF"), "{e}");
     // Another schema version.
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["schema_version"] = 1.into();
-    let e = Profile::load(write("v1.json", &v.to_string()))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("v1.json: profile schema version 1, this runtime reads versions 2..=3"),
-        "{e}"
-    );
+    let e = Profile::load(write("v1.json", &v.to_string())).unwrap_err().to_string();
+    assert!(e.contains("v1.json: profile schema version 1, this runtime reads versions 2..=3"), "{e}");
     // No schema version at all.
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v.as_object_mut().unwrap().remove("schema_version");
-    let e = Profile::load(write("nov.json", &v.to_string()))
-        .unwrap_err()
-        .to_string();
+    let e = Profile::load(write("nov.json", &v.to_string())).unwrap_err().to_string();
     assert!(e.contains("missing field `schema_version`"), "{e}");
     // A missing table.
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v.as_object_mut().unwrap().remove("prefill");
-    let e = Profile::load(write("nopre.json", &v.to_string()))
-        .unwrap_err()
-        .to_string();
+    let e = Profile::load(write("nopre.json", &v.to_string())).unwrap_err().to_string();
     assert!(e.contains("missing field `prefill`"), "{e}");
     // A missing KV-head row.
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["decode"]["attention"].as_array_mut().unwrap().pop();
-    let e = Profile::load(write("nokv.json", &v.to_string()))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("incomplete profile: decode.attention: KV-head counts [1], expected 1..=2"),
-        "{e}"
-    );
+    let e = Profile::load(write("nokv.json", &v.to_string())).unwrap_err().to_string();
+    assert!(e.contains("incomplete profile: decode.attention: KV-head counts [1], expected 1..=2"), "{e}");
     // A missing context entry.
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["decode"]["overhead"].as_array_mut().unwrap().pop();
-    let e = Profile::load(write("noctx.json", &v.to_string()))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("decode.overhead has 1 entries, expected 2"),
-        "{e}"
-    );
+    let e = Profile::load(write("noctx.json", &v.to_string())).unwrap_err().to_string();
+    assert!(e.contains("decode.overhead has 1 entries, expected 2"), "{e}");
     // A missing FFN width.
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["prefill"]["ffn"].as_array_mut().unwrap().remove(0);
-    let e = Profile::load(write("noffn.json", &v.to_string()))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("prefill.ffn: widths [512], expected [256, 512]"),
-        "{e}"
-    );
+    let e = Profile::load(write("noffn.json", &v.to_string())).unwrap_err().to_string();
+    assert!(e.contains("prefill.ffn: widths [512], expected [256, 512]"), "{e}");
     // A non-number.
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["decode"]["output_head"]["median_ms"] = "fast".into();
-    let e = Profile::load(write("nan.json", &v.to_string()))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("not a valid device profile") && e.contains("invalid type"),
-        "{e}"
-    );
+    let e = Profile::load(write("nan.json", &v.to_string())).unwrap_err().to_string();
+    assert!(e.contains("not a valid device profile") && e.contains("invalid type"), "{e}");
     // The file name from the machine's facts.
     assert_eq!(p.file_name(), "test-cpu-9000-2c-24g-t2-q8_0.json");
 }

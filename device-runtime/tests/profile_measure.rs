@@ -7,23 +7,13 @@ use device_runtime::arch::SubnetConfig;
 use device_runtime::gguf::{GgmlType, GgufFile};
 use device_runtime::profile::measure::ModelBuilder;
 use device_runtime::profile::validate::{build_subnet, random_subnets};
-use device_runtime::profile::{
-    LatencyModel, Profile, ProfileOptions, ValidationOptions, profile_model, validate_profile,
-};
+use device_runtime::profile::{LatencyModel, Profile, ProfileOptions, ValidationOptions, profile_model, validate_profile};
 use engine_common::{TinyLayer, reference_logits, tiny_gguf};
 
 fn tiny() -> GgufFile {
     // d 64, head_dim 16, 4 query heads over 2 KV heads, FFN 512, vocabulary 40, 3 blocks (engine_common).
-    let l = TinyLayer {
-        n_head: 4,
-        n_head_kv: 2,
-        n_ff: 512,
-    };
-    GgufFile::from_bytes(
-        tiny_gguf("llama", &[l, l, l], GgmlType::F32, |_| {}),
-        "tiny.gguf",
-    )
-    .unwrap()
+    let l = TinyLayer { n_head: 4, n_head_kv: 2, n_ff: 512 };
+    GgufFile::from_bytes(tiny_gguf("llama", &[l, l, l], GgmlType::F32, |_| {}), "tiny.gguf").unwrap()
 }
 
 fn quick() -> ProfileOptions {
@@ -49,36 +39,12 @@ fn tiny_profile_is_complete_and_usable() {
     let f = tiny();
     let p = profile_model(&f, &quick()).unwrap();
     // Shapes from the tiny model's definition.
-    assert_eq!(
-        (
-            p.model.d_model,
-            p.model.head_dim,
-            p.model.n_vocab,
-            p.model.gqa_group
-        ),
-        (64, 16, 40, 2)
-    );
-    assert_eq!(
-        (p.model.max_kv_heads, p.model.max_ffn, p.model.n_layers),
-        (2, 512, 3)
-    );
-    assert_eq!(
-        p.decode
-            .attention
-            .iter()
-            .map(|r| r.kv_heads)
-            .collect::<Vec<_>>(),
-        vec![1, 2]
-    );
-    assert_eq!(
-        p.decode.ffn.iter().map(|r| r.width).collect::<Vec<_>>(),
-        vec![256, 512]
-    );
+    assert_eq!((p.model.d_model, p.model.head_dim, p.model.n_vocab, p.model.gqa_group), (64, 16, 40, 2));
+    assert_eq!((p.model.max_kv_heads, p.model.max_ffn, p.model.n_layers), (2, 512, 3));
+    assert_eq!(p.decode.attention.iter().map(|r| r.kv_heads).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(p.decode.ffn.iter().map(|r| r.width).collect::<Vec<_>>(), vec![256, 512]);
     assert_eq!(p.prefill.ffn[1].ms.len(), 3);
-    assert_eq!(
-        (p.weight_type.as_str(), p.head_type.as_str(), p.threads),
-        ("Q8_0", "Q8_0", 2)
-    );
+    assert_eq!((p.weight_type.as_str(), p.head_type.as_str(), p.threads), ("Q8_0", "Q8_0", 2));
     assert!(p.device.logical_cpus >= 1 && p.device.memory_bytes > 0);
     // Round trip through the file.
     let dir = tempfile::tempdir().unwrap();
@@ -89,23 +55,12 @@ fn tiny_profile_is_complete_and_usable() {
     // The latency model accepts it for this model and quantization, and refuses another quantization.
     let base = device_runtime::arch::ModelConfig::from_gguf(&f).unwrap();
     let lm = LatencyModel::new(back.clone(), &base, "q8_0").unwrap();
-    let s = SubnetConfig {
-        layers: vec![0, 2],
-        ffn: vec![384, 512],
-        kv_heads: vec![1, 2],
-    };
+    let s = SubnetConfig { layers: vec![0, 2], ffn: vec![384, 512], kv_heads: vec![1, 2] };
     assert!(lm.decode_ms(&s, 12).unwrap().is_finite());
     assert!(lm.prefill_ms(&s, 5).unwrap().is_finite());
     assert!(LatencyModel::new(back, &base, "q4_0").is_err());
     // Validation pipeline on two random sub-networks.
-    let o = ValidationOptions {
-        k: 2,
-        seed: 3,
-        decode_context: 8,
-        prefill_length: 4,
-        runs: 1,
-        progress: false,
-    };
+    let o = ValidationOptions { k: 2, seed: 3, decode_context: 8, prefill_length: 4, runs: 1, progress: false };
     let r = validate_profile(&f, &p, &o).unwrap();
     assert_eq!(r.rows.len(), 2);
     assert!(r.summary.decode_mape_pct.is_finite() && r.summary.prefill_mape_pct.is_finite());
@@ -114,45 +69,13 @@ fn tiny_profile_is_complete_and_usable() {
 #[test]
 fn bad_options_are_clear_errors() {
     let f = tiny();
-    let e = profile_model(
-        &f,
-        &ProfileOptions {
-            quant: "q3_x".into(),
-            ..quick()
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let e = profile_model(&f, &ProfileOptions { quant: "q3_x".into(), ..quick() }).unwrap_err().to_string();
     assert!(e.contains("unknown quantization \"q3_x\""), "{e}");
-    let e = profile_model(
-        &f,
-        &ProfileOptions {
-            backend: "wgpu".into(),
-            ..quick()
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let e = profile_model(&f, &ProfileOptions { backend: "wgpu".into(), ..quick() }).unwrap_err().to_string();
     assert!(e.contains("backend \"wgpu\" is not available"), "{e}");
-    let e = profile_model(
-        &f,
-        &ProfileOptions {
-            lengths: vec![1, 1024],
-            ..quick()
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let e = profile_model(&f, &ProfileOptions { lengths: vec![1, 1024], ..quick() }).unwrap_err().to_string();
     assert!(e.contains("must lie in 1..=512"), "{e}");
-    let e = profile_model(
-        &f,
-        &ProfileOptions {
-            contexts: vec![8, 0],
-            ..quick()
-        },
-    )
-    .unwrap_err()
-    .to_string();
+    let e = profile_model(&f, &ProfileOptions { contexts: vec![8, 0], ..quick() }).unwrap_err().to_string();
     assert!(e.contains("strictly increasing"), "{e}");
 }
 
@@ -165,11 +88,7 @@ fn random_subnets_fit_the_space() {
     for s in &subs {
         assert!(s.layers.len() >= 8 && s.layers.len() <= 30);
         assert!(s.layers.windows(2).all(|w| w[0] < w[1]));
-        assert!(
-            s.ffn
-                .iter()
-                .all(|&w| w % 128 == 0 && (128..=1536).contains(&w))
-        );
+        assert!(s.ffn.iter().all(|&w| w % 128 == 0 && (128..=1536).contains(&w)));
         assert!(s.kv_heads.iter().all(|&k| (1..=3).contains(&k)));
     }
     assert_eq!(subs, random_subnets(&ffn, &kv, 40, 1));
@@ -180,17 +99,11 @@ fn random_subnets_fit_the_space() {
 fn builder_full_model_matches_reference() {
     let f = tiny();
     let b = ModelBuilder::new(&f, "f32").unwrap();
-    let full = SubnetConfig {
-        layers: vec![0, 1, 2],
-        ffn: vec![512; 3],
-        kv_heads: vec![2; 3],
-    };
+    let full = SubnetConfig { layers: vec![0, 1, 2], ffn: vec![512; 3], kv_heads: vec![2; 3] };
     let m = build_subnet(&b, &full, 16).unwrap();
     let toks = [3u32, 17, 5, 39, 0];
     let mut s = device_runtime::engine::Session::new(&m, Default::default()).unwrap();
-    let got = s
-        .prefill(&toks, device_runtime::engine::Logits::All)
-        .unwrap();
+    let got = s.prefill(&toks, device_runtime::engine::Logits::All).unwrap();
     let want = reference_logits(&f, &toks);
     for (t, w) in want.iter().enumerate() {
         for (a, b) in got[t * 40..(t + 1) * 40].iter().zip(w) {
@@ -205,13 +118,7 @@ fn builder_full_model_matches_reference() {
 fn real_model_types() {
     let f = GgufFile::open(engine_common::smollm2_path()).unwrap();
     let b = ModelBuilder::new(&f, "q4_0").unwrap();
-    assert_eq!(
-        (b.weight_type, b.head_type, b.embedding_type),
-        (GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q8_0)
-    );
+    assert_eq!((b.weight_type, b.head_type, b.embedding_type), (GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q8_0));
     let b = ModelBuilder::new(&f, "q8_0").unwrap();
-    assert_eq!(
-        (b.weight_type, b.head_type),
-        (GgmlType::Q8_0, GgmlType::Q8_0)
-    );
+    assert_eq!((b.weight_type, b.head_type), (GgmlType::Q8_0, GgmlType::Q8_0));
 }

@@ -6,9 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use device_runtime::chat::{
-    ChatError, ChatMessage, apply_chat_template, apply_model_chat_template,
-};
+use device_runtime::chat::{ChatError, ChatMessage, apply_chat_template, apply_model_chat_template};
 use device_runtime::gguf::GgufFile;
 use device_runtime::tokenizer::Tokenizer;
 use serde::Deserialize;
@@ -24,11 +22,7 @@ fn smollm2_path() -> PathBuf {
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets"),
     };
     let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/fetch-assets.sh (or set LLAMANAS_ASSETS)",
-        p.display()
-    );
+    assert!(p.is_file(), "{} is missing: run scripts/fetch-assets.sh (or set LLAMANAS_ASSETS)", p.display());
     p
 }
 
@@ -50,19 +44,8 @@ fn conversations() -> Vec<Vec<ChatMessage>> {
     let m = ChatMessage::new;
     vec![
         vec![m("user", "Hello!")],
-        vec![
-            m("system", "You are terse."),
-            m("user", "What is 2+2?"),
-            m("assistant", "4"),
-            m("user", "And 3+3?"),
-        ],
-        vec![
-            m("user", "  spaced  \n"),
-            m(
-                "assistant",
-                "Ünïcödé 😀 {{ not a template }} {% raw %}\nline 2",
-            ),
-        ],
+        vec![m("system", "You are terse."), m("user", "What is 2+2?"), m("assistant", "4"), m("user", "And 3+3?")],
+        vec![m("user", "  spaced  \n"), m("assistant", "Ünïcödé 😀 {{ not a template }} {% raw %}\nline 2")],
         vec![m("assistant", "I speak first")],
     ]
 }
@@ -76,18 +59,8 @@ struct Rendered {
 #[test]
 fn templates_match_jinja2() {
     let tok = smollm2();
-    let smollm_template = tok
-        .chat_template()
-        .expect("SmolLM2 GGUF has a chat template")
-        .to_string();
-    let templates = [
-        smollm_template.as_str(),
-        LLAMA3_STYLE,
-        MISTRAL_STYLE,
-        BLOCKS_STYLE,
-        BREAK_STYLE,
-        TOJSON_STYLE,
-    ];
+    let smollm_template = tok.chat_template().expect("SmolLM2 GGUF has a chat template").to_string();
+    let templates = [smollm_template.as_str(), LLAMA3_STYLE, MISTRAL_STYLE, BLOCKS_STYLE, BREAK_STYLE, TOJSON_STYLE];
     let (bos, eos) = ("<|im_start|>", "<|im_end|>");
     let mut cases = Vec::new();
     for t in templates {
@@ -116,14 +89,8 @@ fn templates_match_jinja2() {
     let dir = tempfile::tempdir().unwrap();
     let (inp, outp) = (dir.path().join("in.json"), dir.path().join("out.json"));
     std::fs::write(&inp, input).unwrap();
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/ref/chat_template_ref.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .arg(&inp)
-        .arg(&outp)
-        .output()
-        .expect("python3 must be installed");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/ref/chat_template_ref.py");
+    let out = Command::new("python3").arg(&script).arg(&inp).arg(&outp).output().expect("python3 must be installed");
     assert!(
         out.status.success(),
         "chat_template_ref.py failed (pip install jinja2==3.1.6):\n{}",
@@ -135,17 +102,12 @@ fn templates_match_jinja2() {
     for ((t, conv, agp), r) in cases.iter().zip(&reference) {
         let got = apply_chat_template(t, conv, *agp, bos, eos);
         match (&r.ok, &r.error, got) {
-            (Some(want), _, Ok(got)) => {
-                assert_eq!(&got, want, "template {t:?}\nmessages {conv:?} agp {agp}")
-            }
+            (Some(want), _, Ok(got)) => assert_eq!(&got, want, "template {t:?}\nmessages {conv:?} agp {agp}"),
             (None, Some(_), Err(ChatError::Render(msg))) => {
                 n_errors += 1;
                 assert!(msg.contains("roles must alternate"), "{msg}");
             }
-            (_, _, got) => panic!(
-                "template {t:?} messages {conv:?}: jinja2 {:?}/{:?}, minijinja {got:?}",
-                r.ok, r.error
-            ),
+            (_, _, got) => panic!("template {t:?} messages {conv:?}: jinja2 {:?}/{:?}, minijinja {got:?}", r.ok, r.error),
         }
     }
     // The mistral-style template rejects, in both renderers, the conversation that starts with the assistant
@@ -162,15 +124,9 @@ fn smollm2_chatml_by_hand() {
         "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
          <|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
     );
-    let msgs = [
-        ChatMessage::new("system", "Be brief."),
-        ChatMessage::new("user", "Hi"),
-    ];
+    let msgs = [ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "Hi")];
     let got = apply_model_chat_template(&tok, &msgs, false).unwrap();
-    assert_eq!(
-        got,
-        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
-    );
+    assert_eq!(got, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
     // The rendered prompt tokenizes with the ChatML tokens as single tokens.
     let ids = tok.encode(&got, false, true).unwrap();
     assert_eq!(ids.iter().filter(|&&i| i == 1).count(), 2);

@@ -22,26 +22,17 @@ fn assets_dir() -> PathBuf {
 
 fn smollm2_path() -> PathBuf {
     let p = assets_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/fetch-assets.sh (or set LLAMANAS_ASSETS)",
-        p.display()
-    );
+    assert!(p.is_file(), "{} is missing: run scripts/fetch-assets.sh (or set LLAMANAS_ASSETS)", p.display());
     p
 }
 
 fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../scripts/ref")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/ref").join(name)
 }
 
 /// Runs a reference Python script; panics with its stderr if it fails (e.g. gguf/tokenizers not installed).
 fn python(args: &[&std::ffi::OsStr]) {
-    let out = Command::new("python3")
-        .args(args)
-        .output()
-        .expect("python3 must be installed for the parity tests");
+    let out = Command::new("python3").args(args).output().expect("python3 must be installed for the parity tests");
     assert!(
         out.status.success(),
         "python3 {:?} failed (install the reference tools: pip install gguf==0.19.0 tokenizers==0.23.3):\n{}",
@@ -75,8 +66,7 @@ fn reference_dir() -> &'static Path {
 
 /// The metadata as gguf-py reads it.
 fn gguf_py_metadata() -> TokenizerMetadata {
-    serde_json::from_slice(&std::fs::read(reference_dir().join("meta.json")).unwrap())
-        .expect("metadata JSON")
+    serde_json::from_slice(&std::fs::read(reference_dir().join("meta.json")).unwrap()).expect("metadata JSON")
 }
 
 /// The metadata as this crate reads it (GGUF reader + [`TokenizerMetadata::from_gguf`]).
@@ -106,41 +96,25 @@ fn reference(pre: &str) -> Reference {
 
 /// Compares every case; reports the first few mismatches with their text.
 fn check_parity(tok: &Tokenizer, r: &Reference) {
-    assert!(
-        r.cases.len() >= 300,
-        "only {} reference cases",
-        r.cases.len()
-    );
+    assert!(r.cases.len() >= 300, "only {} reference cases", r.cases.len());
     let mut failures = Vec::new();
     for c in &r.cases {
         let ids = tok.encode(&c.text, false, true).unwrap();
         if ids != c.ids {
-            failures.push(format!(
-                "encode(parse_special) {:?}:\n  got  {:?}\n  want {:?}",
-                c.text, ids, c.ids
-            ));
+            failures.push(format!("encode(parse_special) {:?}:\n  got  {:?}\n  want {:?}", c.text, ids, c.ids));
             continue;
         }
         let plain = tok.encode(&c.text, false, false).unwrap();
         if plain != c.ids_plain {
-            failures.push(format!(
-                "encode(plain) {:?}:\n  got  {:?}\n  want {:?}",
-                c.text, plain, c.ids_plain
-            ));
+            failures.push(format!("encode(plain) {:?}:\n  got  {:?}\n  want {:?}", c.text, plain, c.ids_plain));
         }
         let dec = tok.decode(&ids, false).unwrap();
         if dec != c.decoded || dec != c.text {
-            failures.push(format!(
-                "decode {:?}: got {:?}, reference {:?}",
-                c.text, dec, c.decoded
-            ));
+            failures.push(format!("decode {:?}: got {:?}, reference {:?}", c.text, dec, c.decoded));
         }
         let skip = tok.decode(&ids, true).unwrap();
         if skip != c.decoded_skip {
-            failures.push(format!(
-                "decode(skip) {:?}: got {:?}, reference {:?}",
-                c.text, skip, c.decoded_skip
-            ));
+            failures.push(format!("decode(skip) {:?}: got {:?}, reference {:?}", c.text, skip, c.decoded_skip));
         }
     }
     assert!(
@@ -149,12 +123,7 @@ fn check_parity(tok: &Tokenizer, r: &Reference) {
         r.pre,
         failures.len(),
         r.cases.len(),
-        failures
-            .iter()
-            .take(5)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        failures.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
     );
 }
 
@@ -179,48 +148,24 @@ fn from_gguf_errors_name_the_key() {
     w.add_metadata("general.architecture", MetaValue::String("llama".into()));
     let f = GgufFile::from_bytes(w.to_bytes().unwrap(), "no-tokenizer.gguf").unwrap();
     let err = Tokenizer::from_gguf(&f).unwrap_err().to_string();
-    assert!(
-        err.contains("no-tokenizer.gguf") && err.contains("tokenizer.ggml.model"),
-        "{err}"
-    );
+    assert!(err.contains("no-tokenizer.gguf") && err.contains("tokenizer.ggml.model"), "{err}");
 
     w.add_metadata("tokenizer.ggml.model", MetaValue::String("gpt2".into()));
     let f = GgufFile::from_bytes(w.to_bytes().unwrap(), "no-tokens.gguf").unwrap();
     let err = Tokenizer::from_gguf(&f).unwrap_err().to_string();
-    assert!(
-        err.contains("no-tokens.gguf") && err.contains("tokenizer.ggml.tokens"),
-        "{err}"
-    );
+    assert!(err.contains("no-tokens.gguf") && err.contains("tokenizer.ggml.tokens"), "{err}");
 
     w.add_metadata("tokenizer.ggml.tokens", MetaValue::u32_array(&[1, 2, 3]));
     let f = GgufFile::from_bytes(w.to_bytes().unwrap(), "bad-tokens.gguf").unwrap();
     let err = Tokenizer::from_gguf(&f).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            TokenizerError::BadArray {
-                key: "tokenizer.ggml.tokens",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, TokenizerError::BadArray { key: "tokenizer.ggml.tokens", .. }), "{err}");
     assert!(err.to_string().contains("bad-tokens.gguf"), "{err}");
 
-    w.add_metadata(
-        "tokenizer.ggml.model",
-        MetaValue::String("wordpiece".into()),
-    );
-    w.add_metadata(
-        "tokenizer.ggml.tokens",
-        MetaValue::string_array(&["a", "b"]),
-    );
+    w.add_metadata("tokenizer.ggml.model", MetaValue::String("wordpiece".into()));
+    w.add_metadata("tokenizer.ggml.tokens", MetaValue::string_array(&["a", "b"]));
     let f = GgufFile::from_bytes(w.to_bytes().unwrap(), "wpm.gguf").unwrap();
     let err = Tokenizer::from_gguf(&f).unwrap_err().to_string();
-    assert!(
-        err.contains("wordpiece") && err.contains("tokenizer.ggml.model"),
-        "{err}"
-    );
+    assert!(err.contains("wordpiece") && err.contains("tokenizer.ggml.model"), "{err}");
 }
 
 /// The other pre-tokenizers (llama.cpp's regexes) against the HF forms of their original tokenizer.json,
@@ -242,27 +187,16 @@ fn smollm2_known_ids() {
     let tok = Tokenizer::from_metadata(smollm2_metadata()).unwrap();
     assert_eq!(tok.vocab_size(), 49152);
     // Measured with llama.cpp (llama-tokenize) on this GGUF.
-    assert_eq!(
-        tok.encode("Hello world, this is a test.", false, true)
-            .unwrap(),
-        [19556, 905, 28, 451, 314, 253, 1028, 30]
-    );
+    assert_eq!(tok.encode("Hello world, this is a test.", false, true).unwrap(), [19556, 905, 28, 451, 314, 253, 1028, 30]);
     // Digits split one by one ("smollm" pre-tokenizer): '1'..'5' are the byte tokens 33..37 of the vocab.
     for (d, id) in ["1", "2", "3", "4", "5"].iter().zip(33u32..) {
         assert_eq!(tok.token_text(id), Some(*d));
     }
-    assert_eq!(
-        tok.encode("12345", false, true).unwrap(),
-        [33, 34, 35, 36, 37]
-    );
+    assert_eq!(tok.encode("12345", false, true).unwrap(), [33, 34, 35, 36, 37]);
     // ChatML tokens of SmolLM2's vocabulary (checked by gguf-py: tokens[1], tokens[2], CONTROL).
     assert_eq!(tok.token_id("<|im_start|>"), Some(1));
     assert_eq!(tok.token_id("<|im_end|>"), Some(2));
-    assert_eq!(
-        tok.encode("<|im_start|>user\n<|im_end|>", false, true)
-            .unwrap(),
-        [1, 4093, 198, 2]
-    );
+    assert_eq!(tok.encode("<|im_start|>user\n<|im_end|>", false, true).unwrap(), [1, 4093, 198, 2]);
     assert_eq!(tok.bos(), Some(1));
     assert_eq!(tok.eos(), Some(2));
     assert!(tok.is_eog(2) && tok.is_eog(0) && !tok.is_eog(1) && !tok.is_eog(19556));
@@ -281,10 +215,7 @@ fn unknown_pre_tokenizer_is_an_error() {
     let mut meta = smollm2_metadata();
     meta.pre = Some("made-up-pre".into());
     let err = Tokenizer::from_metadata(meta).unwrap_err().to_string();
-    assert!(
-        err.contains("made-up-pre") && err.contains("tokenizer.ggml.pre"),
-        "{err}"
-    );
+    assert!(err.contains("made-up-pre") && err.contains("tokenizer.ggml.pre"), "{err}");
 }
 
 #[test]
@@ -306,9 +237,6 @@ fn stream_decoder_reassembles_split_characters() {
     // The emoji/CJK cases do split characters over tokens, so the holding logic is exercised.
     assert!(n_split > 0);
     let mut dec = StreamDecoder::new(&tok, true);
-    let s: String = [1u32, 19556, 2]
-        .iter()
-        .map(|&id| dec.push(id).unwrap())
-        .collect();
+    let s: String = [1u32, 19556, 2].iter().map(|&id| dec.push(id).unwrap()).collect();
     assert_eq!(s, "Hello");
 }

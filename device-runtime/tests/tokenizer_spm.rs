@@ -21,19 +21,19 @@ fn tiny_gguf() -> GgufFile {
         scores.push(0.0);
     }
     let pieces: &[(&str, f32)] = &[
-        ("▁", -10.0),    // 259
-        ("h", -5.0),     // 260
-        ("e", -5.0),     // 261
-        ("l", -5.0),     // 262
-        ("o", -5.0),     // 263
-        ("▁h", -3.0),    // 264
-        ("ll", -2.0),    // 265
-        ("he", -4.0),    // 266
-        ("▁he", -1.0),   // 267
-        ("llo", -1.5),   // 268
-        ("▁hello", 0.0), // 269
-        ("w", -5.0),     // 270
-        ("▁w", -3.0),    // 271
+        ("▁", -10.0),     // 259
+        ("h", -5.0),      // 260
+        ("e", -5.0),      // 261
+        ("l", -5.0),      // 262
+        ("o", -5.0),      // 263
+        ("▁h", -3.0),     // 264
+        ("ll", -2.0),     // 265
+        ("he", -4.0),     // 266
+        ("▁he", -1.0),    // 267
+        ("llo", -1.5),    // 268
+        ("▁hello", 0.0),  // 269
+        ("w", -5.0),      // 270
+        ("▁w", -3.0),     // 271
     ];
     for (p, s) in pieces {
         tokens.push(p.to_string());
@@ -68,15 +68,9 @@ fn spm_merges_by_score() {
     assert_eq!(tok.encode("hello", false, false).unwrap(), [269]);
     assert_eq!(tok.encode("hello", true, false).unwrap(), [1, 269]);
     // "▁hello▁world": ▁h and ▁w tie at -3, the left one merges first; "r", "d" fall back to bytes.
-    assert_eq!(
-        tok.encode("hello world", false, false).unwrap(),
-        [269, 271, 263, byte(b'r'), 262, byte(b'd')]
-    );
+    assert_eq!(tok.encode("hello world", false, false).unwrap(), [269, 271, 263, byte(b'r'), 262, byte(b'd')]);
     // A character outside the vocabulary: its UTF-8 bytes (é = C3 A9).
-    assert_eq!(
-        tok.encode("é", false, false).unwrap(),
-        [259, byte(0xC3), byte(0xA9)]
-    );
+    assert_eq!(tok.encode("é", false, false).unwrap(), [259, byte(0xC3), byte(0xA9)]);
     assert_eq!(tok.encode("", false, false).unwrap(), Vec::<u32>::new());
     assert_eq!(tok.encode("", true, false).unwrap(), [1]);
 }
@@ -96,13 +90,7 @@ fn spm_special_tokens_and_space_prefix() {
 #[test]
 fn spm_decode_round_trips() {
     let tok = Tokenizer::from_gguf(&tiny_gguf()).unwrap();
-    for text in [
-        "hello",
-        "hello world",
-        "é and ü, 12 €",
-        "  two leading spaces",
-        "x\ny\tz",
-    ] {
+    for text in ["hello", "hello world", "é and ü, 12 €", "  two leading spaces", "x\ny\tz"] {
         let ids = tok.encode(text, true, false).unwrap();
         assert_eq!(tok.decode(&ids, true).unwrap(), text, "ids {ids:?}");
     }

@@ -12,10 +12,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use arrow_array::{
-    Array, ArrayRef, BooleanArray, Int32Array, Int64Array, LargeStringArray, ListArray,
-    RecordBatch, StringArray, StructArray,
-};
+use arrow_array::{Array, ArrayRef, BooleanArray, Int32Array, Int64Array, LargeStringArray, ListArray, RecordBatch, StringArray, StructArray};
 use arrow_ipc::reader::StreamReader;
 
 /// Errors of the data loaders; every message names the file.
@@ -117,10 +114,7 @@ impl TaskSpec {
 
     /// Parse a comma-separated list of task names.
     pub fn parse_list(s: &str) -> Result<Vec<TaskSpec>, DataError> {
-        s.split(',')
-            .filter(|t| !t.trim().is_empty())
-            .map(Self::parse)
-            .collect()
+        s.split(',').filter(|t| !t.trim().is_empty()).map(Self::parse).collect()
     }
 
     /// The task's name (as [`TaskSpec::parse`] accepts it).
@@ -193,30 +187,17 @@ struct Table {
 impl Table {
     fn read(path: &Path) -> Result<Table, DataError> {
         let file = path.display().to_string();
-        let f = File::open(path).map_err(|source| DataError::Io {
-            file: file.clone(),
-            source,
-        })?;
-        let reader = StreamReader::try_new(std::io::BufReader::new(f), None).map_err(|source| {
-            DataError::Arrow {
-                file: file.clone(),
-                source,
-            }
-        })?;
+        let f = File::open(path).map_err(|source| DataError::Io { file: file.clone(), source })?;
+        let reader = StreamReader::try_new(std::io::BufReader::new(f), None)
+            .map_err(|source| DataError::Arrow { file: file.clone(), source })?;
         let batches = reader
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| DataError::Arrow {
-                file: file.clone(),
-                source,
-            })?;
+            .map_err(|source| DataError::Arrow { file: file.clone(), source })?;
         Ok(Table { file, batches })
     }
 
     fn err(&self, reason: impl Into<String>) -> DataError {
-        DataError::Schema {
-            file: self.file.clone(),
-            reason: reason.into(),
-        }
+        DataError::Schema { file: self.file.clone(), reason: reason.into() }
     }
 
     fn rows(&self) -> usize {
@@ -226,11 +207,7 @@ impl Table {
     fn column(&self, name: &str) -> Result<Vec<ArrayRef>, DataError> {
         self.batches
             .iter()
-            .map(|b| {
-                b.column_by_name(name)
-                    .cloned()
-                    .ok_or_else(|| self.err(format!("no column {name:?}")))
-            })
+            .map(|b| b.column_by_name(name).cloned().ok_or_else(|| self.err(format!("no column {name:?}"))))
             .collect()
     }
 
@@ -248,25 +225,11 @@ impl Table {
         let mut out = Vec::with_capacity(self.rows());
         for a in self.column(name)? {
             if let Some(x) = a.as_any().downcast_ref::<Int64Array>() {
-                out.extend(
-                    x.iter()
-                        .map(|v| v.ok_or_else(|| self.err(format!("column {name:?}: null"))))
-                        .collect::<Result<Vec<_>, _>>()?,
-                );
+                out.extend(x.iter().map(|v| v.ok_or_else(|| self.err(format!("column {name:?}: null")))).collect::<Result<Vec<_>, _>>()?);
             } else if let Some(x) = a.as_any().downcast_ref::<Int32Array>() {
-                out.extend(
-                    x.iter()
-                        .map(|v| {
-                            v.map(i64::from)
-                                .ok_or_else(|| self.err(format!("column {name:?}: null")))
-                        })
-                        .collect::<Result<Vec<_>, _>>()?,
-                );
+                out.extend(x.iter().map(|v| v.map(i64::from).ok_or_else(|| self.err(format!("column {name:?}: null")))).collect::<Result<Vec<_>, _>>()?);
             } else {
-                return Err(self.err(format!(
-                    "column {name:?}: type {} (expected int32 or int64)",
-                    a.data_type()
-                )));
+                return Err(self.err(format!("column {name:?}: type {} (expected int32 or int64)", a.data_type())));
             }
         }
         Ok(out)
@@ -276,17 +239,11 @@ impl Table {
     fn bools(&self, name: &str) -> Result<Vec<bool>, DataError> {
         let mut out = Vec::with_capacity(self.rows());
         for a in self.column(name)? {
-            let x = a.as_any().downcast_ref::<BooleanArray>().ok_or_else(|| {
-                self.err(format!(
-                    "column {name:?}: type {} (expected bool)",
-                    a.data_type()
-                ))
-            })?;
-            out.extend(
-                x.iter()
-                    .map(|v| v.ok_or_else(|| self.err(format!("column {name:?}: null"))))
-                    .collect::<Result<Vec<_>, _>>()?,
-            );
+            let x = a
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .ok_or_else(|| self.err(format!("column {name:?}: type {} (expected bool)", a.data_type())))?;
+            out.extend(x.iter().map(|v| v.ok_or_else(|| self.err(format!("column {name:?}: null")))).collect::<Result<Vec<_>, _>>()?);
         }
         Ok(out)
     }
@@ -304,19 +261,12 @@ impl Table {
     fn struct_string_lists(&self, name: &str, field: &str) -> Result<Vec<Vec<String>>, DataError> {
         let mut out = Vec::with_capacity(self.rows());
         for a in self.column(name)? {
-            let s = a.as_any().downcast_ref::<StructArray>().ok_or_else(|| {
-                self.err(format!(
-                    "column {name:?}: type {} (expected struct)",
-                    a.data_type()
-                ))
-            })?;
-            let f = s
-                .column_by_name(field)
-                .ok_or_else(|| self.err(format!("column {name:?} has no field {field:?}")))?;
-            out.extend(
-                string_lists_of(f)
-                    .map_err(|r| self.err(format!("column {name:?}.{field}: {r}")))?,
-            );
+            let s = a
+                .as_any()
+                .downcast_ref::<StructArray>()
+                .ok_or_else(|| self.err(format!("column {name:?}: type {} (expected struct)", a.data_type())))?;
+            let f = s.column_by_name(field).ok_or_else(|| self.err(format!("column {name:?} has no field {field:?}")))?;
+            out.extend(string_lists_of(f).map_err(|r| self.err(format!("column {name:?}.{field}: {r}")))?);
         }
         Ok(out)
     }
@@ -334,18 +284,9 @@ fn strings_of(a: &ArrayRef) -> Result<Vec<String>, String> {
 }
 
 fn string_lists_of(a: &ArrayRef) -> Result<Vec<Vec<String>>, String> {
-    let l = a
-        .as_any()
-        .downcast_ref::<ListArray>()
-        .ok_or_else(|| format!("type {} (expected list of strings)", a.data_type()))?;
+    let l = a.as_any().downcast_ref::<ListArray>().ok_or_else(|| format!("type {} (expected list of strings)", a.data_type()))?;
     (0..l.len())
-        .map(|i| {
-            if l.is_null(i) {
-                Err("null list".to_string())
-            } else {
-                strings_of(&l.value(i))
-            }
-        })
+        .map(|i| if l.is_null(i) { Err("null list".to_string()) } else { strings_of(&l.value(i)) })
         .collect()
 }
 
@@ -354,10 +295,7 @@ fn py_capitalize(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {
         None => String::new(),
-        Some(f) => f
-            .to_uppercase()
-            .chain(c.flat_map(char::to_lowercase))
-            .collect(),
+        Some(f) => f.to_uppercase().chain(c.flat_map(char::to_lowercase)).collect(),
     }
 }
 
@@ -389,10 +327,7 @@ pub fn hellaswag_preprocess(text: &str) -> String {
 fn shared_context(index: usize, context: String, choices: Vec<String>, gold: usize) -> McDoc {
     McDoc {
         index,
-        choices: choices
-            .iter()
-            .map(|c| (context.clone(), format!("{TARGET_DELIMITER}{c}")))
-            .collect(),
+        choices: choices.iter().map(|c| (context.clone(), format!("{TARGET_DELIMITER}{c}"))).collect(),
         choice_texts: choices,
         gold,
     }
@@ -401,9 +336,7 @@ fn shared_context(index: usize, context: String, choices: Vec<String>, gold: usi
 fn check_gold(t: &Table, i: usize, gold: Option<usize>, n: usize) -> Result<usize, DataError> {
     match gold {
         Some(g) if g < n => Ok(g),
-        _ => Err(t.err(format!(
-            "row {i}: the answer does not name one of its {n} choices"
-        ))),
+        _ => Err(t.err(format!("row {i}: the answer does not name one of its {n} choices"))),
     }
 }
 
@@ -421,37 +354,22 @@ pub fn load_task(task: TaskSpec, assets: &Path) -> Result<Vec<McDoc>, DataError>
         TaskSpec::ArcEasy | TaskSpec::ArcChallenge | TaskSpec::Openbookqa => {
             // ARC: "Question: {{question}}\nAnswer:"; OpenBookQA: question_stem. Choices: choices.text,
             // gold: choices.label.index(answerKey) (OpenBookQA: answerKey.lstrip()).
-            let q = if task == TaskSpec::Openbookqa {
-                t.strings("question_stem")?
-            } else {
-                t.strings("question")?
-            };
+            let q = if task == TaskSpec::Openbookqa { t.strings("question_stem")? } else { t.strings("question")? };
             let texts = t.struct_string_lists("choices", "text")?;
             let labels = t.struct_string_lists("choices", "label")?;
             let keys = t.strings("answerKey")?;
             for i in 0..n {
                 let gold = labels[i].iter().position(|l| l == keys[i].trim_start());
                 let gold = check_gold(&t, i, gold, texts[i].len())?;
-                let ctx = if task == TaskSpec::Openbookqa {
-                    q[i].clone()
-                } else {
-                    format!("Question: {}\nAnswer:", q[i])
-                };
+                let ctx = if task == TaskSpec::Openbookqa { q[i].clone() } else { format!("Question: {}\nAnswer:", q[i]) };
                 docs.push(shared_context(i, ctx, texts[i].clone(), gold));
             }
         }
         TaskSpec::Winogrande => {
             // Partial scoring: context = sentence[:blank] + option, continuation = " " + sentence[blank+1:].strip().
-            let (s, o1, o2, a) = (
-                t.strings("sentence")?,
-                t.strings("option1")?,
-                t.strings("option2")?,
-                t.strings("answer")?,
-            );
+            let (s, o1, o2, a) = (t.strings("sentence")?, t.strings("option1")?, t.strings("option2")?, t.strings("answer")?);
             for i in 0..n {
-                let blank = s[i]
-                    .find('_')
-                    .ok_or_else(|| t.err(format!("row {i}: sentence has no blank '_'")))?;
+                let blank = s[i].find('_').ok_or_else(|| t.err(format!("row {i}: sentence has no blank '_'")))?;
                 let target = s[i][blank + 1..].trim();
                 let gold = match a[i].as_str() {
                     "1" => Some(0),
@@ -462,110 +380,60 @@ pub fn load_task(task: TaskSpec, assets: &Path) -> Result<Vec<McDoc>, DataError>
                 let ctxs = [&o1[i], &o2[i]].map(|o| format!("{}{o}", &s[i][..blank]));
                 docs.push(McDoc {
                     index: i,
-                    choices: ctxs
-                        .iter()
-                        .map(|c| (c.clone(), format!("{TARGET_DELIMITER}{target}")))
-                        .collect(),
+                    choices: ctxs.iter().map(|c| (c.clone(), format!("{TARGET_DELIMITER}{target}"))).collect(),
                     choice_texts: vec![target.to_string(), target.to_string()],
                     gold,
                 });
             }
         }
         TaskSpec::Hellaswag => {
-            let (act, a, b) = (
-                t.strings("activity_label")?,
-                t.strings("ctx_a")?,
-                t.strings("ctx_b")?,
-            );
+            let (act, a, b) = (t.strings("activity_label")?, t.strings("ctx_a")?, t.strings("ctx_b")?);
             let (endings, labels) = (t.string_lists("endings")?, t.strings("label")?);
             for i in 0..n {
                 let ctx = format!("{} {}", a[i], py_capitalize(&b[i]));
                 let query = hellaswag_preprocess(&format!("{}: {ctx}", act[i]));
-                let choices: Vec<String> =
-                    endings[i].iter().map(|e| hellaswag_preprocess(e)).collect();
+                let choices: Vec<String> = endings[i].iter().map(|e| hellaswag_preprocess(e)).collect();
                 let gold = check_gold(&t, i, labels[i].parse().ok(), choices.len())?;
                 docs.push(shared_context(i, query, choices, gold));
             }
         }
         TaskSpec::Piqa => {
-            let (g, s1, s2, l) = (
-                t.strings("goal")?,
-                t.strings("sol1")?,
-                t.strings("sol2")?,
-                t.ints("label")?,
-            );
+            let (g, s1, s2, l) = (t.strings("goal")?, t.strings("sol1")?, t.strings("sol2")?, t.ints("label")?);
             for i in 0..n {
                 let gold = check_gold(&t, i, usize::try_from(l[i]).ok(), 2)?;
-                docs.push(shared_context(
-                    i,
-                    format!("Question: {}\nAnswer:", g[i]),
-                    vec![s1[i].clone(), s2[i].clone()],
-                    gold,
-                ));
+                docs.push(shared_context(i, format!("Question: {}\nAnswer:", g[i]), vec![s1[i].clone(), s2[i].clone()], gold));
             }
         }
         TaskSpec::Boolq => {
-            let (p, q, a) = (
-                t.strings("passage")?,
-                t.strings("question")?,
-                t.bools("answer")?,
-            );
+            let (p, q, a) = (t.strings("passage")?, t.strings("question")?, t.bools("answer")?);
             for i in 0..n {
                 let ctx = format!("{}\nQuestion: {}?\nAnswer:", p[i], q[i]);
-                docs.push(shared_context(
-                    i,
-                    ctx,
-                    vec!["no".into(), "yes".into()],
-                    a[i] as usize,
-                ));
+                docs.push(shared_context(i, ctx, vec!["no".into(), "yes".into()], a[i] as usize));
             }
         }
         TaskSpec::Sciq => {
             let (sup, q) = (t.strings("support")?, t.strings("question")?);
-            let (d1, d2, d3, c) = (
-                t.strings("distractor1")?,
-                t.strings("distractor2")?,
-                t.strings("distractor3")?,
-                t.strings("correct_answer")?,
-            );
+            let (d1, d2, d3, c) =
+                (t.strings("distractor1")?, t.strings("distractor2")?, t.strings("distractor3")?, t.strings("correct_answer")?);
             for i in 0..n {
                 let ctx = format!("{}\nQuestion: {}\nAnswer:", sup[i].trim_start(), q[i]);
-                docs.push(shared_context(
-                    i,
-                    ctx,
-                    vec![d1[i].clone(), d2[i].clone(), d3[i].clone(), c[i].clone()],
-                    3,
-                ));
+                docs.push(shared_context(i, ctx, vec![d1[i].clone(), d2[i].clone(), d3[i].clone(), c[i].clone()], 3));
             }
         }
         TaskSpec::Copa => {
-            let (p, c1, c2, q, l) = (
-                t.strings("premise")?,
-                t.strings("choice1")?,
-                t.strings("choice2")?,
-                t.strings("question")?,
-                t.ints("label")?,
-            );
+            let (p, c1, c2, q, l) =
+                (t.strings("premise")?, t.strings("choice1")?, t.strings("choice2")?, t.strings("question")?, t.ints("label")?);
             for i in 0..n {
                 let conn = match q[i].as_str() {
                     "cause" => "because",
                     "effect" => "therefore",
-                    other => {
-                        return Err(t.err(format!(
-                            "row {i}: question {other:?} is neither cause nor effect"
-                        )));
-                    }
+                    other => return Err(t.err(format!("row {i}: question {other:?} is neither cause nor effect"))),
                 };
                 // premise.strip()[:-1]: drop the final period (one character).
                 let prem = p[i].trim();
                 let prem = prem.char_indices().last().map_or("", |(k, _)| &prem[..k]);
                 let gold = check_gold(&t, i, usize::try_from(l[i]).ok(), 2)?;
-                docs.push(shared_context(
-                    i,
-                    format!("{prem} {conn}"),
-                    vec![c1[i].clone(), c2[i].clone()],
-                    gold,
-                ));
+                docs.push(shared_context(i, format!("{prem} {conn}"), vec![c1[i].clone(), c2[i].clone()], gold));
             }
         }
         TaskSpec::Mmlu { .. } => unreachable!("handled above"),
@@ -586,26 +454,17 @@ fn mmlu_text(question: &str, choices: &[String]) -> String {
 /// The MMLU subjects present under `root` (folder names, sorted).
 pub fn mmlu_subjects(root: &Path) -> Result<Vec<String>, DataError> {
     let file = root.display().to_string();
-    let rd = std::fs::read_dir(root).map_err(|source| DataError::Io {
-        file: file.clone(),
-        source,
-    })?;
+    let rd = std::fs::read_dir(root).map_err(|source| DataError::Io { file: file.clone(), source })?;
     let mut subjects = Vec::new();
     for e in rd {
-        let e = e.map_err(|source| DataError::Io {
-            file: file.clone(),
-            source,
-        })?;
+        let e = e.map_err(|source| DataError::Io { file: file.clone(), source })?;
         if e.path().join("test").is_dir() {
             subjects.push(e.file_name().to_string_lossy().into_owned());
         }
     }
     subjects.sort();
     if subjects.is_empty() {
-        return Err(DataError::Schema {
-            file,
-            reason: "no MMLU subject folders (<subject>/test) found".into(),
-        });
+        return Err(DataError::Schema { file, reason: "no MMLU subject folders (<subject>/test) found".into() });
     }
     Ok(subjects)
 }
@@ -614,47 +473,28 @@ fn load_mmlu(root: &Path, shots: usize) -> Result<Vec<McDoc>, DataError> {
     let letters: Vec<String> = ["A", "B", "C", "D"].iter().map(|s| s.to_string()).collect();
     let mut docs = Vec::new();
     for subject in mmlu_subjects(root)? {
-        let read =
-            |split: &str| -> Result<(Table, Vec<String>, Vec<Vec<String>>, Vec<i64>), DataError> {
-                let t = Table::read(
-                    &root
-                        .join(&subject)
-                        .join(split)
-                        .join("data-00000-of-00001.arrow"),
-                )?;
-                let (q, c, a) = (
-                    t.strings("question")?,
-                    t.string_lists("choices")?,
-                    t.ints("answer")?,
-                );
-                for (i, c) in c.iter().enumerate() {
-                    if c.len() != 4 {
-                        return Err(t.err(format!("row {i}: {} choices (MMLU has 4)", c.len())));
-                    }
+        let read = |split: &str| -> Result<(Table, Vec<String>, Vec<Vec<String>>, Vec<i64>), DataError> {
+            let t = Table::read(&root.join(&subject).join(split).join("data-00000-of-00001.arrow"))?;
+            let (q, c, a) = (t.strings("question")?, t.string_lists("choices")?, t.ints("answer")?);
+            for (i, c) in c.iter().enumerate() {
+                if c.len() != 4 {
+                    return Err(t.err(format!("row {i}: {} choices (MMLU has 4)", c.len())));
                 }
-                Ok((t, q, c, a))
-            };
+            }
+            Ok((t, q, c, a))
+        };
         // description: "The following are multiple choice questions (with answers) about {subject}.\n\n"
-        let mut header = format!(
-            "The following are multiple choice questions (with answers) about {}.\n\n",
-            subject.replace('_', " ")
-        );
+        let mut header =
+            format!("The following are multiple choice questions (with answers) about {}.\n\n", subject.replace('_', " "));
         if shots > 0 {
             // fewshot_split dev, sampler first_n; each example: text + " " + letter, joined by "\n\n".
             let (t, q, c, a) = read("dev")?;
             if q.len() < shots {
-                return Err(t.err(format!(
-                    "{} dev examples, {shots} few-shot examples asked",
-                    q.len()
-                )));
+                return Err(t.err(format!("{} dev examples, {shots} few-shot examples asked", q.len())));
             }
             for i in 0..shots {
                 let g = check_gold(&t, i, usize::try_from(a[i]).ok(), 4)?;
-                header.push_str(&format!(
-                    "{}{TARGET_DELIMITER}{}\n\n",
-                    mmlu_text(&q[i], &c[i]),
-                    letters[g]
-                ));
+                header.push_str(&format!("{}{TARGET_DELIMITER}{}\n\n", mmlu_text(&q[i], &c[i]), letters[g]));
             }
         }
         let (t, q, c, a) = read("test")?;
@@ -684,9 +524,7 @@ pub fn splitmix64(state: &mut u64) -> u64 {
 /// sorted ascending.
 pub fn subset(n: usize, limit: Option<usize>, seed: u64) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..n).collect();
-    let Some(limit) = limit.filter(|&l| l < n) else {
-        return idx;
-    };
+    let Some(limit) = limit.filter(|&l| l < n) else { return idx };
     let mut st = seed;
     for i in (1..n).rev() {
         let j = (splitmix64(&mut st) % (i as u64 + 1)) as usize;
@@ -698,12 +536,7 @@ pub fn subset(n: usize, limit: Option<usize>, seed: u64) -> Vec<usize> {
 }
 
 /// [`load_task`] then [`subset`].
-pub fn load_task_subset(
-    task: TaskSpec,
-    assets: &Path,
-    limit: Option<usize>,
-    seed: u64,
-) -> Result<Vec<McDoc>, DataError> {
+pub fn load_task_subset(task: TaskSpec, assets: &Path, limit: Option<usize>, seed: u64) -> Result<Vec<McDoc>, DataError> {
     let docs = load_task(task, assets)?;
     let keep = subset(docs.len(), limit, seed);
     let mut docs: Vec<Option<McDoc>> = docs.into_iter().map(Some).collect();
@@ -715,9 +548,7 @@ pub fn assets_dir() -> PathBuf {
     if let Some(p) = std::env::var_os("LLAMANAS_ASSETS") {
         return PathBuf::from(p);
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
     home.join(".cache").join("llamanas").join("assets")
 }
 
@@ -728,16 +559,10 @@ mod tests {
     #[test]
     fn hellaswag_preprocess_like_python() {
         // Hand-evaluated with lm-eval's preprocess: strip, " [title]" -> ". ", drop [..], "  " -> " ".
-        assert_eq!(
-            hellaswag_preprocess(" How to x [title] Do y [step] now.  "),
-            "How to x. Do y now."
-        );
+        assert_eq!(hellaswag_preprocess(" How to x [title] Do y [step] now.  "), "How to x. Do y now.");
         // Python: "a   d".replace("  ", " ") replaces one pair only -> "a  d" (checked with python3).
         assert_eq!(hellaswag_preprocess("a [b] [c] d"), "a  d");
-        assert_eq!(
-            hellaswag_preprocess("unclosed [bracket"),
-            "unclosed [bracket"
-        );
+        assert_eq!(hellaswag_preprocess("unclosed [bracket"), "unclosed [bracket");
     }
 
     #[test]

@@ -27,9 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use device_runtime::arch::{ModelConfig, SubnetConfig};
-use device_runtime::engine::{
-    EngineConfig, EngineError, LayerShape, Logits, Model, Session, SessionOptions, TensorRef, ops,
-};
+use device_runtime::engine::{EngineConfig, EngineError, LayerShape, Logits, Model, Session, SessionOptions, TensorRef, ops};
 use device_runtime::gguf::{GgmlType, GgufFile};
 use device_runtime::subnet::{ExportPlan, ExportQuant, Provenance, SubnetError};
 use device_runtime::tokenizer::{Tokenizer, TokenizerError};
@@ -83,55 +81,29 @@ pub struct Request {
 /// becomes `[prefix]` (lm-eval's `prefix_token_id`: EOS, else BOS).
 ///
 /// Errors: [`TokenizerError`]; an empty continuation is an [`EvalError::Other`].
-pub fn encode_pair(
-    tok: &Tokenizer,
-    context: &str,
-    continuation: &str,
-) -> Result<Request, EvalError> {
-    let terr = |source| EvalError::Tokenizer {
-        file: "model".into(),
-        source,
-    };
+pub fn encode_pair(tok: &Tokenizer, context: &str, continuation: &str) -> Result<Request, EvalError> {
+    let terr = |source| EvalError::Tokenizer { file: "model".into(), source };
     // lm-eval: n_spaces = len(context) - len(context.rstrip()); those trailing characters move to the
     // continuation (rstrip() strips all whitespace).
     let ctx_text = context.trim_end();
     let cont = format!("{}{continuation}", &context[ctx_text.len()..]);
-    let whole = tok
-        .encode(&format!("{ctx_text}{cont}"), false, false)
-        .map_err(terr)?;
+    let whole = tok.encode(&format!("{ctx_text}{cont}"), false, false).map_err(terr)?;
     let mut ctx = tok.encode(ctx_text, false, false).map_err(terr)?;
-    let cont_tokens = if ctx.len() <= whole.len() {
-        whole[ctx.len()..].to_vec()
-    } else {
-        Vec::new()
-    };
+    let cont_tokens = if ctx.len() <= whole.len() { whole[ctx.len()..].to_vec() } else { Vec::new() };
     if cont_tokens.is_empty() {
-        return Err(EvalError::Other(format!(
-            "continuation {continuation:?} of context {context:?} has no tokens"
-        )));
+        return Err(EvalError::Other(format!("continuation {continuation:?} of context {context:?} has no tokens")));
     }
     if ctx.is_empty() {
-        let prefix = tok
-            .eos()
-            .or(tok.bos())
-            .ok_or_else(|| EvalError::Other("empty context and no EOS/BOS token".into()))?;
+        let prefix = tok.eos().or(tok.bos()).ok_or_else(|| EvalError::Other("empty context and no EOS/BOS token".into()))?;
         ctx.push(prefix);
     }
-    Ok(Request {
-        ctx,
-        cont: cont_tokens,
-    })
+    Ok(Request { ctx, cont: cont_tokens })
 }
 
 /// Per-document metric values (each 0 or 1) from the choices' log-likelihoods `lls`, the choice texts
 /// (`acc_norm` divides by their length in characters) and the UTF-8 byte lengths of the scored
 /// continuations (`acc_bytes`). Returns `(acc, acc_norm, acc_bytes)`; ties go to the first choice.
-pub fn doc_metrics(
-    lls: &[f64],
-    choice_texts: &[String],
-    cont_bytes: &[usize],
-    gold: usize,
-) -> (f64, f64, f64) {
+pub fn doc_metrics(lls: &[f64], choice_texts: &[String], cont_bytes: &[usize], gold: usize) -> (f64, f64, f64) {
     let argmax = |v: &mut dyn Iterator<Item = f64>| {
         let mut best = (0, f64::NEG_INFINITY);
         for (i, x) in v.enumerate() {
@@ -142,23 +114,9 @@ pub fn doc_metrics(
         best.0
     };
     let acc = argmax(&mut lls.iter().copied());
-    let norm = argmax(
-        &mut lls
-            .iter()
-            .zip(choice_texts)
-            .map(|(l, t)| l / t.chars().count().max(1) as f64),
-    );
-    let bytes = argmax(
-        &mut lls
-            .iter()
-            .zip(cont_bytes)
-            .map(|(l, b)| l / (*b).max(1) as f64),
-    );
-    (
-        (acc == gold) as u8 as f64,
-        (norm == gold) as u8 as f64,
-        (bytes == gold) as u8 as f64,
-    )
+    let norm = argmax(&mut lls.iter().zip(choice_texts).map(|(l, t)| l / t.chars().count().max(1) as f64));
+    let bytes = argmax(&mut lls.iter().zip(cont_bytes).map(|(l, b)| l / (*b).max(1) as f64));
+    ((acc == gold) as u8 as f64, (norm == gold) as u8 as f64, (bytes == gold) as u8 as f64)
 }
 
 /// Mean and its standard error as lm-eval's `mean` / `mean_stderr`: `sqrt(var_{n-1} / n)` (0 for `n < 2`).
@@ -215,38 +173,18 @@ pub struct PreparedTask {
 
 impl PreparedTask {
     /// Load `spec` from `assets`, keep the `--limit`/`--seed` subset ([`data::subset`]) and tokenize.
-    pub fn load(
-        spec: TaskSpec,
-        assets: &Path,
-        limit: Option<usize>,
-        seed: u64,
-        tok: &Tokenizer,
-    ) -> Result<Self, EvalError> {
+    pub fn load(spec: TaskSpec, assets: &Path, limit: Option<usize>, seed: u64, tok: &Tokenizer) -> Result<Self, EvalError> {
         let docs = data::load_task_subset(spec, assets, limit, seed)?;
         let requests = docs
             .iter()
-            .map(|d| {
-                d.choices
-                    .iter()
-                    .map(|(c, x)| encode_pair(tok, c, x))
-                    .collect::<Result<Vec<_>, _>>()
-            })
+            .map(|d| d.choices.iter().map(|(c, x)| encode_pair(tok, c, x)).collect::<Result<Vec<_>, _>>())
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(PreparedTask {
-            spec,
-            docs,
-            requests,
-        })
+        Ok(PreparedTask { spec, docs, requests })
     }
 
     /// The longest request in tokens (context + continuation).
     pub fn max_len(&self) -> usize {
-        self.requests
-            .iter()
-            .flatten()
-            .map(|r| r.ctx.len() + r.cont.len())
-            .max()
-            .unwrap_or(0)
+        self.requests.iter().flatten().map(|r| r.ctx.len() + r.cont.len()).max().unwrap_or(0)
     }
 }
 
@@ -262,21 +200,8 @@ struct CachedSession<'m> {
 
 impl<'m> CachedSession<'m> {
     fn new(model: &'m Model, n_ctx: usize) -> Result<Self, EvalError> {
-        let s = Session::new(
-            model,
-            SessionOptions {
-                n_ctx,
-                threads: 1,
-                ..Default::default()
-            },
-        )?;
-        Ok(CachedSession {
-            s,
-            toks: Vec::new(),
-            saved: None,
-            evaluated: 0,
-            n_vocab: model.config.n_vocab,
-        })
+        let s = Session::new(model, SessionOptions { n_ctx, threads: 1, ..Default::default() })?;
+        Ok(CachedSession { s, toks: Vec::new(), saved: None, evaluated: 0, n_vocab: model.config.n_vocab })
     }
 
     /// Sum of log-probabilities of `cont` given `ctx`.
@@ -287,10 +212,7 @@ impl<'m> CachedSession<'m> {
         let (ctx, cont): (Vec<u32>, &[u32]) = if total > n_ctx + 1 {
             let drop = total - (n_ctx + 1);
             if drop >= ctx.len() {
-                return Err(EvalError::Other(format!(
-                    "continuation of {} tokens does not fit the context of {n_ctx}",
-                    cont.len()
-                )));
+                return Err(EvalError::Other(format!("continuation of {} tokens does not fit the context of {n_ctx}", cont.len())));
             }
             (ctx[drop..].to_vec(), cont)
         } else {
@@ -300,12 +222,7 @@ impl<'m> CachedSession<'m> {
         let nv = self.n_vocab;
         let mut seq = ctx.clone();
         seq.extend_from_slice(&cont[..cont.len() - 1]);
-        let lcp = self
-            .toks
-            .iter()
-            .zip(&seq)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let lcp = self.toks.iter().zip(&seq).take_while(|(a, b)| a == b).count();
         let mut ll = 0f64;
         let rows: Vec<f32>;
         let first_row: Vec<f32>;
@@ -367,24 +284,14 @@ pub fn loglikelihoods(
                     let mut cs = CachedSession::new(model, n_ctx)?;
                     let mut out = Vec::with_capacity(shard.len());
                     for doc in shard {
-                        out.push(
-                            doc.iter()
-                                .map(|r| cs.loglikelihood(&r.ctx, &r.cont))
-                                .collect::<Result<Vec<_>, _>>()?,
-                        );
+                        out.push(doc.iter().map(|r| cs.loglikelihood(&r.ctx, &r.cont)).collect::<Result<Vec<_>, _>>()?);
                         progress(done.fetch_add(1, Ordering::Relaxed) + 1);
                     }
                     Ok((out, cs.evaluated))
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(EvalError::Other("scoring thread panicked".into())))
-            })
-            .collect()
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(EvalError::Other("scoring thread panicked".into())))).collect()
     });
     let mut all = Vec::with_capacity(requests.len());
     let mut evaluated = 0;
@@ -418,12 +325,7 @@ pub fn score_task(
     let (acc, acc_stderr) = mean_stderr(&acc);
     let (acc_norm, acc_norm_stderr) = mean_stderr(&norm);
     let (acc_bytes, acc_bytes_stderr) = mean_stderr(&bytes);
-    let tokens = task
-        .requests
-        .iter()
-        .flatten()
-        .map(|r| r.ctx.len() + r.cont.len())
-        .sum();
+    let tokens = task.requests.iter().flatten().map(|r| r.ctx.len() + r.cont.len()).sum();
     Ok(TaskScore {
         task: task.spec.name().to_string(),
         n: task.docs.len(),
@@ -470,22 +372,9 @@ pub fn native_quant(base: &GgufFile) -> Result<ExportQuant, EvalError> {
 ///
 /// Errors: [`EvalError::Subnet`] (invalid sub-network, FFN width not a multiple of the block size, ...),
 /// [`EvalError::Engine`].
-pub fn subnet_model(
-    base: &GgufFile,
-    cfg: &SubnetConfig,
-    quant: ExportQuant,
-) -> Result<Model, EvalError> {
+pub fn subnet_model(base: &GgufFile, cfg: &SubnetConfig, quant: ExportQuant) -> Result<Model, EvalError> {
     let mc = ModelConfig::from_gguf(base)?;
-    let plan = ExportPlan::new(
-        base,
-        cfg,
-        quant,
-        &Provenance {
-            base_sha256: String::new(),
-            run: None,
-            objectives: None,
-        },
-    )?;
+    let plan = ExportPlan::new(base, cfg, quant, &Provenance { base_sha256: String::new(), run: None, objectives: None })?;
     let tensors = plan.build_tensors()?;
     let total: usize = tensors.iter().map(|t| t.3.len()).sum();
     let mut buf = Vec::with_capacity(total);
@@ -507,15 +396,9 @@ pub fn subnet_model(
     let mut config = EngineConfig::from_model_config(&mc);
     let n_heads = cfg.n_heads(&mc);
     config.layers = (0..cfg.layers.len())
-        .map(|i| LayerShape {
-            n_head: n_heads[i],
-            n_head_kv: cfg.kv_heads[i],
-            n_ff: cfg.ffn[i],
-        })
+        .map(|i| LayerShape { n_head: n_heads[i], n_head_kv: cfg.kv_heads[i], n_ff: cfg.ffn[i] })
         .collect();
-    Ok(Model::from_parts(config, Box::new(buf), &|n| {
-        refs.get(n).cloned()
-    })?)
+    Ok(Model::from_parts(config, Box::new(buf), &|n| refs.get(n).cloned())?)
 }
 
 /// Scores sub-networks of one super-network (or base GGUF) on a fixed set of tasks: the data is loaded and
@@ -536,21 +419,8 @@ impl Scorer {
     /// ([`native_quant`]); see [`Scorer::with_quant`].
     ///
     /// Errors: [`EvalError`] naming the file (unreadable GGUF, no tokenizer, missing task data).
-    pub fn new(
-        supernet_gguf: &Path,
-        tasks: &[TaskSpec],
-        limit: Option<usize>,
-        seed: u64,
-        threads: usize,
-    ) -> Result<Scorer, EvalError> {
-        Self::with_assets(
-            supernet_gguf,
-            &data::assets_dir(),
-            tasks,
-            limit,
-            seed,
-            threads,
-        )
+    pub fn new(supernet_gguf: &Path, tasks: &[TaskSpec], limit: Option<usize>, seed: u64, threads: usize) -> Result<Scorer, EvalError> {
+        Self::with_assets(supernet_gguf, &data::assets_dir(), tasks, limit, seed, threads)
     }
 
     /// [`Scorer::new`] with an explicit assets folder.
@@ -564,35 +434,15 @@ impl Scorer {
     ) -> Result<Scorer, EvalError> {
         let base = GgufFile::open(supernet_gguf)?;
         let mc = ModelConfig::from_gguf(&base)?;
-        let tok = Tokenizer::from_gguf(&base).map_err(|source| EvalError::Tokenizer {
-            file: supernet_gguf.display().to_string(),
-            source,
-        })?;
-        let tasks = tasks
-            .iter()
-            .map(|&t| PreparedTask::load(t, assets, limit, seed, &tok))
-            .collect::<Result<Vec<_>, _>>()?;
+        let tok = Tokenizer::from_gguf(&base)
+            .map_err(|source| EvalError::Tokenizer { file: supernet_gguf.display().to_string(), source })?;
+        let tasks = tasks.iter().map(|&t| PreparedTask::load(t, assets, limit, seed, &tok)).collect::<Result<Vec<_>, _>>()?;
         let need = tasks.iter().map(|t| t.max_len()).max().unwrap_or(1);
-        let cap = if mc.n_ctx_train > 0 {
-            mc.n_ctx_train
-        } else {
-            4096
-        };
+        let cap = if mc.n_ctx_train > 0 { mc.n_ctx_train } else { 4096 };
         let n_ctx = need.clamp(1, cap);
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        };
+        let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
         let quant = native_quant(&base)?;
-        Ok(Scorer {
-            base,
-            path: supernet_gguf.to_path_buf(),
-            tasks,
-            threads,
-            n_ctx,
-            quant,
-        })
+        Ok(Scorer { base, path: supernet_gguf.to_path_buf(), tasks, threads, n_ctx, quant })
     }
 
     /// Quantize every sub-network to `quant` in memory before scoring (e.g. Q8_0 for speed on an F32
@@ -627,11 +477,7 @@ impl Scorer {
 
     /// Score an already built model (e.g. the full GGUF via [`Model::load`]) on every task.
     /// `progress(task_index, docs_done)` is called as documents finish.
-    pub fn score_model(
-        &self,
-        model: &Model,
-        progress: &(dyn Fn(usize, usize) + Sync),
-    ) -> Result<Vec<TaskScore>, EvalError> {
+    pub fn score_model(&self, model: &Model, progress: &(dyn Fn(usize, usize) + Sync)) -> Result<Vec<TaskScore>, EvalError> {
         self.tasks
             .iter()
             .enumerate()
@@ -665,19 +511,10 @@ mod tests {
     #[test]
     fn metrics_hand_computed() {
         // lls [-10, -12, -9.5]; lengths 5, 10, 2 chars -> per char [-2, -1.2, -4.75]: argmax acc = 2, norm = 1.
-        let texts: Vec<String> = ["abcde", "abcdefghij", "ab"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let texts: Vec<String> = ["abcde", "abcdefghij", "ab"].iter().map(|s| s.to_string()).collect();
         // bytes 6, 11, 3 -> [-1.667, -1.0909, -3.1667]: argmax 1.
-        assert_eq!(
-            doc_metrics(&[-10.0, -12.0, -9.5], &texts, &[6, 11, 3], 2),
-            (1.0, 0.0, 0.0)
-        );
-        assert_eq!(
-            doc_metrics(&[-10.0, -12.0, -9.5], &texts, &[6, 11, 3], 1),
-            (0.0, 1.0, 1.0)
-        );
+        assert_eq!(doc_metrics(&[-10.0, -12.0, -9.5], &texts, &[6, 11, 3], 2), (1.0, 0.0, 0.0));
+        assert_eq!(doc_metrics(&[-10.0, -12.0, -9.5], &texts, &[6, 11, 3], 1), (0.0, 1.0, 1.0));
         // Ties: first index.
         assert_eq!(doc_metrics(&[-1.0, -1.0], &texts[..2], &[1, 1], 0).0, 1.0);
         // Multi-byte characters: "é" is 1 char, 2 bytes.

@@ -61,32 +61,19 @@ pub struct ExportArgs {
 pub fn base_gguf(input: &Path) -> Result<PathBuf> {
     if input.is_dir() {
         let p = input.join("supernet.gguf");
-        ensure!(
-            p.is_file(),
-            "{}: a super-network folder must contain supernet.gguf",
-            input.display()
-        );
+        ensure!(p.is_file(), "{}: a super-network folder must contain supernet.gguf", input.display());
         Ok(p)
     } else {
-        ensure!(
-            input.is_file(),
-            "{}: no such file or folder",
-            input.display()
-        );
+        ensure!(input.is_file(), "{}: no such file or folder", input.display());
         Ok(input.to_path_buf())
     }
 }
 
 /// Read a `pareto.json`; checks that every entry's id is its config's [`SubnetConfig::id`].
 pub fn read_pareto(path: &Path) -> Result<ParetoFile> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    let p: ParetoFile = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{}: not a pareto.json ({{\"run\":..., \"subnets\":[...]}})",
-            path.display()
-        )
-    })?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let p: ParetoFile = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a pareto.json ({{\"run\":..., \"subnets\":[...]}})", path.display()))?;
     for (i, e) in p.subnets.iter().enumerate() {
         ensure!(
             e.id == e.config.id(),
@@ -109,16 +96,11 @@ struct Job {
 fn jobs(source: &Source) -> Result<Vec<Job>> {
     match source {
         Source::Config(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("{}: cannot read", path.display()))?;
+            let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
             let cfg: SubnetConfig = serde_json::from_str(&text).with_context(|| {
                 format!("{}: not a sub-network config ({{\"layers\":[...],\"ffn\":[...],\"kv_heads\":[...]}})", path.display())
             })?;
-            Ok(vec![Job {
-                cfg,
-                run: None,
-                objectives: None,
-            }])
+            Ok(vec![Job { cfg, run: None, objectives: None }])
         }
         Source::Pareto { path, pick } => {
             let p = read_pareto(path)?;
@@ -130,19 +112,11 @@ fn jobs(source: &Source) -> Result<Vec<Job>> {
             let picked: Vec<Job> = if pick == "all" {
                 p.subnets.iter().map(job).collect()
             } else {
-                p.subnets
-                    .iter()
-                    .filter(|e| &e.id == pick)
-                    .map(job)
-                    .collect()
+                p.subnets.iter().filter(|e| &e.id == pick).map(job).collect()
             };
             if picked.is_empty() {
                 let ids: Vec<&str> = p.subnets.iter().map(|e| e.id.as_str()).collect();
-                bail!(
-                    "{}: no sub-network {pick:?} (ids: {})",
-                    path.display(),
-                    ids.join(", ")
-                );
+                bail!("{}: no sub-network {pick:?} (ids: {})", path.display(), ids.join(", "));
             }
             Ok(picked)
         }
@@ -159,71 +133,36 @@ fn check_in_space(input: &Path, jobs: &[Job]) -> Result<()> {
     let meta = crate::store::SupernetMeta::read(&meta_path)?;
     let enc = meta.search_space.encoding();
     for j in jobs {
-        enc.encode(&j.cfg).with_context(|| {
-            format!(
-                "{}: search space of {}",
-                meta_path.display(),
-                input.display()
-            )
-        })?;
+        enc.encode(&j.cfg).with_context(|| format!("{}: search space of {}", meta_path.display(), input.display()))?;
     }
     Ok(())
 }
 
 /// Output path of sub-network `id`: `out` itself when it names a `.gguf` file (one sub-network only), else
 /// `out/<base stem>-<id>-<quant>.gguf`.
-fn out_path(
-    out: &Path,
-    n_jobs: usize,
-    base: &Path,
-    id: &str,
-    quant: ExportQuant,
-) -> Result<PathBuf> {
-    let is_file = out
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-        && !out.is_dir();
+fn out_path(out: &Path, n_jobs: usize, base: &Path, id: &str, quant: ExportQuant) -> Result<PathBuf> {
+    let is_file = out.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) && !out.is_dir();
     if is_file {
-        ensure!(
-            n_jobs == 1,
-            "--out {}: {n_jobs} sub-networks need an output folder, not a .gguf file",
-            out.display()
-        );
+        ensure!(n_jobs == 1, "--out {}: {n_jobs} sub-networks need an output folder, not a .gguf file", out.display());
         return Ok(out.to_path_buf());
     }
-    let stem = base
-        .file_stem()
-        .map_or("model".into(), |s| s.to_string_lossy().into_owned());
-    let stem = if stem == "supernet" {
-        "subnet".to_owned()
-    } else {
-        stem
-    };
+    let stem = base.file_stem().map_or("model".into(), |s| s.to_string_lossy().into_owned());
+    let stem = if stem == "supernet" { "subnet".to_owned() } else { stem };
     Ok(out.join(format!("{stem}-{id}-{quant}.gguf")))
 }
 
 /// Run `llamanas export`. Every sub-network is planned and checked before any file is written.
 pub fn run(args: &ExportArgs) -> Result<Vec<ExportReport>> {
     let base_path = base_gguf(&args.input)?;
-    let base = GgufFile::open(&base_path)
-        .with_context(|| format!("opening the base model {}", base_path.display()))?;
+    let base = GgufFile::open(&base_path).with_context(|| format!("opening the base model {}", base_path.display()))?;
     let jobs = jobs(&args.source)?;
     check_in_space(&args.input, &jobs)?;
     let sha = Provenance::sha256_hex(base.bytes());
     let mut plans = Vec::with_capacity(jobs.len());
     for job in &jobs {
-        let prov = Provenance {
-            base_sha256: sha.clone(),
-            run: job.run.clone(),
-            objectives: job.objectives.clone(),
-        };
-        let plan = ExportPlan::new(&base, &job.cfg, args.quant, &prov).with_context(|| {
-            format!(
-                "{}: cannot export sub-network {}",
-                base_path.display(),
-                job.cfg.id()
-            )
-        })?;
+        let prov = Provenance { base_sha256: sha.clone(), run: job.run.clone(), objectives: job.objectives.clone() };
+        let plan = ExportPlan::new(&base, &job.cfg, args.quant, &prov)
+            .with_context(|| format!("{}: cannot export sub-network {}", base_path.display(), job.cfg.id()))?;
         let path = out_path(&args.out, jobs.len(), &base_path, &job.cfg.id(), args.quant)?;
         plans.push((plan, path, job.cfg.id()));
     }
@@ -233,9 +172,7 @@ pub fn run(args: &ExportArgs) -> Result<Vec<ExportReport>> {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let t0 = Instant::now();
-        let rep = plan
-            .write(path)
-            .with_context(|| format!("exporting sub-network {id} to {}", path.display()))?;
+        let rep = plan.write(path).with_context(|| format!("exporting sub-network {id} to {}", path.display()))?;
         let secs = t0.elapsed().as_secs_f64();
         print_report(&rep, args.quant, secs, args.json);
         ensure!(
@@ -251,11 +188,7 @@ pub fn run(args: &ExportArgs) -> Result<Vec<ExportReport>> {
 }
 
 fn print_report(r: &ExportReport, quant: ExportQuant, secs: f64, json: bool) {
-    let types: Vec<String> = r
-        .tensor_types
-        .iter()
-        .map(|(t, n)| format!("{n} {t}"))
-        .collect();
+    let types: Vec<String> = r.tensor_types.iter().map(|(t, n)| format!("{n} {t}")).collect();
     if json {
         let v = serde_json::json!({
             "path": r.path, "subnet_id": r.subnet_id, "arch": r.arch, "quant": quant.name(),
@@ -275,11 +208,7 @@ fn print_report(r: &ExportReport, quant: ExportQuant, secs: f64, json: bool) {
             r.size_bytes as f64 / (1024.0 * 1024.0),
             r.size_bytes,
             r.predicted_bytes,
-            if r.size_bytes == r.predicted_bytes {
-                " (equal)"
-            } else {
-                " (DIFFERENT)"
-            },
+            if r.size_bytes == r.predicted_bytes { " (equal)" } else { " (DIFFERENT)" },
             types.join(", "),
             r.copied_tensors,
             secs

@@ -25,8 +25,7 @@
 use device_runtime::engine::ActivationObserver;
 
 /// Definition of the FFN score, as recorded in `supernet.json`.
-pub const FFN_SCORE: &str =
-    "mean_t |silu(gate)*up|_j * ||ffn_down[:, j]||_2 (Minitron activation x weight norm)";
+pub const FFN_SCORE: &str = "mean_t |silu(gate)*up|_j * ||ffn_down[:, j]||_2 (Minitron activation x weight norm)";
 /// Definition of the KV-group score, as recorded in `supernet.json`.
 pub const KV_SCORE: &str = "mean_t ||attn_out_t[group g]||_2 * ||attn_output[:, group g]||_F";
 
@@ -81,27 +80,19 @@ impl ActivationStats {
     /// Mean `|h_j|` per FFN neuron of block `layer` (zeros when no token was seen).
     pub fn ffn_mean_abs(&self, layer: usize) -> Vec<f64> {
         let b = &self.blocks[layer];
-        b.ffn_abs_sum
-            .iter()
-            .map(|s| s / b.ffn_tokens.max(1) as f64)
-            .collect()
+        b.ffn_abs_sum.iter().map(|s| s / b.ffn_tokens.max(1) as f64).collect()
     }
 
     /// Mean L2 norm of each KV group's attention output in block `layer`.
     pub fn kv_mean_norm(&self, layer: usize) -> Vec<f64> {
         let b = &self.blocks[layer];
-        b.kv_norm_sum
-            .iter()
-            .map(|s| s / b.kv_tokens.max(1) as f64)
-            .collect()
+        b.kv_norm_sum.iter().map(|s| s / b.kv_tokens.max(1) as f64).collect()
     }
 }
 
 impl ActivationObserver for ActivationStats {
     fn attention(&mut self, layer: usize, n_tokens: usize, att: &[f32]) {
-        let (Some(d), Some(b)) = (self.dims.get(layer), self.blocks.get_mut(layer)) else {
-            return;
-        };
+        let (Some(d), Some(b)) = (self.dims.get(layer), self.blocks.get_mut(layer)) else { return };
         if d.n_head == 0 || d.n_head_kv == 0 {
             return;
         }
@@ -109,20 +100,14 @@ impl ActivationObserver for ActivationStats {
         let row_len = d.n_head * d.head_dim;
         for row in att.chunks_exact(row_len).take(n_tokens) {
             for (g, s) in row.chunks_exact(width).zip(b.kv_norm_sum.iter_mut()) {
-                *s += g
-                    .iter()
-                    .map(|&x| (x as f64) * (x as f64))
-                    .sum::<f64>()
-                    .sqrt();
+                *s += g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
             }
         }
         b.kv_tokens += n_tokens;
     }
 
     fn ffn_hidden(&mut self, layer: usize, n_tokens: usize, hidden: &[f32]) {
-        let (Some(d), Some(b)) = (self.dims.get(layer), self.blocks.get_mut(layer)) else {
-            return;
-        };
+        let (Some(d), Some(b)) = (self.dims.get(layer), self.blocks.get_mut(layer)) else { return };
         if d.n_ff == 0 {
             return;
         }
@@ -156,40 +141,21 @@ pub fn column_block_norms(data: &[f32], cols: usize, block: usize) -> Vec<f64> {
 /// (`[n_ff, d]` in ggml order: `d` rows of `n_ff` f32).
 pub fn ffn_scores(mean_abs: &[f64], ffn_down: &[f32], n_ff: usize) -> Vec<f32> {
     let norms = column_block_norms(ffn_down, n_ff, 1);
-    mean_abs
-        .iter()
-        .zip(&norms)
-        .map(|(a, w)| (a * w) as f32)
-        .collect()
+    mean_abs.iter().zip(&norms).map(|(a, w)| (a * w) as f32).collect()
 }
 
 /// KV-group scores of one block: `mean_norm[g] * ||W_o[:, g]||_F`, with `attn_output` given as its ggml data
 /// (`[n_head*hd, d]`: `d` rows of `n_head*hd` f32) and `group_cols = (n_head/n_kv) * hd` columns per group.
-pub fn kv_scores(
-    mean_norm: &[f64],
-    attn_output: &[f32],
-    n_head_hd: usize,
-    group_cols: usize,
-) -> Vec<f32> {
+pub fn kv_scores(mean_norm: &[f64], attn_output: &[f32], n_head_hd: usize, group_cols: usize) -> Vec<f32> {
     let norms = column_block_norms(attn_output, n_head_hd, group_cols);
-    mean_norm
-        .iter()
-        .zip(&norms)
-        .map(|(a, w)| (a * w) as f32)
-        .collect()
+    mean_norm.iter().zip(&norms).map(|(a, w)| (a * w) as f32).collect()
 }
 
 /// The permutation that sorts `scores` in descending order (ties keep the lower index first; NaN last):
 /// `p[i]` is the old index of the `i`-th most important unit.
 pub fn descending_order(scores: &[f32]) -> Vec<usize> {
     let mut p: Vec<usize> = (0..scores.len()).collect();
-    let key = |i: usize| {
-        if scores[i].is_nan() {
-            f32::NEG_INFINITY
-        } else {
-            scores[i]
-        }
-    };
+    let key = |i: usize| if scores[i].is_nan() { f32::NEG_INFINITY } else { scores[i] };
     p.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
     p
 }
@@ -197,21 +163,14 @@ pub fn descending_order(scores: &[f32]) -> Vec<usize> {
 /// The query-head permutation that moves each query head with its KV group: with `g` query heads per group,
 /// new head `i*g + r` is old head `kv_perm[i]*g + r`.
 pub fn query_head_order(kv_perm: &[usize], g: usize) -> Vec<usize> {
-    kv_perm
-        .iter()
-        .flat_map(|&k| (0..g).map(move |r| k * g + r))
-        .collect()
+    kv_perm.iter().flat_map(|&k| (0..g).map(move |r| k * g + r)).collect()
 }
 
 /// Reorder the rows of a row-major matrix (`row_len` f32 per row) in blocks of `block` rows: new block `i`
 /// is old block `perm[i]`. `data.len()` must be `perm.len() * block * row_len`.
 pub fn permute_rows(data: &[f32], row_len: usize, block: usize, perm: &[usize]) -> Vec<f32> {
     let chunk = row_len * block;
-    assert_eq!(
-        data.len(),
-        perm.len() * chunk,
-        "permute_rows: data does not match the permutation"
-    );
+    assert_eq!(data.len(), perm.len() * chunk, "permute_rows: data does not match the permutation");
     let mut out = Vec::with_capacity(data.len());
     for &p in perm {
         out.extend_from_slice(&data[p * chunk..(p + 1) * chunk]);
@@ -223,10 +182,7 @@ pub fn permute_rows(data: &[f32], row_len: usize, block: usize, perm: &[usize]) 
 /// block `i` is old block `perm[i]`. `data.len()` must be a multiple of `perm.len() * block`.
 pub fn permute_cols(data: &[f32], block: usize, perm: &[usize]) -> Vec<f32> {
     let row_len = perm.len() * block;
-    assert!(
-        row_len > 0 && data.len() % row_len == 0,
-        "permute_cols: data does not match the permutation"
-    );
+    assert!(row_len > 0 && data.len() % row_len == 0, "permute_cols: data does not match the permutation");
     let mut out = Vec::with_capacity(data.len());
     for row in data.chunks_exact(row_len) {
         for &p in perm {
@@ -241,14 +197,7 @@ pub fn permute_cols(data: &[f32], block: usize, perm: &[usize]) -> Vec<f32> {
 /// are returned unchanged. `ffn_perm` / `kv_perm` as in `supernet.json`; `g` query heads per KV group.
 ///
 /// Panics if the data does not match the permutation (the caller checked the shapes).
-pub fn reorder_tensor(
-    kind: &str,
-    data: Vec<f32>,
-    ffn_perm: &[usize],
-    kv_perm: &[usize],
-    g: usize,
-    hd: usize,
-) -> Vec<f32> {
+pub fn reorder_tensor(kind: &str, data: Vec<f32>, ffn_perm: &[usize], kv_perm: &[usize], g: usize, hd: usize) -> Vec<f32> {
     let identity = |p: &[usize]| p.iter().enumerate().all(|(i, &x)| i == x);
     match kind {
         "ffn_gate" | "ffn_up" if !identity(ffn_perm) => {
@@ -265,9 +214,7 @@ pub fn reorder_tensor(
             let row_len = data.len() / (q.len() * hd);
             permute_rows(&data, row_len, hd, &q)
         }
-        "attn_output" if !identity(kv_perm) => {
-            permute_cols(&data, hd, &query_head_order(kv_perm, g))
-        }
+        "attn_output" if !identity(kv_perm) => permute_cols(&data, hd, &query_head_order(kv_perm, g)),
         _ => data,
     }
 }
@@ -286,10 +233,7 @@ mod tests {
     #[test]
     fn query_heads_move_with_their_group() {
         // 3 KV groups of 3 query heads (SmolLM2-135M: 9 heads, 3 KV heads).
-        assert_eq!(
-            query_head_order(&[2, 0, 1], 3),
-            vec![6, 7, 8, 0, 1, 2, 3, 4, 5]
-        );
+        assert_eq!(query_head_order(&[2, 0, 1], 3), vec![6, 7, 8, 0, 1, 2, 3, 4, 5]);
         assert_eq!(query_head_order(&[1, 0], 1), vec![1, 0]);
     }
 
@@ -297,24 +241,12 @@ mod tests {
     fn permutations_by_hand() {
         // 3 rows of 2: [[0,1],[2,3],[4,5]].
         let m = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
-        assert_eq!(
-            permute_rows(&m, 2, 1, &[2, 0, 1]),
-            vec![4.0, 5.0, 0.0, 1.0, 2.0, 3.0]
-        );
-        assert_eq!(
-            permute_cols(&m, 1, &[1, 0]),
-            vec![1.0, 0.0, 3.0, 2.0, 5.0, 4.0]
-        );
+        assert_eq!(permute_rows(&m, 2, 1, &[2, 0, 1]), vec![4.0, 5.0, 0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(permute_cols(&m, 1, &[1, 0]), vec![1.0, 0.0, 3.0, 2.0, 5.0, 4.0]);
         // 2 rows of 4 columns in blocks of 2.
         let m = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0];
-        assert_eq!(
-            permute_cols(&m, 2, &[1, 0]),
-            vec![2.0, 3.0, 0.0, 1.0, 6.0, 7.0, 4.0, 5.0]
-        );
-        assert_eq!(
-            permute_rows(&m, 2, 2, &[1, 0]),
-            vec![4.0, 5.0, 6.0, 7.0, 0.0, 1.0, 2.0, 3.0]
-        );
+        assert_eq!(permute_cols(&m, 2, &[1, 0]), vec![2.0, 3.0, 0.0, 1.0, 6.0, 7.0, 4.0, 5.0]);
+        assert_eq!(permute_rows(&m, 2, 2, &[1, 0]), vec![4.0, 5.0, 6.0, 7.0, 0.0, 1.0, 2.0, 3.0]);
     }
 
     #[test]
@@ -329,12 +261,7 @@ mod tests {
 
     #[test]
     fn observer_accumulates() {
-        let mut st = ActivationStats::new(vec![BlockDims {
-            n_ff: 2,
-            n_head: 2,
-            n_head_kv: 1,
-            head_dim: 1,
-        }]);
+        let mut st = ActivationStats::new(vec![BlockDims { n_ff: 2, n_head: 2, n_head_kv: 1, head_dim: 1 }]);
         st.ffn_hidden(0, 2, &[1.0, -2.0, 3.0, 0.0]);
         assert_eq!(st.ffn_mean_abs(0), vec![2.0, 1.0]);
         // One group of 2 query heads (hd 1): rows [3, 4] and [0, 0] -> norms 5 and 0.
@@ -351,20 +278,12 @@ mod tests {
         let (d, hd, n_kv, g) = (2usize, 2usize, 2usize, 2usize);
         let nh = n_kv * g;
         let x = [0.3f32, -1.2];
-        let wv: Vec<f32> = (0..n_kv * hd * d)
-            .map(|i| (i as f32 * 0.37).sin())
-            .collect(); // [d, n_kv*hd]
+        let wv: Vec<f32> = (0..n_kv * hd * d).map(|i| (i as f32 * 0.37).sin()).collect(); // [d, n_kv*hd]
         let wo: Vec<f32> = (0..d * nh * hd).map(|i| (i as f32 * 0.71).cos()).collect(); // [nh*hd, d]
         let out = |wv: &[f32], wo: &[f32]| -> Vec<f32> {
-            let v: Vec<f32> = (0..n_kv * hd)
-                .map(|r| (0..d).map(|c| wv[r * d + c] * x[c]).sum())
-                .collect();
-            let att: Vec<f32> = (0..nh * hd)
-                .map(|i| v[(i / hd) / g * hd + i % hd])
-                .collect();
-            (0..d)
-                .map(|r| (0..nh * hd).map(|c| wo[r * nh * hd + c] * att[c]).sum())
-                .collect()
+            let v: Vec<f32> = (0..n_kv * hd).map(|r| (0..d).map(|c| wv[r * d + c] * x[c]).sum()).collect();
+            let att: Vec<f32> = (0..nh * hd).map(|i| v[(i / hd) / g * hd + i % hd]).collect();
+            (0..d).map(|r| (0..nh * hd).map(|c| wo[r * nh * hd + c] * att[c]).sum()).collect()
         };
         let perm = [1usize, 0];
         let wv2 = reorder_tensor("attn_v", wv.clone(), &[], &perm, g, hd);

@@ -13,11 +13,7 @@ use clap::{ArgGroup, Parser, Subcommand};
 use device_runtime::subnet::ExportQuant;
 
 #[derive(Parser)]
-#[command(
-    name = "llamanas",
-    version,
-    about = "Shrink LLaMA-family models with weight-sharing NAS (LLaMA-NAS)"
-)]
+#[command(name = "llamanas", version, about = "Shrink LLaMA-family models with weight-sharing NAS (LLaMA-NAS)")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -130,18 +126,7 @@ enum Cmd {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Import {
-            model,
-            out,
-            dtype,
-            no_reorder,
-            calib,
-            calib_tokens,
-            seq_len,
-            threads,
-            force,
-            space,
-        } => {
+        Cmd::Import { model, out, dtype, no_reorder, calib, calib_tokens, seq_len, threads, force, space } => {
             use llamanas::store::import::{ImportOptions, run};
             let space = match space {
                 Some(p) => Some(llamanas::space::SearchSpace::load(&p)?),
@@ -161,8 +146,7 @@ fn main() -> Result<()> {
                 space,
             };
             let t0 = std::time::Instant::now();
-            let rep =
-                run(&opts).with_context(|| format!("llamanas import to {}", out.display()))?;
+            let rep = run(&opts).with_context(|| format!("llamanas import to {}", out.display()))?;
             let m = &rep.meta;
             println!(
                 "{}: super-network of {} ({} layers, {:.1} M params), weights {:?}, {:.1} MiB",
@@ -197,53 +181,21 @@ fn main() -> Result<()> {
             eprintln!(
                 "finetune: {} steps done{}; {:.1} tokens/s",
                 s.steps_done,
-                if s.finished {
-                    format!(", wrote {}", a.out.display())
-                } else {
-                    " (resume with --resume)".into()
-                },
+                if s.finished { format!(", wrote {}", a.out.display()) } else { " (resume with --resume)".into() },
                 s.tokens_per_s
             );
             return Ok(());
         }
-        Cmd::Export {
-            input,
-            subnet,
-            pareto,
-            pick,
-            quant,
-            out,
-            json,
-        } => {
+        Cmd::Export { input, subnet, pareto, pick, quant, out, json } => {
             let source = match (subnet, pareto, pick) {
                 (Some(c), _, _) => export::Source::Config(c),
                 (None, Some(path), Some(pick)) => export::Source::Pareto { path, pick },
-                _ => {
-                    bail!("export: give --subnet CONFIG.json or --pareto PARETO.json --pick ID|all")
-                }
+                _ => bail!("export: give --subnet CONFIG.json or --pareto PARETO.json --pick ID|all"),
             };
-            export::run(&export::ExportArgs {
-                input,
-                source,
-                quant,
-                out,
-                json,
-            })?;
+            export::run(&export::ExportArgs { input, source, quant, out, json })?;
             return Ok(());
         }
-        Cmd::Eval {
-            input,
-            subnet,
-            tasks,
-            limit,
-            seed,
-            threads,
-            quant,
-            json,
-            ppl,
-            ppl_ctx,
-            ppl_chunks,
-        } => {
+        Cmd::Eval { input, subnet, tasks, limit, seed, threads, quant, json, ppl, ppl_ctx, ppl_chunks } => {
             let tasks = data::TaskSpec::parse_list(&tasks)?;
             eval::cli::run(&eval::cli::EvalArgs {
                 input,

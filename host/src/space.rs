@@ -40,20 +40,12 @@ impl SearchSpace {
             .ffn
             .iter()
             .map(|&f| {
-                let mut v: Vec<usize> = (1..)
-                    .map(|i| i * 256)
-                    .take_while(|&w| w < f)
-                    .filter(|&w| w >= 512)
-                    .collect();
+                let mut v: Vec<usize> = (1..).map(|i| i * 256).take_while(|&w| w < f).filter(|&w| w >= 512).collect();
                 v.push(f);
                 v
             })
             .collect();
-        let kv_choices = m
-            .n_kv_heads
-            .iter()
-            .map(|&k| (1..=k.max(1)).collect())
-            .collect();
+        let kv_choices = m.n_kv_heads.iter().map(|&k| (1..=k.max(1)).collect()).collect();
         SearchSpace {
             n_layers: m.n_layers,
             layer_mode: LayerMode::AnySubset,
@@ -67,16 +59,8 @@ impl SearchSpace {
     pub fn largest(&self) -> SubnetConfig {
         SubnetConfig {
             layers: (0..self.n_layers).collect(),
-            ffn: self
-                .ffn_choices
-                .iter()
-                .map(|c| *c.last().unwrap_or(&0))
-                .collect(),
-            kv_heads: self
-                .kv_choices
-                .iter()
-                .map(|c| *c.last().unwrap_or(&0))
-                .collect(),
+            ffn: self.ffn_choices.iter().map(|c| *c.last().unwrap_or(&0)).collect(),
+            kv_heads: self.kv_choices.iter().map(|c| *c.last().unwrap_or(&0)).collect(),
         }
     }
 
@@ -84,14 +68,8 @@ impl SearchSpace {
     pub fn smallest(&self) -> SubnetConfig {
         let layers: Vec<usize> = (0..self.min_layers).collect();
         SubnetConfig {
-            ffn: layers
-                .iter()
-                .map(|&l| *self.ffn_choices[l].first().unwrap_or(&0))
-                .collect(),
-            kv_heads: layers
-                .iter()
-                .map(|&l| *self.kv_choices[l].first().unwrap_or(&0))
-                .collect(),
+            ffn: layers.iter().map(|&l| *self.ffn_choices[l].first().unwrap_or(&0)).collect(),
+            kv_heads: layers.iter().map(|&l| *self.kv_choices[l].first().unwrap_or(&0)).collect(),
             layers,
         }
     }
@@ -128,33 +106,16 @@ impl SearchSpace {
     /// Errors: [`SpaceError::Io`], [`SpaceError::Parse`].
     pub fn load(path: &std::path::Path) -> Result<SearchSpace, SpaceError> {
         let file = path.display().to_string();
-        let meta = std::fs::metadata(path).map_err(|e| SpaceError::Io {
-            file: file.clone(),
-            source: e,
-        })?;
+        let meta = std::fs::metadata(path).map_err(|e| SpaceError::Io { file: file.clone(), source: e })?;
         if meta.len() > 16 << 20 {
-            return Err(SpaceError::Parse {
-                file,
-                reason: format!("{} bytes is too large for a space file", meta.len()),
-            });
+            return Err(SpaceError::Parse { file, reason: format!("{} bytes is too large for a space file", meta.len()) });
         }
-        let text = std::fs::read_to_string(path).map_err(|e| SpaceError::Io {
-            file: file.clone(),
-            source: e,
-        })?;
-        let is_toml = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+        let text = std::fs::read_to_string(path).map_err(|e| SpaceError::Io { file: file.clone(), source: e })?;
+        let is_toml = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("toml"));
         if is_toml {
-            toml::from_str(&text).map_err(|e| SpaceError::Parse {
-                file,
-                reason: e.to_string(),
-            })
+            toml::from_str(&text).map_err(|e| SpaceError::Parse { file, reason: e.to_string() })
         } else {
-            serde_json::from_str(&text).map_err(|e| SpaceError::Parse {
-                file,
-                reason: e.to_string(),
-            })
+            serde_json::from_str(&text).map_err(|e| SpaceError::Parse { file, reason: e.to_string() })
         }
     }
 
@@ -166,16 +127,10 @@ impl SearchSpace {
     pub fn check(&self, m: &ModelConfig) -> Result<(), SpaceError> {
         let bad = |s: String| Err(SpaceError::Invalid(s));
         if self.n_layers != m.n_layers {
-            return bad(format!(
-                "n_layers is {}, the model has {}",
-                self.n_layers, m.n_layers
-            ));
+            return bad(format!("n_layers is {}, the model has {}", self.n_layers, m.n_layers));
         }
         if self.min_layers == 0 || self.min_layers > self.n_layers {
-            return bad(format!(
-                "min_layers {} is not in 1..={}",
-                self.min_layers, self.n_layers
-            ));
+            return bad(format!("min_layers {} is not in 1..={}", self.min_layers, self.n_layers));
         }
         if self.ffn_choices.len() != self.n_layers || self.kv_choices.len() != self.n_layers {
             return bad(format!(
@@ -186,22 +141,17 @@ impl SearchSpace {
             ));
         }
         for l in 0..self.n_layers {
-            for (what, c, max, min) in [
-                ("ffn_choices", &self.ffn_choices[l], m.ffn[l], 0),
-                ("kv_choices", &self.kv_choices[l], m.n_kv_heads[l], 1),
-            ] {
+            for (what, c, max, min) in
+                [("ffn_choices", &self.ffn_choices[l], m.ffn[l], 0), ("kv_choices", &self.kv_choices[l], m.n_kv_heads[l], 1)]
+            {
                 if c.is_empty() {
                     return bad(format!("layer {l}: {what} is empty"));
                 }
                 if c.windows(2).any(|w| w[0] >= w[1]) {
-                    return bad(format!(
-                        "layer {l}: {what} {c:?} is not strictly increasing"
-                    ));
+                    return bad(format!("layer {l}: {what} {c:?} is not strictly increasing"));
                 }
                 if c[0] < min || *c.last().unwrap() > max {
-                    return bad(format!(
-                        "layer {l}: {what} {c:?} must lie in {min}..={max} (base model)"
-                    ));
+                    return bad(format!("layer {l}: {what} {c:?} must lie in {min}..={max} (base model)"));
                 }
             }
         }
@@ -210,18 +160,14 @@ impl SearchSpace {
 
     /// The gene encoding of this space ([`Encoding`]).
     pub fn encoding(&self) -> Encoding {
-        Encoding {
-            space: self.clone(),
-        }
+        Encoding { space: self.clone() }
     }
 
     /// Number of distinct sub-networks in the space (as f64: it overflows integers quickly). For any-subset
     /// spaces it counts every admissible kept set with the choices of the kept layers only.
     pub fn size(&self) -> f64 {
         let n = self.n_layers;
-        let per: Vec<f64> = (0..n)
-            .map(|l| (self.ffn_choices[l].len() * self.kv_choices[l].len()) as f64)
-            .collect();
+        let per: Vec<f64> = (0..n).map(|l| (self.ffn_choices[l].len() * self.kv_choices[l].len()) as f64).collect();
         match self.layer_mode {
             // Σ over kept sets of size >= min of Π per-layer choices: dynamic programming over layers.
             LayerMode::AnySubset => {
@@ -234,9 +180,7 @@ impl SearchSpace {
                 }
                 dp[self.min_layers..].iter().sum()
             }
-            LayerMode::FirstK => (self.min_layers..=n)
-                .map(|k| per[..k].iter().product::<f64>())
-                .sum(),
+            LayerMode::FirstK => (self.min_layers..=n).map(|k| per[..k].iter().product::<f64>()).sum(),
         }
     }
 }
@@ -313,56 +257,26 @@ impl Encoding {
     pub fn decode(&self, g: &[usize]) -> Result<SubnetConfig, SpaceError> {
         let s = &self.space;
         if g.len() != self.n_genes() {
-            return Err(SpaceError::Invalid(format!(
-                "{} genes, the space has {}",
-                g.len(),
-                self.n_genes()
-            )));
+            return Err(SpaceError::Invalid(format!("{} genes, the space has {}", g.len(), self.n_genes())));
         }
-        if let Some((i, (&x, c))) = g
-            .iter()
-            .zip(self.cardinalities())
-            .enumerate()
-            .find(|(_, (x, c))| **x >= *c)
-        {
-            return Err(SpaceError::Invalid(format!(
-                "gene {i} is {x}, must be < {c}"
-            )));
+        if let Some((i, (&x, c))) = g.iter().zip(self.cardinalities()).enumerate().find(|(_, (x, c))| **x >= *c) {
+            return Err(SpaceError::Invalid(format!("gene {i} is {x}, must be < {c}")));
         }
         let layers = self.kept(g);
         if layers.len() < s.min_layers {
-            return Err(SpaceError::Invalid(format!(
-                "{} layers kept, the space needs {}",
-                layers.len(),
-                s.min_layers
-            )));
+            return Err(SpaceError::Invalid(format!("{} layers kept, the space needs {}", layers.len(), s.min_layers)));
         }
         let off = self.layer_genes();
-        let ffn = layers
-            .iter()
-            .map(|&l| s.ffn_choices[l][g[off + l]])
-            .collect();
-        let kv_heads = layers
-            .iter()
-            .map(|&l| s.kv_choices[l][g[off + s.n_layers + l]])
-            .collect();
-        Ok(SubnetConfig {
-            layers,
-            ffn,
-            kv_heads,
-        })
+        let ffn = layers.iter().map(|&l| s.ffn_choices[l][g[off + l]]).collect();
+        let kv_heads = layers.iter().map(|&l| s.kv_choices[l][g[off + s.n_layers + l]]).collect();
+        Ok(SubnetConfig { layers, ffn, kv_heads })
     }
 
     /// The canonical genotype of a sub-network of this space (genes of dropped layers are 0). Errors
     /// ([`SpaceError::Invalid`]) when the sub-network is not in the space.
     pub fn encode(&self, c: &SubnetConfig) -> Result<Vec<usize>, SpaceError> {
         let s = &self.space;
-        let bad = |r: String| {
-            Err(SpaceError::Invalid(format!(
-                "sub-network {} is not in the space: {r}",
-                c.id()
-            )))
-        };
+        let bad = |r: String| Err(SpaceError::Invalid(format!("sub-network {} is not in the space: {r}", c.id())));
         if c.layers.len() != c.ffn.len() || c.layers.len() != c.kv_heads.len() {
             return bad("lengths differ".into());
         }
@@ -378,10 +292,7 @@ impl Encoding {
             }
             LayerMode::FirstK => {
                 let k = c.layers.len();
-                if c.layers.iter().enumerate().any(|(i, &l)| i != l)
-                    || k < s.min_layers
-                    || k > s.n_layers
-                {
+                if c.layers.iter().enumerate().any(|(i, &l)| i != l) || k < s.min_layers || k > s.n_layers {
                     return bad("layers are not the first k".into());
                 }
                 g[0] = k - s.min_layers;
@@ -393,10 +304,7 @@ impl Encoding {
                 return bad(format!("layer {l}: ffn {} is not a choice", c.ffn[i]));
             };
             let Some(ki) = s.kv_choices[l].iter().position(|&k| k == c.kv_heads[i]) else {
-                return bad(format!(
-                    "layer {l}: kv_heads {} is not a choice",
-                    c.kv_heads[i]
-                ));
+                return bad(format!("layer {l}: kv_heads {} is not a choice", c.kv_heads[i]));
             };
             g[off + l] = fi;
             g[off + s.n_layers + l] = ki;
@@ -447,44 +355,22 @@ mod tests {
         assert_eq!(s.min_layers, 15);
         let e = s.encoding();
         assert_eq!(e.n_genes(), 90);
-        assert_eq!(
-            e.decode(&e.encode(&s.largest()).unwrap()).unwrap(),
-            s.largest()
-        );
-        assert_eq!(
-            e.decode(&e.encode(&s.smallest()).unwrap()).unwrap(),
-            s.smallest()
-        );
+        assert_eq!(e.decode(&e.encode(&s.largest()).unwrap()).unwrap(), s.largest());
+        assert_eq!(e.decode(&e.encode(&s.smallest()).unwrap()).unwrap(), s.smallest());
     }
 
     #[test]
     fn decode_repair_and_errors() {
-        let m = ModelConfig {
-            n_layers: 4,
-            ffn: vec![1536; 4],
-            n_heads: vec![9; 4],
-            n_kv_heads: vec![3; 4],
-            ..smollm()
-        };
+        let m = ModelConfig { n_layers: 4, ffn: vec![1536; 4], n_heads: vec![9; 4], n_kv_heads: vec![3; 4], ..smollm() };
         let mut s = SearchSpace::default_for(&m);
         s.min_layers = 2;
         let e = s.encoding();
         // keep 0 and 2; ffn idx (4,0,1,2) of [512, 768, 1024, 1280, 1536]; kv idx (2,0,1,0) of [1, 2, 3]
         let g = vec![1, 0, 1, 0, 4, 0, 1, 2, 2, 0, 1, 0];
         let c = e.decode(&g).unwrap();
-        assert_eq!(
-            c,
-            SubnetConfig {
-                layers: vec![0, 2],
-                ffn: vec![1536, 768],
-                kv_heads: vec![3, 2]
-            }
-        );
+        assert_eq!(c, SubnetConfig { layers: vec![0, 2], ffn: vec![1536, 768], kv_heads: vec![3, 2] });
         c.validate(&m).unwrap();
-        assert_eq!(
-            e.canonical(&g).unwrap(),
-            vec![1, 0, 1, 0, 4, 0, 1, 0, 2, 0, 1, 0]
-        );
+        assert_eq!(e.canonical(&g).unwrap(), vec![1, 0, 1, 0, 4, 0, 1, 0, 2, 0, 1, 0]);
         let mut few = vec![0, 0, 1, 0, 4, 0, 1, 2, 2, 0, 1, 0];
         assert!(e.decode(&few).is_err());
         e.repair(&mut few, |_| 1); // keeps the 2nd dropped layer: layer 1
@@ -516,10 +402,7 @@ mod tests {
         assert_eq!(SearchSpace::load(&p).unwrap(), s);
         let j = dir.path().join("s.json");
         std::fs::write(&j, "{\"n_layers\": 30").unwrap();
-        assert!(matches!(
-            SearchSpace::load(&j),
-            Err(SpaceError::Parse { .. })
-        ));
+        assert!(matches!(SearchSpace::load(&j), Err(SpaceError::Parse { .. })));
         let mut bad = s.clone();
         bad.ffn_choices[3] = vec![512, 2048];
         assert!(bad.check(&m).unwrap_err().to_string().contains("layer 3"));

@@ -57,9 +57,7 @@ pub enum StoreError {
         source: serde_json::Error,
     },
     /// `supernet.json` has another schema version.
-    #[error(
-        "{path}: schema_version {found}, this tool reads version {SCHEMA_VERSION} (re-run llamanas import)"
-    )]
+    #[error("{path}: schema_version {found}, this tool reads version {SCHEMA_VERSION} (re-run llamanas import)")]
     Version {
         /// The file.
         path: PathBuf,
@@ -228,104 +226,51 @@ impl SupernetMeta {
     ///
     /// Errors: [`StoreError::Version`], [`StoreError::Invalid`] naming `path` (the file the meta came from).
     pub fn validate(&self, path: &Path) -> Result<(), StoreError> {
-        let bad = |reason: String| {
-            Err(StoreError::Invalid {
-                path: path.to_path_buf(),
-                reason,
-            })
-        };
+        let bad = |reason: String| Err(StoreError::Invalid { path: path.to_path_buf(), reason });
         if self.schema_version != SCHEMA_VERSION {
-            return Err(StoreError::Version {
-                path: path.to_path_buf(),
-                found: self.schema_version,
-            });
+            return Err(StoreError::Version { path: path.to_path_buf(), found: self.schema_version });
         }
         let sha = &self.base.sha256;
-        if sha.len() != 64
-            || !sha
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return bad(format!(
-                "base.sha256 {sha:?} is not 64 lowercase hex digits"
-            ));
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return bad(format!("base.sha256 {sha:?} is not 64 lowercase hex digits"));
         }
         let m = &self.base.config;
-        if m.ffn.len() != m.n_layers
-            || m.n_heads.len() != m.n_layers
-            || m.n_kv_heads.len() != m.n_layers
-        {
-            return bad(format!(
-                "base.config: per-layer lists do not have n_layers = {} entries",
-                m.n_layers
-            ));
+        if m.ffn.len() != m.n_layers || m.n_heads.len() != m.n_layers || m.n_kv_heads.len() != m.n_layers {
+            return bad(format!("base.config: per-layer lists do not have n_layers = {} entries", m.n_layers));
         }
         if self.order.len() != m.n_layers {
-            return bad(format!(
-                "order has {} layers, the base model has {}",
-                self.order.len(),
-                m.n_layers
-            ));
+            return bad(format!("order has {} layers, the base model has {}", self.order.len(), m.n_layers));
         }
         for (l, o) in self.order.iter().enumerate() {
             if !is_permutation(&o.ffn, m.ffn[l]) {
-                return bad(format!(
-                    "order[{l}].ffn is not a permutation of 0..{}",
-                    m.ffn[l]
-                ));
+                return bad(format!("order[{l}].ffn is not a permutation of 0..{}", m.ffn[l]));
             }
             let n_kv = if m.n_heads[l] > 0 { m.n_kv_heads[l] } else { 0 };
             if !is_permutation(&o.kv_groups, n_kv) {
-                return bad(format!(
-                    "order[{l}].kv_groups is not a permutation of 0..{n_kv}"
-                ));
+                return bad(format!("order[{l}].kv_groups is not a permutation of 0..{n_kv}"));
             }
             if !o.ffn_scores.is_empty() && o.ffn_scores.len() != m.ffn[l] {
-                return bad(format!(
-                    "order[{l}].ffn_scores has {} entries, expected {}",
-                    o.ffn_scores.len(),
-                    m.ffn[l]
-                ));
+                return bad(format!("order[{l}].ffn_scores has {} entries, expected {}", o.ffn_scores.len(), m.ffn[l]));
             }
             if !o.kv_scores.is_empty() && o.kv_scores.len() != n_kv {
-                return bad(format!(
-                    "order[{l}].kv_scores has {} entries, expected {n_kv}",
-                    o.kv_scores.len()
-                ));
+                return bad(format!("order[{l}].kv_scores has {} entries, expected {n_kv}", o.kv_scores.len()));
             }
-            if !self.reordered
-                && (o.ffn.iter().enumerate().any(|(i, &p)| i != p)
-                    || o.kv_groups.iter().enumerate().any(|(i, &p)| i != p))
-            {
-                return bad(format!(
-                    "reordered is false but order[{l}] is not the identity"
-                ));
+            if !self.reordered && (o.ffn.iter().enumerate().any(|(i, &p)| i != p) || o.kv_groups.iter().enumerate().any(|(i, &p)| i != p)) {
+                return bad(format!("reordered is false but order[{l}] is not the identity"));
             }
         }
         let s = &self.search_space;
-        if s.n_layers != m.n_layers
-            || s.ffn_choices.len() != m.n_layers
-            || s.kv_choices.len() != m.n_layers
-        {
-            return bad(format!(
-                "search_space is for {} layers, the base model has {}",
-                s.n_layers, m.n_layers
-            ));
+        if s.n_layers != m.n_layers || s.ffn_choices.len() != m.n_layers || s.kv_choices.len() != m.n_layers {
+            return bad(format!("search_space is for {} layers, the base model has {}", s.n_layers, m.n_layers));
         }
         if s.min_layers == 0 || s.min_layers > s.n_layers {
-            return bad(format!(
-                "search_space.min_layers {} is not in 1..={}",
-                s.min_layers, s.n_layers
-            ));
+            return bad(format!("search_space.min_layers {} is not in 1..={}", s.min_layers, s.n_layers));
         }
         for l in 0..m.n_layers {
             let (f, k) = (&s.ffn_choices[l], &s.kv_choices[l]);
             let ascending = |v: &[usize]| v.windows(2).all(|w| w[0] < w[1]);
             if f.is_empty() || !ascending(f) || *f.last().unwrap() > m.ffn[l] {
-                return bad(format!(
-                    "search_space.ffn_choices[{l}] {f:?}: must be ascending, non-empty, at most {}",
-                    m.ffn[l]
-                ));
+                return bad(format!("search_space.ffn_choices[{l}] {f:?}: must be ascending, non-empty, at most {}", m.ffn[l]));
             }
             if k.is_empty() || !ascending(k) || *k.last().unwrap() > m.n_kv_heads[l] {
                 return bad(format!(
@@ -335,10 +280,7 @@ impl SupernetMeta {
             }
         }
         if self.weights.file != GGUF_NAME {
-            return bad(format!(
-                "weights.file is {:?}, expected {GGUF_NAME:?}",
-                self.weights.file
-            ));
+            return bad(format!("weights.file is {:?}, expected {GGUF_NAME:?}", self.weights.file));
         }
         Ok(())
     }
@@ -346,16 +288,10 @@ impl SupernetMeta {
     /// Read and validate `supernet.json` at `path`. Errors: [`StoreError::Io`], [`StoreError::Json`], those of
     /// [`SupernetMeta::validate`]. The file is refused if larger than 64 MiB (a real one is about 1 MiB).
     pub fn read(path: &Path) -> Result<SupernetMeta, StoreError> {
-        let io = |source| StoreError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io = |source| StoreError::Io { path: path.to_path_buf(), source };
         let len = std::fs::metadata(path).map_err(io)?.len();
         if len > 64 << 20 {
-            return Err(StoreError::Invalid {
-                path: path.to_path_buf(),
-                reason: format!("{len} bytes is too large for a supernet.json"),
-            });
+            return Err(StoreError::Invalid { path: path.to_path_buf(), reason: format!("{len} bytes is too large for a supernet.json") });
         }
         let text = std::fs::read_to_string(path).map_err(io)?;
         // Check the version first, so an old or newer file gets the version message, not a field error.
@@ -363,16 +299,10 @@ impl SupernetMeta {
             && let Some(found) = v.get("schema_version").and_then(|x| x.as_u64())
             && found != SCHEMA_VERSION as u64
         {
-            return Err(StoreError::Version {
-                path: path.to_path_buf(),
-                found: found.min(u32::MAX as u64) as u32,
-            });
+            return Err(StoreError::Version { path: path.to_path_buf(), found: found.min(u32::MAX as u64) as u32 });
         }
         let meta: SupernetMeta =
-            serde_json::from_str(&text).map_err(|source| StoreError::Json {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            serde_json::from_str(&text).map_err(|source| StoreError::Json { path: path.to_path_buf(), source })?;
         meta.validate(path)?;
         Ok(meta)
     }
@@ -388,18 +318,9 @@ impl SupernetMeta {
 /// Write `bytes` to `path` through a temporary file in the same folder and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let io = |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(io)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let io = |source| StoreError::Io { path: path.to_path_buf(), source };
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).map_err(io)?;
     tmp.write_all(bytes).map_err(io)?;
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
@@ -427,10 +348,7 @@ impl Supernet {
     /// `supernet.gguf`.
     pub fn open(dir: impl AsRef<Path>) -> Result<Supernet, StoreError> {
         let dir = dir.as_ref();
-        let not = |reason: &str| StoreError::NotSupernet {
-            path: dir.to_path_buf(),
-            reason: reason.to_owned(),
-        };
+        let not = |reason: &str| StoreError::NotSupernet { path: dir.to_path_buf(), reason: reason.to_owned() };
         if !dir.is_dir() {
             return Err(not("no such folder"));
         }
@@ -443,54 +361,29 @@ impl Supernet {
         }
         let meta = SupernetMeta::read(&jp)?;
         let gguf = GgufFile::open(&gp)?;
-        let bad = |reason: String| StoreError::Invalid {
-            path: gp.clone(),
-            reason,
-        };
+        let bad = |reason: String| StoreError::Invalid { path: gp.clone(), reason };
         let cfg = ModelConfig::from_gguf(&gguf)?;
         if cfg != meta.base.config {
-            return Err(bad(format!(
-                "model config differs from base.config in {JSON_NAME}"
-            )));
+            return Err(bad(format!("model config differs from base.config in {JSON_NAME}")));
         }
         match gguf.get(KEY_SCHEMA).and_then(MetaValue::as_u32) {
             Some(SCHEMA_VERSION) => {}
-            other => {
-                return Err(bad(format!(
-                    "{KEY_SCHEMA} is {other:?}, expected {SCHEMA_VERSION}"
-                )));
-            }
+            other => return Err(bad(format!("{KEY_SCHEMA} is {other:?}, expected {SCHEMA_VERSION}"))),
         }
-        if gguf.get(KEY_BASE_SHA256).and_then(MetaValue::as_str) != Some(meta.base.sha256.as_str())
-        {
-            return Err(bad(format!(
-                "{KEY_BASE_SHA256} differs from base.sha256 in {JSON_NAME}"
-            )));
+        if gguf.get(KEY_BASE_SHA256).and_then(MetaValue::as_str) != Some(meta.base.sha256.as_str()) {
+            return Err(bad(format!("{KEY_BASE_SHA256} differs from base.sha256 in {JSON_NAME}")));
         }
         if gguf.get(KEY_REORDERED).and_then(MetaValue::as_bool) != Some(meta.reordered) {
-            return Err(bad(format!(
-                "{KEY_REORDERED} differs from reordered in {JSON_NAME}"
-            )));
+            return Err(bad(format!("{KEY_REORDERED} differs from reordered in {JSON_NAME}")));
         }
         let want = meta.weights.dtype.ggml_type();
         for t in gguf.tensors() {
-            let expect = if t.dims.len() >= 2 {
-                want
-            } else {
-                GgmlType::F32
-            };
+            let expect = if t.dims.len() >= 2 { want } else { GgmlType::F32 };
             if t.ty != expect {
-                return Err(bad(format!(
-                    "tensor {} is {}, expected {expect} (weights.dtype {:?})",
-                    t.name, t.ty, meta.weights.dtype
-                )));
+                return Err(bad(format!("tensor {} is {}, expected {expect} (weights.dtype {:?})", t.name, t.ty, meta.weights.dtype)));
             }
         }
-        Ok(Supernet {
-            dir: dir.to_path_buf(),
-            meta,
-            gguf,
-        })
+        Ok(Supernet { dir: dir.to_path_buf(), meta, gguf })
     }
 
     /// Path of `supernet.gguf`.
@@ -510,16 +403,8 @@ pub fn is_supernet_dir(dir: &Path) -> bool {
 ///
 /// Errors: [`StoreError::OutputExists`], [`StoreError::Io`].
 pub fn check_output_dir(dir: &Path, force: bool) -> Result<(), StoreError> {
-    let exists = |reason: String| {
-        Err(StoreError::OutputExists {
-            path: dir.to_path_buf(),
-            reason,
-        })
-    };
-    let io = |source| StoreError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let exists = |reason: String| Err(StoreError::OutputExists { path: dir.to_path_buf(), reason });
+    let io = |source| StoreError::Io { path: dir.to_path_buf(), source };
     if dir.exists() {
         if !dir.is_dir() {
             return exists("exists and is not a folder".into());
@@ -566,30 +451,13 @@ mod tests {
         SupernetMeta {
             schema_version: SCHEMA_VERSION,
             created_by: "llamanas test".into(),
-            base: BaseModel {
-                file: "toy.gguf".into(),
-                sha256: "ab".repeat(32),
-                config: config.clone(),
-            },
-            weights: Weights {
-                file: GGUF_NAME.into(),
-                dtype: WeightDtype::F32,
-            },
+            base: BaseModel { file: "toy.gguf".into(), sha256: "ab".repeat(32), config: config.clone() },
+            weights: Weights { file: GGUF_NAME.into(), dtype: WeightDtype::F32 },
             search_space: SearchSpace::default_for(&config),
             reordered: true,
             order: vec![
-                LayerOrder {
-                    ffn: vec![2, 0, 3, 1],
-                    kv_groups: vec![1, 0],
-                    ffn_scores: vec![4.0, 3.0, 2.0, 1.0],
-                    kv_scores: vec![2.0, 1.0],
-                },
-                LayerOrder {
-                    ffn: vec![0, 1, 2, 3],
-                    kv_groups: vec![0, 1],
-                    ffn_scores: vec![],
-                    kv_scores: vec![],
-                },
+                LayerOrder { ffn: vec![2, 0, 3, 1], kv_groups: vec![1, 0], ffn_scores: vec![4.0, 3.0, 2.0, 1.0], kv_scores: vec![2.0, 1.0] },
+                LayerOrder { ffn: vec![0, 1, 2, 3], kv_groups: vec![0, 1], ffn_scores: vec![], kv_scores: vec![] },
             ],
             calibration: Some(Calibration {
                 source: "calib.txt".into(),
@@ -611,8 +479,7 @@ mod tests {
         m.write(&p).unwrap();
         assert_eq!(SupernetMeta::read(&p).unwrap(), m);
         // The documented field names (docs/SUPERNET.md).
-        let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         assert_eq!(v["schema_version"], 1);
         assert_eq!(v["weights"]["dtype"], "f32");
         assert_eq!(v["order"][0]["ffn"], serde_json::json!([2, 0, 3, 1]));
@@ -632,46 +499,15 @@ mod tests {
     fn bad_json_is_refused_with_the_reason() {
         let good = serde_json::to_value(toy_meta()).unwrap();
         let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
-            (
-                Box::new(|v| v["schema_version"] = 2.into()),
-                "schema_version 2",
-            ),
-            (
-                Box::new(|v| v["order"][0]["ffn"] = serde_json::json!([0, 0, 1, 2])),
-                "order[0].ffn is not a permutation",
-            ),
-            (
-                Box::new(|v| v["order"][1]["kv_groups"] = serde_json::json!([0])),
-                "order[1].kv_groups is not a permutation",
-            ),
-            (
-                Box::new(|v| {
-                    v["order"]
-                        .as_array_mut()
-                        .unwrap()
-                        .pop()
-                        .map(|_| ())
-                        .unwrap()
-                }),
-                "order has 1 layers",
-            ),
-            (
-                Box::new(|v| v["base"]["sha256"] = "xyz".into()),
-                "base.sha256",
-            ),
-            (
-                Box::new(|v| v["reordered"] = false.into()),
-                "not the identity",
-            ),
-            (
-                Box::new(|v| v["search_space"]["ffn_choices"][0] = serde_json::json!([2, 8])),
-                "ffn_choices[0]",
-            ),
+            (Box::new(|v| v["schema_version"] = 2.into()), "schema_version 2"),
+            (Box::new(|v| v["order"][0]["ffn"] = serde_json::json!([0, 0, 1, 2])), "order[0].ffn is not a permutation"),
+            (Box::new(|v| v["order"][1]["kv_groups"] = serde_json::json!([0])), "order[1].kv_groups is not a permutation"),
+            (Box::new(|v| v["order"].as_array_mut().unwrap().pop().map(|_| ()).unwrap()), "order has 1 layers"),
+            (Box::new(|v| v["base"]["sha256"] = "xyz".into()), "base.sha256"),
+            (Box::new(|v| v["reordered"] = false.into()), "not the identity"),
+            (Box::new(|v| v["search_space"]["ffn_choices"][0] = serde_json::json!([2, 8])), "ffn_choices[0]"),
             (Box::new(|v| v["extra"] = 1.into()), "unknown field `extra`"),
-            (
-                Box::new(|v| v["weights"]["dtype"] = "q4_0".into()),
-                "unknown variant `q4_0`",
-            ),
+            (Box::new(|v| v["weights"]["dtype"] = "q4_0".into()), "unknown variant `q4_0`"),
         ];
         for (edit, want) in cases {
             let mut v = good.clone();
@@ -682,10 +518,7 @@ mod tests {
             assert!(e.contains(JSON_NAME), "error does not name the file: {e}");
         }
         let (_d, p) = write_raw(&serde_json::json!("not an object"));
-        assert!(matches!(
-            SupernetMeta::read(&p),
-            Err(StoreError::Json { .. })
-        ));
+        assert!(matches!(SupernetMeta::read(&p), Err(StoreError::Json { .. })));
     }
 
     #[test]
@@ -699,9 +532,7 @@ mod tests {
         std::fs::write(dir.path().join(GGUF_NAME), b"not a gguf").unwrap();
         let e = Supernet::open(dir.path()).unwrap_err().to_string();
         assert!(e.contains(GGUF_NAME), "{e}");
-        let e = Supernet::open(dir.path().join("absent"))
-            .unwrap_err()
-            .to_string();
+        let e = Supernet::open(dir.path().join("absent")).unwrap_err().to_string();
         assert!(e.contains("no such folder"), "{e}");
     }
 
@@ -722,11 +553,6 @@ mod tests {
         check_output_dir(&fresh, true).unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, "x").unwrap();
-        assert!(
-            check_output_dir(&file, true)
-                .unwrap_err()
-                .to_string()
-                .contains("not a folder")
-        );
+        assert!(check_output_dir(&file, true).unwrap_err().to_string().contains("not a folder"));
     }
 }

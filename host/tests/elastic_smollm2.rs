@@ -22,12 +22,7 @@ use llamanas::elastic::{ElasticModel, TokenBatch, default_device, perplexity, tr
 
 /// Export `s` of `base` at `quant` to a temporary file and load it in the runtime.
 fn export(base: &GgufFile, s: &SubnetConfig, quant: ExportQuant) -> Model {
-    let out = std::env::temp_dir().join(format!(
-        "llamanas-elastic-{}-{}-{}.gguf",
-        std::process::id(),
-        s.id(),
-        quant.name()
-    ));
+    let out = std::env::temp_dir().join(format!("llamanas-elastic-{}-{}-{}.gguf", std::process::id(), s.id(), quant.name()));
     export_subnet(base, s, quant, &Provenance::for_base(base), &out).unwrap();
     let m = Model::load(&out).unwrap();
     std::fs::remove_file(&out).unwrap(); // the memory map stays valid
@@ -35,25 +30,12 @@ fn export(base: &GgufFile, s: &SubnetConfig, quant: ExportQuant) -> Model {
 }
 
 fn session(m: &Model) -> Session<'_> {
-    Session::new(
-        m,
-        SessionOptions {
-            n_ctx: 512,
-            threads: 2,
-            ..Default::default()
-        },
-    )
-    .unwrap()
+    Session::new(m, SessionOptions { n_ctx: 512, threads: 2, ..Default::default() }).unwrap()
 }
 
 fn burn_logits(model: &ElasticModel, toks: &[u32], s: &SubnetConfig) -> Vec<f32> {
     let b = TokenBatch::new(&[toks.to_vec()]).unwrap();
-    model
-        .forward(&b, s)
-        .unwrap()
-        .into_data()
-        .try_into_vec::<f32>()
-        .unwrap()
+    model.forward(&b, s).unwrap().into_data().try_into_vec::<f32>().unwrap()
 }
 
 #[test]
@@ -89,29 +71,14 @@ fn subnetwork_logits_and_perplexity_match_the_runtime_exports() {
     let f32_model = export(&base, &s, ExportQuant::F32);
     let want = session(&f32_model).prefill(toks, Logits::All).unwrap();
     let e = common::rel_err(&got, &want);
-    eprintln!(
-        "sub-network {}, 200 tokens: logits relative error {e:.2e}",
-        s.id()
-    );
+    eprintln!("sub-network {}, 200 tokens: logits relative error {e:.2e}", s.id());
     assert!(e < 1e-3, "relative error {e}");
 
-    let rt_f32 = runtime_perplexity(
-        &mut session(&f32_model),
-        &tokens,
-        n_ctx,
-        bos,
-        chunks,
-        |_, _| {},
-    )
-    .unwrap();
+    let rt_f32 = runtime_perplexity(&mut session(&f32_model), &tokens, n_ctx, bos, chunks, |_, _| {}).unwrap();
     drop(f32_model);
     let q8 = export(&base, &s, ExportQuant::Q8_0);
-    let rt_q8 =
-        runtime_perplexity(&mut session(&q8), &tokens, n_ctx, bos, chunks, |_, _| {}).unwrap();
-    assert_eq!(
-        (burn_ppl.count, burn_ppl.n_chunks),
-        (rt_f32.count, rt_f32.n_chunks)
-    );
+    let rt_q8 = runtime_perplexity(&mut session(&q8), &tokens, n_ctx, bos, chunks, |_, _| {}).unwrap();
+    assert_eq!((burn_ppl.count, burn_ppl.n_chunks), (rt_f32.count, rt_f32.n_chunks));
     let rel = |a: f64, b: f64| (a - b).abs() / b;
     eprintln!(
         "perplexity ({} chunks of {n_ctx}): burn {:.4}, runtime F32 {:.4} ({:+.4}%), runtime Q8_0 {:.4} ({:+.3}%)",
@@ -122,22 +89,12 @@ fn subnetwork_logits_and_perplexity_match_the_runtime_exports() {
         rt_q8.ppl,
         100.0 * (burn_ppl.ppl - rt_q8.ppl) / rt_q8.ppl
     );
-    assert!(
-        rel(burn_ppl.ppl, rt_f32.ppl) < 1e-3,
-        "burn {} vs runtime F32 {}",
-        burn_ppl.ppl,
-        rt_f32.ppl
-    );
+    assert!(rel(burn_ppl.ppl, rt_f32.ppl) < 1e-3, "burn {} vs runtime F32 {}", burn_ppl.ppl, rt_f32.ppl);
     // Issue 9 asks for 1% at Q8_0. This sub-network is un-tuned and badly broken (perplexity ~2600), which
     // amplifies quantization noise: with the engine's Q8_0 activation quantization (2026-11-30 kernels, as
     // llama.cpp does) the runtime gives 2653.4 vs burn's 2623.0 (1.16%); before those kernels 2623.4. Checked at
     // 2% here until the test uses a sensible (fine-tuned or importance-ordered) sub-network.
-    assert!(
-        rel(burn_ppl.ppl, rt_q8.ppl) < 2e-2,
-        "burn {} vs runtime Q8_0 {}",
-        burn_ppl.ppl,
-        rt_q8.ppl
-    );
+    assert!(rel(burn_ppl.ppl, rt_q8.ppl) < 2e-2, "burn {} vs runtime Q8_0 {}", burn_ppl.ppl, rt_q8.ppl);
 }
 
 #[test]
@@ -146,14 +103,8 @@ fn sensible_subnetwork_q8_0_perplexity_within_one_percent_of_burn() {
     let mc = ModelConfig::from_gguf(&base).unwrap();
     let layers: Vec<usize> = (0..mc.n_layers).collect();
     let s = SubnetConfig {
-        ffn: layers
-            .iter()
-            .map(|&l| if l >= 20 { 1280 } else { mc.ffn[l] })
-            .collect(),
-        kv_heads: layers
-            .iter()
-            .map(|&l| if l % 8 == 5 { 2 } else { mc.n_kv_heads[l] })
-            .collect(),
+        ffn: layers.iter().map(|&l| if l >= 20 { 1280 } else { mc.ffn[l] }).collect(),
+        kv_heads: layers.iter().map(|&l| if l % 8 == 5 { 2 } else { mc.n_kv_heads[l] }).collect(),
         layers,
     };
     let (tokens, bos) = common::gpl3_tokens(&base);
@@ -165,27 +116,11 @@ fn sensible_subnetwork_q8_0_perplexity_within_one_percent_of_burn() {
     let burn_ppl = perplexity(&model, &s, &tokens, n_ctx, bos, chunks, 2).unwrap();
     drop(model);
     let q8 = export(&base, &s, ExportQuant::Q8_0);
-    let rt_q8 =
-        runtime_perplexity(&mut session(&q8), &tokens, n_ctx, bos, chunks, |_, _| {}).unwrap();
+    let rt_q8 = runtime_perplexity(&mut session(&q8), &tokens, n_ctx, bos, chunks, |_, _| {}).unwrap();
     let rel = (burn_ppl.ppl - rt_q8.ppl).abs() / rt_q8.ppl;
-    eprintln!(
-        "sub-network {}: burn {:.4}, runtime Q8_0 {:.4} ({:+.3}%)",
-        s.id(),
-        burn_ppl.ppl,
-        rt_q8.ppl,
-        100.0 * rel
-    );
-    assert!(
-        burn_ppl.ppl > 18.0 && burn_ppl.ppl < 200.0,
-        "not a sensible sub-network: perplexity {}",
-        burn_ppl.ppl
-    );
-    assert!(
-        rel < 1e-2,
-        "burn {} vs runtime Q8_0 {}",
-        burn_ppl.ppl,
-        rt_q8.ppl
-    );
+    eprintln!("sub-network {}: burn {:.4}, runtime Q8_0 {:.4} ({:+.3}%)", s.id(), burn_ppl.ppl, rt_q8.ppl, 100.0 * rel);
+    assert!(burn_ppl.ppl > 18.0 && burn_ppl.ppl < 200.0, "not a sensible sub-network: perplexity {}", burn_ppl.ppl);
+    assert!(rel < 1e-2, "burn {} vs runtime Q8_0 {}", burn_ppl.ppl, rt_q8.ppl);
 }
 
 /// Speed report for docs/PERFORMANCE.md ("burn" section), not a check: forward and forward+backward
@@ -216,27 +151,17 @@ fn speed_report() {
             f();
         }
         let s = t.elapsed().as_secs_f64() / iters as f64;
-        eprintln!(
-            "{what:<48} {:>8.1} ms {:>8.1} tokens/s",
-            s * 1e3,
-            seq as f64 / s
-        );
+        eprintln!("{what:<48} {:>8.1} ms {:>8.1} tokens/s", s * 1e3, seq as f64 / s);
     };
     let model = ElasticModel::from_gguf(&base, &default_device()).unwrap();
-    for (name, s) in [
-        ("full", &full),
-        ("small (15 layers, FFN 512, 1 KV)", &small),
-    ] {
+    for (name, s) in [("full", &full), ("small (15 layers, FFN 512, 1 KV)", &small)] {
         time(&format!("forward (loss), {name}"), &mut || {
             let _ = model.loss(&tb, s).unwrap().loss.into_scalar::<f32>();
         });
     }
     drop(model);
     let model = ElasticModel::from_gguf(&base, &training_device()).unwrap();
-    for (name, s) in [
-        ("full", &full),
-        ("small (15 layers, FFN 512, 1 KV)", &small),
-    ] {
+    for (name, s) in [("full", &full), ("small (15 layers, FFN 512, 1 KV)", &small)] {
         time(&format!("forward+backward, {name}"), &mut || {
             drop(model.loss(&tb, s).unwrap().loss.backward());
         });

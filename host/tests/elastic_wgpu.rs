@@ -35,10 +35,7 @@ fn wgpu(training: bool) -> HostDevice {
     match host_device(DeviceName::Wgpu, training) {
         Ok(d) => {
             eprintln!("device: {}", d.describe());
-            assert!(
-                d.adapter.is_some(),
-                "a wgpu device without adapter information"
-            );
+            assert!(d.adapter.is_some(), "a wgpu device without adapter information");
             d
         }
         Err(e) => panic!(
@@ -61,12 +58,7 @@ fn gpl3_tokens(base: &GgufFile, n: usize) -> Vec<u32> {
 
 fn logits(model: &ElasticModel, toks: &[u32], s: &SubnetConfig) -> Vec<f32> {
     let b = TokenBatch::new(&[toks.to_vec()]).unwrap();
-    let v = model
-        .forward(&b, s)
-        .unwrap()
-        .into_data()
-        .try_into_vec::<f32>()
-        .unwrap();
+    let v = model.forward(&b, s).unwrap().into_data().try_into_vec::<f32>().unwrap();
     assert!(v.iter().all(|x| x.is_finite()), "non-finite logits");
     v
 }
@@ -87,10 +79,7 @@ fn wgpu_forward_matches_cpu_full_and_subnetwork() {
     let t0 = Instant::now();
     let model = ElasticModel::from_gguf(&base, &dev.device).unwrap();
     eprintln!("load on wgpu: {:.1} s", t0.elapsed().as_secs_f64());
-    for (name, s, want) in [
-        ("full network", &full, &want_full),
-        ("sub-network", &sub, &want_sub),
-    ] {
+    for (name, s, want) in [("full network", &full, &want_full), ("sub-network", &sub, &want_sub)] {
         let t0 = Instant::now();
         let got = logits(&model, &toks, s);
         let e = common::rel_err(&got, want);
@@ -106,30 +95,14 @@ fn wgpu_forward_matches_cpu_full_and_subnetwork() {
 
 /// Two InstaTune steps on the same batch from the same weights on `dev`; the stats of each step and
 /// `output_norm.weight` after them.
-fn two_steps(
-    base: &GgufFile,
-    dev: &HostDevice,
-    batch: &Batch,
-    subnets: &[SubnetConfig],
-) -> (Vec<StepStats>, Vec<f32>) {
+fn two_steps(base: &GgufFile, dev: &HostDevice, batch: &Batch, subnets: &[SubnetConfig]) -> (Vec<StepStats>, Vec<f32>) {
     let mut model = ElasticModel::from_gguf(base, &dev.device).unwrap();
     let mut optim = adamw(0.0);
-    let cfg = StepConfig {
-        distill_weight: 0.5,
-        clip_norm: Some(1.0),
-    };
+    let cfg = StepConfig { distill_weight: 0.5, clip_norm: Some(1.0) };
     let mut stats = Vec::new();
     for step in 0..2 {
         let t0 = Instant::now();
-        let (m, s) = train_step(
-            model,
-            &mut optim,
-            std::slice::from_ref(batch),
-            subnets,
-            1e-4,
-            &cfg,
-            &dev.device,
-        );
+        let (m, s) = train_step(model, &mut optim, std::slice::from_ref(batch), subnets, 1e-4, &cfg, &dev.device);
         model = m;
         eprintln!(
             "{} step {}: losses {:?}, grad norm {:.6}, {:.1} s",
@@ -141,12 +114,7 @@ fn two_steps(
         );
         stats.push(s);
     }
-    let w = model
-        .output_norm
-        .val()
-        .into_data()
-        .try_into_vec::<f32>()
-        .unwrap();
+    let w = model.output_norm.val().into_data().try_into_vec::<f32>().unwrap();
     (stats, w)
 }
 
@@ -164,34 +132,15 @@ fn wgpu_finetune_steps_match_cpu() {
     let (got, w_gpu) = two_steps(&base, &dev, &batch, &subnets);
 
     for (step, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert!(
-            g.grad_norm.is_finite() && g.grad_norm > 0.0,
-            "step {}: gradient norm {}",
-            step + 1,
-            g.grad_norm
-        );
+        assert!(g.grad_norm.is_finite() && g.grad_norm > 0.0, "step {}: gradient norm {}", step + 1, g.grad_norm);
         // The norm is the square root of the sum of every gradient element squared: finite means no element
         // is NaN or infinite.
         let rn = (g.grad_norm - w.grad_norm).abs() / w.grad_norm;
-        eprintln!(
-            "step {}: gradient norm wgpu {:.6} cpu {:.6} (relative {rn:.2e})",
-            step + 1,
-            g.grad_norm,
-            w.grad_norm
-        );
-        assert!(
-            rn < 1e-3,
-            "step {}: gradient norm wgpu {} cpu {}",
-            step + 1,
-            g.grad_norm,
-            w.grad_norm
-        );
+        eprintln!("step {}: gradient norm wgpu {:.6} cpu {:.6} (relative {rn:.2e})", step + 1, g.grad_norm, w.grad_norm);
+        assert!(rn < 1e-3, "step {}: gradient norm wgpu {} cpu {}", step + 1, g.grad_norm, w.grad_norm);
         for (i, (a, b)) in g.losses.iter().zip(&w.losses).enumerate() {
             let d = (a - b).abs();
-            eprintln!(
-                "step {} sub-network {i}: loss wgpu {a:.6} cpu {b:.6} (|diff| {d:.2e})",
-                step + 1
-            );
+            eprintln!("step {} sub-network {i}: loss wgpu {a:.6} cpu {b:.6} (|diff| {d:.2e})", step + 1);
             // Step 1 starts from the same weights: the losses differ only by f32 rounding in a different
             // summation order (logits agree within 1e-3 relative of their max, ~1e-5 here; the loss is a
             // mean log-softmax over 31 targets), so 1e-3 nats is a generous bound. Step 2 starts after one
@@ -199,19 +148,12 @@ fn wgpu_finetune_steps_match_cpu() {
             // gradient is at rounding level may move the other way on the other device, which shifts the
             // loss by far less than 1e-2 nats at lr 1e-4 (measured: see docs/PERFORMANCE.md).
             let tol = if step == 0 { 1e-3 } else { 1e-2 };
-            assert!(
-                d < tol,
-                "step {} sub-network {i}: loss wgpu {a} cpu {b}",
-                step + 1
-            );
+            assert!(d < tol, "step {} sub-network {i}: loss wgpu {a} cpu {b}", step + 1);
         }
     }
     // The optimizer step ran on the wgpu device: training on the repeated batch lowered the loss.
     for (i, (l1, l2)) in got[0].losses.iter().zip(&got[1].losses).enumerate() {
-        assert!(
-            l2 < l1,
-            "sub-network {i}: loss did not fall on wgpu: {l1} then {l2}"
-        );
+        assert!(l2 < l1, "sub-network {i}: loss did not fall on wgpu: {l1} then {l2}");
     }
     let e = common::rel_err(&w_gpu, &w_cpu);
     eprintln!("output_norm.weight after 2 steps: max |wgpu - cpu| / max |cpu| = {e:.2e}");
@@ -227,10 +169,7 @@ fn wgpu_finetune_steps_match_cpu() {
 #[test]
 #[ignore = "timing report, run by hand"]
 fn speed_report() {
-    let seq: usize = std::env::var("LLAMANAS_SPEED_SEQ")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(64);
+    let seq: usize = std::env::var("LLAMANAS_SPEED_SEQ").ok().and_then(|s| s.parse().ok()).unwrap_or(64);
     let base = GgufFile::open(common::smollm2()).unwrap();
     let mc = ModelConfig::from_gguf(&base).unwrap();
     let toks = gpl3_tokens(&base, seq);
@@ -260,36 +199,17 @@ fn speed_report() {
         let (w, s) = median(&mut || {
             let _ = model.loss(&tb, &full[0]).unwrap().loss.into_scalar::<f32>();
         });
-        eprintln!(
-            "  forward     {:>8.2} s (warm-up {w:.1} s) {:>8.1} tokens/s",
-            s,
-            seq as f64 / s
-        );
+        eprintln!("  forward     {:>8.2} s (warm-up {w:.1} s) {:>8.1} tokens/s", s, seq as f64 / s);
         drop(model);
         let dev = host_device(name, true).unwrap();
         let mut model = Some(ElasticModel::from_gguf(&base, &dev.device).unwrap());
         let mut optim = adamw(0.0);
-        let cfg = StepConfig {
-            distill_weight: 0.0,
-            clip_norm: Some(1.0),
-        };
+        let cfg = StepConfig { distill_weight: 0.0, clip_norm: Some(1.0) };
         let (w, s) = median(&mut || {
-            let (m, st) = train_step(
-                model.take().unwrap(),
-                &mut optim,
-                std::slice::from_ref(&batch),
-                &full,
-                1e-5,
-                &cfg,
-                &dev.device,
-            );
+            let (m, st) = train_step(model.take().unwrap(), &mut optim, std::slice::from_ref(&batch), &full, 1e-5, &cfg, &dev.device);
             assert!(st.grad_norm.is_finite());
             model = Some(m);
         });
-        eprintln!(
-            "  train step  {:>8.2} s (warm-up {w:.1} s) {:>8.1} tokens/s",
-            s,
-            seq as f64 / s
-        );
+        eprintln!("  train step  {:>8.2} s (warm-up {w:.1} s) {:>8.1} tokens/s", s, seq as f64 / s);
     }
 }

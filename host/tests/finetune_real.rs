@@ -9,8 +9,8 @@ use burn::tensor::Device;
 use device_runtime::gguf::GgufFile;
 use device_runtime::tokenizer::Tokenizer;
 use llamanas::finetune::data::{AlpacaItem, Example, render_alpaca};
-use llamanas::finetune::sample::SubnetPlan;
 use llamanas::finetune::train::load_elastic;
+use llamanas::finetune::sample::SubnetPlan;
 use llamanas::finetune::{LogLine, TrainConfig, TrainInputs, run_training};
 use llamanas::space::SearchSpace;
 
@@ -18,35 +18,17 @@ use llamanas::space::SearchSpace;
 fn alpaca_item_renders_with_chatml_and_loss_on_the_answer() {
     let f = GgufFile::open(common::smollm2()).unwrap();
     let tok = Tokenizer::from_gguf(&f).unwrap();
-    let item = AlpacaItem {
-        instruction: "Add the numbers.".into(),
-        input: "2 and 3".into(),
-        output: "The sum is 5.".into(),
-    };
+    let item = AlpacaItem { instruction: "Add the numbers.".into(), input: "2 and 3".into(), output: "The sum is 5.".into() };
     let ex = render_alpaca(&tok, &item, 512, "inline", 0).unwrap();
     let text = tok.decode(&ex.tokens, false).unwrap();
     // SmolLM2's ChatML template with its default system prompt (tokenizer.chat_template of the GGUF).
     let expected = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
                     <|im_start|>user\nAdd the numbers.\n\n2 and 3<|im_end|>\n<|im_start|>assistant\nThe sum is 5.<|im_end|>\n";
     assert_eq!(text, expected);
-    let answer: Vec<u32> = ex
-        .tokens
-        .iter()
-        .zip(&ex.target)
-        .filter(|(_, t)| **t)
-        .map(|(x, _)| *x)
-        .collect();
-    assert_eq!(
-        tok.decode(&answer, false).unwrap(),
-        "The sum is 5.<|im_end|>\n"
-    );
+    let answer: Vec<u32> = ex.tokens.iter().zip(&ex.target).filter(|(_, t)| **t).map(|(x, _)| *x).collect();
+    assert_eq!(tok.decode(&answer, false).unwrap(), "The sum is 5.<|im_end|>\n");
     // Cut to 20 tokens: only the prompt is left, no target.
-    assert_eq!(
-        render_alpaca(&tok, &item, 20, "inline", 0)
-            .unwrap()
-            .n_targets(),
-        0
-    );
+    assert_eq!(render_alpaca(&tok, &item, 20, "inline", 0).unwrap().n_targets(), 0);
 }
 
 #[test]
@@ -60,10 +42,7 @@ fn loss_decreases_on_a_repeated_batch() {
     let mut tokens = tok.encode(text, false, false).unwrap();
     assert!(tokens.len() >= 32);
     tokens.truncate(32);
-    let ex = vec![Example {
-        target: (0..32).map(|i| i > 0).collect(),
-        tokens,
-    }];
+    let ex = vec![Example { target: (0..32).map(|i| i > 0).collect(), tokens }];
     let device = Device::flex().autodiff();
     let inputs = TrainInputs {
         template: &f,
@@ -84,11 +63,7 @@ fn loss_decreases_on_a_repeated_batch() {
         clip_norm: Some(1.0),
         // The full network alone: a broken sub-network's gradient (norm ~300 at step 1) dominates the clipped
         // sum and can raise the full network's loss on this one batch.
-        plan: SubnetPlan {
-            largest: true,
-            smallest: false,
-            random: 0,
-        },
+        plan: SubnetPlan { largest: true, smallest: false, random: 0 },
         distill_weight: 0.0,
         seed: 1,
         save_every: 0,
@@ -96,17 +71,8 @@ fn loss_decreases_on_a_repeated_batch() {
     };
     let out = tempfile::tempdir().unwrap();
     let load = |p: &Path, d: &Device| load_elastic(p, d);
-    let s = run_training(
-        || load_elastic(&path, &device),
-        &load,
-        &inputs,
-        &c,
-        false,
-        out.path(),
-        &device,
-        false,
-    )
-    .unwrap();
+    let s = run_training(|| load_elastic(&path, &device), &load, &inputs, &c, false, out.path(), &device, false)
+        .unwrap();
     assert!(s.finished);
     let log: Vec<LogLine> = std::fs::read_to_string(out.path().join("finetune.jsonl"))
         .unwrap()
@@ -121,9 +87,5 @@ fn loss_decreases_on_a_repeated_batch() {
     // The output is a loadable F32 super-network GGUF with the same tensors.
     let g = GgufFile::open(out.path().join("supernet.gguf")).unwrap();
     assert_eq!(g.tensors().len(), f.tensors().len());
-    assert!(
-        g.tensors()
-            .iter()
-            .all(|t| t.ty == device_runtime::gguf::GgmlType::F32)
-    );
+    assert!(g.tensors().iter().all(|t| t.ty == device_runtime::gguf::GgmlType::F32));
 }

@@ -14,28 +14,17 @@ fn profile() -> PathBuf {
 }
 
 fn llamanas(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_llamanas"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_llamanas")).args(args).env("RUST_BACKTRACE", "0").output().unwrap()
 }
 
 fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "llamanas failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "llamanas failed: {}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
 }
 
 fn fails(o: &Output, needle: &str) {
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        !o.status.success(),
-        "expected failure containing {needle:?}"
-    );
+    assert!(!o.status.success(), "expected failure containing {needle:?}");
     assert!(e.contains(needle), "stderr lacks {needle:?}: {e}");
 }
 
@@ -44,48 +33,14 @@ fn search_on_the_real_model_with_a_tiny_budget() {
     let model = common::smollm2();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let (m, p, o) = (
-        model.to_str().unwrap(),
-        profile(),
-        out.to_str().unwrap().to_string(),
-    );
+    let (m, p, o) = (model.to_str().unwrap(), profile(), out.to_str().unwrap().to_string());
     let args = [
-        "search",
-        m,
-        "--task",
-        "ppl:/usr/share/common-licenses/GPL-3",
-        "--limit",
-        "1",
-        "--profile",
-        p.to_str().unwrap(),
-        "--objectives",
-        "accuracy,latency,size",
-        "--algo",
-        "linas",
-        "--evals",
-        "4",
-        "--population",
-        "2",
-        "--inner-evals",
-        "200",
-        "--seed",
-        "1",
-        "--threads",
-        "2",
-        "--quiet",
-        "--out",
-        &o,
+        "search", m, "--task", "ppl:/usr/share/common-licenses/GPL-3", "--limit", "1", "--profile", p.to_str().unwrap(),
+        "--objectives", "accuracy,latency,size", "--algo", "linas", "--evals", "4", "--population", "2",
+        "--inner-evals", "200", "--seed", "1", "--threads", "2", "--quiet", "--out", &o,
     ];
     ok(&llamanas(&args));
-    for f in [
-        "run.json",
-        "evaluations.jsonl",
-        "evaluations.csv",
-        "hypervolume.csv",
-        "pareto.json",
-        "pareto.svg",
-        "report.md",
-    ] {
+    for f in ["run.json", "evaluations.jsonl", "evaluations.csv", "hypervolume.csv", "pareto.json", "pareto.svg", "report.md"] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let evals: Vec<Evaluation> = std::fs::read_to_string(out.join("evaluations.jsonl"))
@@ -105,38 +60,19 @@ fn search_on_the_real_model_with_a_tiny_budget() {
     // context, so the PPL is higher but the same order: 1/PPL between 1/60 and 1/10.
     let a0 = evals[0].accuracy.unwrap();
     assert!(a0 > 1.0 / 60.0 && a0 < 1.0 / 10.0, "base 1/PPL {a0}");
-    let pareto: ParetoFile =
-        serde_json::from_str(&std::fs::read_to_string(out.join("pareto.json")).unwrap()).unwrap();
+    let pareto: ParetoFile = serde_json::from_str(&std::fs::read_to_string(out.join("pareto.json")).unwrap()).unwrap();
     assert!(!pareto.subnets.is_empty());
     let svg = std::fs::read_to_string(out.join("pareto.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("circle"));
-    assert_eq!(
-        std::fs::read_to_string(out.join("evaluations.csv"))
-            .unwrap()
-            .lines()
-            .count(),
-        5
-    );
+    assert_eq!(std::fs::read_to_string(out.join("evaluations.csv")).unwrap().lines().count(), 5);
     // The size objective equals the file `llamanas export --subnet` writes (no search provenance keys;
     // docs/EXPORT.md), whose layout is checked against gguf-py.
     let e = &pareto.subnets[pareto.subnets.len() - 1];
     let gguf = dir.path().join("x.gguf");
     let cfg = dir.path().join("cfg.json");
     std::fs::write(&cfg, serde_json::to_string(&e.config).unwrap()).unwrap();
-    ok(&llamanas(&[
-        "export",
-        m,
-        "--subnet",
-        cfg.to_str().unwrap(),
-        "--quant",
-        "q8_0",
-        "--out",
-        gguf.to_str().unwrap(),
-    ]));
-    assert_eq!(
-        std::fs::metadata(&gguf).unwrap().len(),
-        e.objectives["size_bytes"].as_u64().unwrap()
-    );
+    ok(&llamanas(&["export", m, "--subnet", cfg.to_str().unwrap(), "--quant", "q8_0", "--out", gguf.to_str().unwrap()]));
+    assert_eq!(std::fs::metadata(&gguf).unwrap().len(), e.objectives["size_bytes"].as_u64().unwrap());
     // Again in the same folder: refused without --resume; with it nothing is measured again.
     fails(&llamanas(&args), "--resume");
     let mut resumed: Vec<&str> = args.to_vec();
@@ -158,14 +94,9 @@ fn search_on_the_real_model_with_a_tiny_budget() {
         _ => false,
     };
     for (a, b) in again.iter().zip(&evals) {
-        assert_eq!(
-            (a.index, a.batch, &a.id, &a.genes, &a.config, a.size_bytes),
-            (b.index, b.batch, &b.id, &b.genes, &b.config, b.size_bytes)
-        );
+        assert_eq!((a.index, a.batch, &a.id, &a.genes, &a.config, a.size_bytes), (b.index, b.batch, &b.id, &b.genes, &b.config, b.size_bytes));
         assert!(
-            close(a.accuracy, b.accuracy)
-                && close(a.latency_ms, b.latency_ms)
-                && close(Some(a.seconds), Some(b.seconds)),
+            close(a.accuracy, b.accuracy) && close(a.latency_ms, b.latency_ms) && close(Some(a.seconds), Some(b.seconds)),
             "resumed {a:?} differs from {b:?}"
         );
     }
@@ -183,65 +114,19 @@ fn bad_input_is_refused_clearly() {
     let m = model.to_str().unwrap();
     let out = dir.path().join("r");
     let o = out.to_str().unwrap();
-    fails(
-        &llamanas(&[
-            "search",
-            m,
-            "--objectives",
-            "accuracy",
-            "--out",
-            o,
-            "--task",
-            "ppl:/usr/share/common-licenses/GPL-3",
-        ]),
-        "2 or 3",
-    );
-    fails(
-        &llamanas(&[
-            "search",
-            m,
-            "--objectives",
-            "accuracy,latency",
-            "--out",
-            o,
-            "--task",
-            "ppl:/x",
-        ]),
-        "--profile",
-    );
+    fails(&llamanas(&["search", m, "--objectives", "accuracy", "--out", o, "--task", "ppl:/usr/share/common-licenses/GPL-3"]), "2 or 3");
+    fails(&llamanas(&["search", m, "--objectives", "accuracy,latency", "--out", o, "--task", "ppl:/x"]), "--profile");
     let space = dir.path().join("s.json");
     std::fs::write(&space, r#"{"n_layers": 12, "layer_mode": "first_k", "min_layers": 6, "ffn_choices": [], "kv_choices": []}"#).unwrap();
     fails(
-        &llamanas(&[
-            "search",
-            m,
-            "--objectives",
-            "size,accuracy",
-            "--space",
-            space.to_str().unwrap(),
-            "--out",
-            o,
-        ]),
+        &llamanas(&["search", m, "--objectives", "size,accuracy", "--space", space.to_str().unwrap(), "--out", o]),
         "n_layers is 12, the model has 30",
     );
     std::fs::write(&space, "{").unwrap();
-    fails(
-        &llamanas(&["search", m, "--space", space.to_str().unwrap(), "--out", o]),
-        "not a search space",
-    );
+    fails(&llamanas(&["search", m, "--space", space.to_str().unwrap(), "--out", o]), "not a search space");
     let bad_profile = dir.path().join("p.json");
     std::fs::write(&bad_profile, "{\"schema_version\": 1}").unwrap();
-    fails(
-        &llamanas(&[
-            "search",
-            m,
-            "--profile",
-            bad_profile.to_str().unwrap(),
-            "--out",
-            o,
-        ]),
-        "p.json",
-    );
+    fails(&llamanas(&["search", m, "--profile", bad_profile.to_str().unwrap(), "--out", o]), "p.json");
 }
 
 #[test]
@@ -250,19 +135,8 @@ fn dry_run_prints_the_space_and_the_budget() {
     let dir = tempfile::tempdir().unwrap();
     let o = dir.path().join("d");
     let log = ok(&llamanas(&[
-        "search",
-        model.to_str().unwrap(),
-        "--dry-run",
-        "--task",
-        "ppl:/usr/share/common-licenses/GPL-3",
-        "--limit",
-        "1",
-        "--profile",
-        profile().to_str().unwrap(),
-        "--evals",
-        "120",
-        "--out",
-        o.to_str().unwrap(),
+        "search", model.to_str().unwrap(), "--dry-run", "--task", "ppl:/usr/share/common-licenses/GPL-3", "--limit", "1",
+        "--profile", profile().to_str().unwrap(), "--evals", "120", "--out", o.to_str().unwrap(),
     ]));
     // Hand count of the default space: Σ_{k>=15} C(30,k) 15^k = 1.329e36 (python: math.comb).
     assert!(log.contains("90 genes, 1.329e36 sub-networks"), "{log}");
@@ -280,21 +154,11 @@ fn fast_size_of_the_inner_loop_is_within_0_05_percent_of_the_exact_size() {
     let base = GgufFile::open(common::smollm2()).unwrap();
     let mut c = ExactCosts::new(base, ExportQuant::Q8_0, None, 512);
     let cfgs = [
-        SubnetConfig {
-            layers: (0..30).collect(),
-            ffn: vec![1536; 30],
-            kv_heads: vec![3; 30],
-        },
-        SubnetConfig {
-            layers: (0..15).collect(),
-            ffn: vec![512; 15],
-            kv_heads: vec![1; 15],
-        },
+        SubnetConfig { layers: (0..30).collect(), ffn: vec![1536; 30], kv_heads: vec![3; 30] },
+        SubnetConfig { layers: (0..15).collect(), ffn: vec![512; 15], kv_heads: vec![1; 15] },
         SubnetConfig {
             layers: (0..30).filter(|l| l % 3 != 1).collect(),
-            ffn: (0..20)
-                .map(|i| [512, 768, 1024, 1280, 1536][i % 5])
-                .collect(),
+            ffn: (0..20).map(|i| [512, 768, 1024, 1280, 1536][i % 5]).collect(),
             kv_heads: (0..20).map(|i| 1 + i % 3).collect(),
         },
     ];
@@ -302,10 +166,6 @@ fn fast_size_of_the_inner_loop_is_within_0_05_percent_of_the_exact_size() {
         let fast = c.size_bytes_fast(cfg).unwrap();
         let exact = c.size_bytes(cfg).unwrap();
         // Measured: 0 bytes off for the full model, 8256 of 50.7 MB (0.016%) for the 15-layer one.
-        assert!(
-            fast.abs_diff(exact) as f64 <= 5e-4 * exact as f64,
-            "{}: fast {fast} exact {exact}",
-            cfg.id()
-        );
+        assert!(fast.abs_diff(exact) as f64 <= 5e-4 * exact as f64, "{}: fast {fast} exact {exact}", cfg.id());
     }
 }

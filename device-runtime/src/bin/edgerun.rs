@@ -10,11 +10,7 @@ mod engine_cmds;
 mod profile_cmd;
 
 #[derive(Parser)]
-#[command(
-    name = "edgerun",
-    version,
-    about = "Run and inspect LLaMA-family GGUF models on the target device"
-)]
+#[command(name = "edgerun", version, about = "Run and inspect LLaMA-family GGUF models on the target device")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -57,8 +53,7 @@ fn main() -> Result<()> {
 
 /// `edgerun inspect FILE [--json]`.
 fn inspect(file: &std::path::Path, json: bool) -> Result<()> {
-    let f =
-        device_runtime::gguf::GgufFile::open(file).context("inspect: cannot read the GGUF file")?;
+    let f = device_runtime::gguf::GgufFile::open(file).context("inspect: cannot read the GGUF file")?;
     let report = device_runtime::inspect::Report::new(&f);
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

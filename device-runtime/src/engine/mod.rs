@@ -77,9 +77,7 @@ pub enum EngineError {
     #[error("empty input: at least one token is needed")]
     EmptyInput,
     /// The tokens do not fit in the KV cache.
-    #[error(
-        "context full: {n_tokens} tokens at position {pos} exceed the context of {n_ctx} tokens"
-    )]
+    #[error("context full: {n_tokens} tokens at position {pos} exceed the context of {n_ctx} tokens")]
     ContextFull {
         /// Tokens already in the cache.
         pos: usize,

@@ -10,8 +10,8 @@
 use super::EngineError;
 use crate::arch::ModelConfig;
 use crate::gguf::{GgmlType, GgufFile};
-use crate::quant::dot::{self, QMatrix};
 use std::path::Path;
+use crate::quant::dot::{self, QMatrix};
 
 /// Shape of one transformer block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,11 +131,7 @@ impl EngineConfig {
             n_vocab: m.n_vocab,
             head_dim: m.head_dim,
             layers: (0..m.n_layers)
-                .map(|i| LayerShape {
-                    n_head: m.n_heads[i],
-                    n_head_kv: m.n_kv_heads[i],
-                    n_ff: m.ffn[i],
-                })
+                .map(|i| LayerShape { n_head: m.n_heads[i], n_head_kv: m.n_kv_heads[i], n_ff: m.ffn[i] })
                 .collect(),
             rope_base: m.rope_freq_base,
             rope_dims: m.rope_dim,
@@ -176,24 +172,15 @@ impl Model {
         if c.n_embd == 0 || c.head_dim == 0 || c.n_vocab == 0 || c.layers.is_empty() {
             return Err(EngineError::Config(format!(
                 "n_embd {}, head_dim {}, n_vocab {}, {} layers: all must be > 0",
-                c.n_embd,
-                c.head_dim,
-                c.n_vocab,
-                c.layers.len()
+                c.n_embd, c.head_dim, c.n_vocab, c.layers.len()
             )));
         }
         if c.rope_dims > c.head_dim || c.rope_dims % 2 != 0 {
-            return Err(EngineError::Config(format!(
-                "rope.dimension_count {} must be even and <= head_dim {}",
-                c.rope_dims, c.head_dim
-            )));
+            return Err(EngineError::Config(format!("rope.dimension_count {} must be even and <= head_dim {}", c.rope_dims, c.head_dim)));
         }
         for (i, l) in c.layers.iter().enumerate() {
             if l.has_attention() && l.n_head % l.n_head_kv != 0 {
-                return Err(EngineError::Config(format!(
-                    "layer {i}: head_count {} is not a multiple of head_count_kv {}",
-                    l.n_head, l.n_head_kv
-                )));
+                return Err(EngineError::Config(format!("layer {i}: head_count {} is not a multiple of head_count_kv {}", l.n_head, l.n_head_kv)));
             }
         }
         let mut weight_bytes = 0usize;
@@ -205,44 +192,19 @@ impl Model {
                 _ => (0, 0),
             };
             if (r, cl) != (rows, cols) {
-                return Err(EngineError::Shape {
-                    tensor: name.to_string(),
-                    expected: vec![cols, rows],
-                    got: t.dims.clone(),
-                });
+                return Err(EngineError::Shape { tensor: name.to_string(), expected: vec![cols, rows], got: t.dims.clone() });
             }
             if t.offset.checked_add(t.len).is_none_or(|e| e > total) {
-                return Err(EngineError::Config(format!(
-                    "tensor {name}: data {}+{} lies outside the file ({total} bytes)",
-                    t.offset, t.len
-                )));
+                return Err(EngineError::Config(format!("tensor {name}: data {}+{} lies outside the file ({total} bytes)", t.offset, t.len)));
             }
-            QMatrix::new(
-                t.ty,
-                rows,
-                cols,
-                &storage.bytes()[t.offset..t.offset + t.len],
-            )
-            .map_err(|e| EngineError::Tensor {
-                tensor: name.to_string(),
-                source: e,
-            })?;
+            QMatrix::new(t.ty, rows, cols, &storage.bytes()[t.offset..t.offset + t.len])
+                .map_err(|e| EngineError::Tensor { tensor: name.to_string(), source: e })?;
             weight_bytes += t.len;
-            Ok(Mat {
-                ty: t.ty,
-                rows,
-                cols,
-                offset: t.offset,
-                len: t.len,
-            })
+            Ok(Mat { ty: t.ty, rows, cols, offset: t.offset, len: t.len })
         };
         let d = c.n_embd;
         let tok_embd = get("token_embd.weight", c.n_vocab, d)?;
-        let output = if lookup("output.weight").is_some() {
-            get("output.weight", c.n_vocab, d)?
-        } else {
-            tok_embd
-        };
+        let output = if lookup("output.weight").is_some() { get("output.weight", c.n_vocab, d)? } else { tok_embd };
         let on = get("output_norm.weight", 1, d)?;
         let mut layers = Vec::with_capacity(c.layers.len());
         let mut norms = vec![on];
@@ -296,16 +258,7 @@ impl Model {
                 lw
             })
             .collect();
-        Ok(Model {
-            config,
-            storage,
-            tok_embd,
-            output,
-            output_norm,
-            layers,
-            weight_bytes,
-            model_config: None,
-        })
+        Ok(Model { config, storage, tok_embd, output, output_norm, layers, weight_bytes, model_config: None })
     }
 
     /// Open a GGUF file (memory-mapped) and check that it describes a model this engine can run.
@@ -315,10 +268,7 @@ impl Model {
     /// [`EngineError::Shape`], [`EngineError::Tensor`] (unsupported tensor type).
     pub fn load(path: impl AsRef<Path>) -> Result<Model, EngineError> {
         let path = path.as_ref();
-        let wrap = |e: EngineError| EngineError::InFile {
-            file: path.display().to_string(),
-            source: Box::new(e),
-        };
+        let wrap = |e: EngineError| EngineError::InFile { file: path.display().to_string(), source: Box::new(e) };
         let f = GgufFile::open(path).map_err(|e| wrap(e.into()))?;
         Self::from_gguf(f).map_err(wrap)
     }
@@ -358,12 +308,7 @@ impl Model {
     }
 
     pub(crate) fn mat(&self, m: &Mat) -> QMatrix<'_> {
-        QMatrix {
-            ty: m.ty,
-            rows: m.rows,
-            cols: m.cols,
-            data: &self.storage.bytes()[m.offset..m.offset + m.len],
-        }
+        QMatrix { ty: m.ty, rows: m.rows, cols: m.cols, data: &self.storage.bytes()[m.offset..m.offset + m.len] }
     }
 
     /// The type of the output head's weights (for reports).

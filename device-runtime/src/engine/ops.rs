@@ -32,11 +32,7 @@ pub fn rope(x: &mut [f32], head_dim: usize, table: &[(f32, f32)], neox: bool) {
     let half = table.len();
     for h in x.chunks_exact_mut(head_dim) {
         for (i, (c, s)) in table.iter().enumerate() {
-            let (a, b) = if neox {
-                (i, i + half)
-            } else {
-                (2 * i, 2 * i + 1)
-            };
+            let (a, b) = if neox { (i, i + half) } else { (2 * i, 2 * i + 1) };
             let (x0, x1) = (h[a], h[b]);
             h[a] = x0 * c - x1 * s;
             h[b] = x0 * s + x1 * c;
@@ -49,12 +45,7 @@ pub fn rope(x: &mut [f32], head_dim: usize, table: &[(f32, f32)], neox: bool) {
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
     for (x, y) in ca.zip(cb) {
         for i in 0..8 {
             acc[i] += x[i] * y[i];
@@ -97,17 +88,7 @@ fn dot4(q: &[f32], k: [&[f32]; 4]) -> [f32; 4] {
 /// positions' scores at once; the weighted sum of values kept in registers); it sums in another order
 /// and with fused multiply-adds, so it differs from the portable version by rounding only.
 #[allow(clippy::too_many_arguments)]
-pub fn attend(
-    q: &[f32],
-    kc: &[f32],
-    vc: &[f32],
-    stride: usize,
-    off: usize,
-    len: usize,
-    scale: f32,
-    out: &mut [f32],
-    sc: &mut Vec<f32>,
-) {
+pub fn attend(q: &[f32], kc: &[f32], vc: &[f32], stride: usize, off: usize, len: usize, scale: f32, out: &mut [f32], sc: &mut Vec<f32>) {
     #[cfg(target_arch = "x86_64")]
     if crate::quant::dot::has_avx2() {
         // SAFETY: AVX2+FMA+F16C detected.
@@ -120,26 +101,13 @@ pub fn attend(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-fn attend_avx2(
-    q: &[f32],
-    kc: &[f32],
-    vc: &[f32],
-    stride: usize,
-    off: usize,
-    len: usize,
-    scale: f32,
-    out: &mut [f32],
-    sc: &mut Vec<f32>,
-) {
+fn attend_avx2(q: &[f32], kc: &[f32], vc: &[f32], stride: usize, off: usize, len: usize, scale: f32, out: &mut [f32], sc: &mut Vec<f32>) {
     use std::arch::x86_64::*;
     let hd = q.len();
     if hd % 8 != 0 {
         return attend_impl(q, kc, vc, stride, off, len, scale, out, sc);
     }
-    assert!(
-        len == 0 || (len - 1) * stride + off + hd <= kc.len().min(vc.len()),
-        "attend: cache too short"
-    );
+    assert!(len == 0 || (len - 1) * stride + off + hd <= kc.len().min(vc.len()), "attend: cache too short");
     // SAFETY: every access below is within q (hd), out (hd) and kc/vc rows p < len (checked above).
     unsafe {
         let key = |p: usize| kc.as_ptr().add(p * stride + off);
@@ -157,10 +125,7 @@ fn attend_avx2(
                 i += 8;
             }
             let h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-            let s4 = _mm_mul_ps(
-                _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)),
-                _mm_set1_ps(scale),
-            );
+            let s4 = _mm_mul_ps(_mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)), _mm_set1_ps(scale));
             let mut v = [0f32; 4];
             _mm_storeu_ps(v.as_mut_ptr(), s4);
             sc.extend_from_slice(&v);
@@ -193,17 +158,7 @@ fn attend_avx2(
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn attend_impl(
-    q: &[f32],
-    kc: &[f32],
-    vc: &[f32],
-    stride: usize,
-    off: usize,
-    len: usize,
-    scale: f32,
-    out: &mut [f32],
-    sc: &mut Vec<f32>,
-) {
+fn attend_impl(q: &[f32], kc: &[f32], vc: &[f32], stride: usize, off: usize, len: usize, scale: f32, out: &mut [f32], sc: &mut Vec<f32>) {
     let hd = q.len();
     let key = |p: usize| &kc[p * stride + off..p * stride + off + hd];
     sc.clear();
@@ -297,10 +252,7 @@ fn swiglu_avx2(g: &mut [f32], u: &[f32]) {
     // SAFETY: i + 8 <= n for the loads and stores in the loop; the tail goes through local arrays.
     unsafe {
         while i + 8 <= n {
-            let r = silu_mul(
-                _mm256_loadu_ps(g.as_ptr().add(i)),
-                _mm256_loadu_ps(u.as_ptr().add(i)),
-            );
+            let r = silu_mul(_mm256_loadu_ps(g.as_ptr().add(i)), _mm256_loadu_ps(u.as_ptr().add(i)));
             _mm256_storeu_ps(g.as_mut_ptr().add(i), r);
             i += 8;
         }
@@ -308,10 +260,7 @@ fn swiglu_avx2(g: &mut [f32], u: &[f32]) {
             let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
             a[..n - i].copy_from_slice(&g[i..n]);
             b[..n - i].copy_from_slice(&u[i..n]);
-            _mm256_storeu_ps(
-                a.as_mut_ptr(),
-                silu_mul(_mm256_loadu_ps(a.as_ptr()), _mm256_loadu_ps(b.as_ptr())),
-            );
+            _mm256_storeu_ps(a.as_mut_ptr(), silu_mul(_mm256_loadu_ps(a.as_ptr()), _mm256_loadu_ps(b.as_ptr())));
             g[i..n].copy_from_slice(&a[..n - i]);
         }
     }
@@ -335,19 +284,12 @@ pub fn v_expf(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
     let n = _mm256_sub_ps(z, r);
     let b = _mm256_fnmadd_ps(n, c(0x35bf_be8e), _mm256_fnmadd_ps(n, c(0x3f31_7200), x)); // x - n ln2
     let e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
-    let k = _mm256_castsi256_ps(_mm256_add_epi32(
-        e,
-        _mm256_castps_si256(_mm256_set1_ps(1.0)),
-    )); // 2^n
+    let k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1.0)))); // 2^n
     let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
     let big = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(126.0)));
     let u = _mm256_mul_ps(b, b);
     let j = _mm256_fmadd_ps(
-        _mm256_fmadd_ps(
-            _mm256_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)),
-            u,
-            _mm256_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb)),
-        ),
+        _mm256_fmadd_ps(_mm256_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)), u, _mm256_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb))),
         u,
         _mm256_mul_ps(c(0x3f7f_fff6), b),
     ); // e^b - 1
@@ -362,10 +304,7 @@ pub fn v_expf(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
     let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
     let huge = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(abs_n, _mm256_set1_ps(192.0)));
     let scaled = _mm256_or_ps(
-        _mm256_and_ps(
-            _mm256_castsi256_ps(big),
-            _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1),
-        ),
+        _mm256_and_ps(_mm256_castsi256_ps(big), _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
         _mm256_andnot_ps(_mm256_castsi256_ps(big), _mm256_fmadd_ps(k, j, k)),
     );
     _mm256_or_ps(
@@ -401,10 +340,7 @@ fn softmax_avx2(x: &mut [f32]) {
             let mut a = [f32::NEG_INFINITY; 8];
             a[..n - i].copy_from_slice(&x[i..]);
             // Padding: -inf - max is -inf; clamp to a finite value whose exponential is 0.
-            let v = _mm256_max_ps(
-                _mm256_sub_ps(_mm256_loadu_ps(a.as_ptr()), mv),
-                _mm256_set1_ps(-1e30),
-            );
+            let v = _mm256_max_ps(_mm256_sub_ps(_mm256_loadu_ps(a.as_ptr()), mv), _mm256_set1_ps(-1e30));
             let e = v_expf(v);
             _mm256_storeu_ps(a.as_mut_ptr(), e);
             x[i..].copy_from_slice(&a[..n - i]);
@@ -435,10 +371,7 @@ mod tests {
         // x = [3, 4]: mean(x²) = 12.5, 1/sqrt(12.5) = 0.28284271
         let mut o = [0f32; 2];
         rmsnorm(&mut o, &[3.0, 4.0], &[1.0, 2.0], 0.0);
-        assert!(
-            (o[0] - 0.848_528_1).abs() < 1e-6 && (o[1] - 2.262_741_7).abs() < 1e-6,
-            "{o:?}"
-        );
+        assert!((o[0] - 0.848_528_1).abs() < 1e-6 && (o[1] - 2.262_741_7).abs() < 1e-6, "{o:?}");
     }
 
     #[test]
@@ -453,10 +386,7 @@ mod tests {
         rope_table(1, 4, 10000.0, &mut t);
         let mut x = [1.0f32, 1.0, 0.0, 0.0];
         rope(&mut x, 4, &t, true);
-        assert!(
-            (x[2] - 1f32.sin()).abs() < 1e-6 && (x[3] - 0.01f32.sin()).abs() < 1e-6,
-            "{x:?}"
-        );
+        assert!((x[2] - 1f32.sin()).abs() < 1e-6 && (x[3] - 0.01f32.sin()).abs() < 1e-6, "{x:?}");
     }
 
     /// `attend` against the plain formulation (scores, softmax, weighted sum), head_dim 64 and 20 (tails).
@@ -473,37 +403,14 @@ mod tests {
             let kc: Vec<f32> = (0..len * stride).map(|_| rnd()).collect();
             let vc: Vec<f32> = (0..len * stride).map(|_| rnd()).collect();
             let mut out = vec![0f32; hd];
-            attend(
-                &q,
-                &kc,
-                &vc,
-                stride,
-                off,
-                len,
-                0.125,
-                &mut out,
-                &mut Vec::new(),
-            );
-            let mut s: Vec<f64> = (0..len)
-                .map(|p| {
-                    (0..hd)
-                        .map(|i| q[i] as f64 * kc[p * stride + off + i] as f64)
-                        .sum::<f64>()
-                        * 0.125
-                })
-                .collect();
+            attend(&q, &kc, &vc, stride, off, len, 0.125, &mut out, &mut Vec::new());
+            let mut s: Vec<f64> = (0..len).map(|p| (0..hd).map(|i| q[i] as f64 * kc[p * stride + off + i] as f64).sum::<f64>() * 0.125).collect();
             let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let z: f64 = s.iter().map(|v| (v - m).exp()).sum();
             s.iter_mut().for_each(|v| *v = (*v - m).exp() / z);
             for i in 0..hd {
-                let e: f64 = (0..len)
-                    .map(|p| s[p] * vc[p * stride + off + i] as f64)
-                    .sum();
-                assert!(
-                    (out[i] as f64 - e).abs() < 1e-5,
-                    "hd {hd} len {len} dim {i}: {} vs {e}",
-                    out[i]
-                );
+                let e: f64 = (0..len).map(|p| s[p] * vc[p * stride + off + i] as f64).sum();
+                assert!((out[i] as f64 - e).abs() < 1e-5, "hd {hd} len {len} dim {i}: {} vs {e}", out[i]);
             }
         }
     }
@@ -532,27 +439,17 @@ mod tests {
                     assert!(got.abs() <= 2e-38, "exp({x}) = {got}, want {want}");
                 } else {
                     let rel = ((got as f64 - want) / want).abs();
-                    assert!(
-                        rel < 3.0 * f32::EPSILON as f64,
-                        "exp({x}) = {got}, want {want} (rel {rel:e})"
-                    );
+                    assert!(rel < 3.0 * f32::EPSILON as f64, "exp({x}) = {got}, want {want} (rel {rel:e})");
                 }
             }
         }
-        let g0: Vec<f32> = (0..1541)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.3)
-            .collect();
-        let u: Vec<f32> = (0..1541)
-            .map(|i| ((i * 13 % 29) as f32 - 14.0) * 0.1)
-            .collect();
+        let g0: Vec<f32> = (0..1541).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.3).collect();
+        let u: Vec<f32> = (0..1541).map(|i| ((i * 13 % 29) as f32 - 14.0) * 0.1).collect();
         let (mut a, mut b) = (g0.clone(), g0.clone());
         swiglu(&mut a, &u);
         swiglu_scalar(&mut b, &u);
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-            assert!(
-                (x - y).abs() <= 4.0 * f32::EPSILON * y.abs().max(1e-30),
-                "swiglu {i}: {x} vs {y}"
-            );
+            assert!((x - y).abs() <= 4.0 * f32::EPSILON * y.abs().max(1e-30), "swiglu {i}: {x} vs {y}");
         }
         for n in [1usize, 5, 8, 13, 64] {
             let v: Vec<f32> = (0..n).map(|i| ((i * 7 % 11) as f32 - 5.0) * 1.7).collect();
@@ -560,10 +457,7 @@ mod tests {
             unsafe { softmax_avx2(&mut a) };
             softmax(&mut b);
             for (x, y) in a.iter().zip(&b) {
-                assert!(
-                    (x - y).abs() <= 1e-6 * y.max(1e-30) + 1e-9,
-                    "softmax n {n}: {x} vs {y}"
-                );
+                assert!((x - y).abs() <= 1e-6 * y.max(1e-30) + 1e-9, "softmax n {n}: {x} vs {y}");
             }
         }
     }

@@ -5,7 +5,7 @@
 //! `n_ctx/2 .. n_ctx-1`, `-log p(token[j+1] | tokens[..=j])`. PPL = `exp(mean NLL)` over all scored tokens.
 
 use super::session::{Logits, Session};
-use super::{EngineError, ops};
+use super::{ops, EngineError};
 
 /// Result of [`perplexity`].
 #[derive(Clone, Debug, PartialEq)]
@@ -37,9 +37,7 @@ pub fn perplexity(
     mut progress: impl FnMut(usize, f64),
 ) -> Result<Perplexity, EngineError> {
     if n_ctx < 4 {
-        return Err(EngineError::Config(format!(
-            "perplexity context {n_ctx} is too small (at least 4)"
-        )));
+        return Err(EngineError::Config(format!("perplexity context {n_ctx} is too small (at least 4)")));
     }
     let mut n_chunks = tokens.len() / n_ctx;
     if n_chunks == 0 {
@@ -71,11 +69,5 @@ pub fn perplexity(
         running.push(p);
         progress(c, p);
     }
-    Ok(Perplexity {
-        ppl: (nll / count as f64).exp(),
-        nll,
-        count,
-        n_chunks,
-        running,
-    })
+    Ok(Perplexity { ppl: (nll / count as f64).exp(), nll, count, n_chunks, running })
 }

@@ -19,12 +19,7 @@ pub struct SamplerConfig {
 impl Default for SamplerConfig {
     /// Greedy.
     fn default() -> Self {
-        SamplerConfig {
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
-            seed: 0,
-        }
+        SamplerConfig { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 }
     }
 }
 
@@ -38,10 +33,7 @@ pub struct Sampler {
 impl Sampler {
     /// A sampler with settings `cfg`.
     pub fn new(cfg: SamplerConfig) -> Self {
-        Sampler {
-            cfg,
-            state: cfg.seed,
-        }
+        Sampler { cfg, state: cfg.seed }
     }
 
     /// A greedy sampler.
@@ -63,20 +55,13 @@ impl Sampler {
         if self.cfg.temperature <= 0.0 || self.cfg.top_k == 1 {
             return argmax(logits);
         }
-        let mut cand: Vec<(u32, f32)> = logits
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (i as u32, *v))
-            .collect();
+        let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, v)| (i as u32, *v)).collect();
         cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if self.cfg.top_k > 0 && self.cfg.top_k < cand.len() {
             cand.truncate(self.cfg.top_k);
         }
         let max = cand[0].1;
-        let mut probs: Vec<f64> = cand
-            .iter()
-            .map(|c| (((c.1 - max) / self.cfg.temperature) as f64).exp())
-            .collect();
+        let mut probs: Vec<f64> = cand.iter().map(|c| (((c.1 - max) / self.cfg.temperature) as f64).exp()).collect();
         let sum: f64 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= sum);
         if self.cfg.top_p < 1.0 {
@@ -125,30 +110,15 @@ mod tests {
         let logits = [1.0f32, 3.0, 2.0, 3.0];
         assert_eq!(Sampler::greedy().sample(&logits), 1);
         // top_k = 2 keeps ids 1 and 3 only.
-        let mut s = Sampler::new(SamplerConfig {
-            temperature: 1.0,
-            top_k: 2,
-            top_p: 1.0,
-            seed: 7,
-        });
+        let mut s = Sampler::new(SamplerConfig { temperature: 1.0, top_k: 2, top_p: 1.0, seed: 7 });
         for _ in 0..100 {
             assert!(matches!(s.sample(&logits), 1 | 3));
         }
         // top_p tiny keeps only the most likely token.
-        let mut s = Sampler::new(SamplerConfig {
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 0.01,
-            seed: 7,
-        });
+        let mut s = Sampler::new(SamplerConfig { temperature: 1.0, top_k: 0, top_p: 0.01, seed: 7 });
         assert_eq!(s.sample(&[0.0, 5.0, 1.0]), 1);
         // same seed, same draws
-        let cfg = SamplerConfig {
-            temperature: 1.0,
-            top_k: 0,
-            top_p: 1.0,
-            seed: 3,
-        };
+        let cfg = SamplerConfig { temperature: 1.0, top_k: 0, top_p: 1.0, seed: 3 };
         let (mut a, mut b) = (Sampler::new(cfg), Sampler::new(cfg));
         let xs: Vec<u32> = (0..20).map(|_| a.sample(&logits)).collect();
         let ys: Vec<u32> = (0..20).map(|_| b.sample(&logits)).collect();

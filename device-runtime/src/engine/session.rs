@@ -19,9 +19,9 @@
 //! attention included, when its FFN width is 0; the two agree when both are 0, which is what the sub-networks
 //! of this toolkit produce when they drop a layer. A block with attention but no FFN keeps its attention here.)
 
-use super::EngineError;
 use super::model::{Mat, Model};
 use super::ops;
+use super::EngineError;
 use crate::quant::dot::{self, KernelPath};
 use rayon::prelude::*;
 
@@ -40,12 +40,7 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions {
-            n_ctx: 0,
-            threads: 0,
-            n_batch: 512,
-            kernels: KernelPath::Best,
-        }
+        SessionOptions { n_ctx: 0, threads: 0, n_batch: 512, kernels: KernelPath::Best }
     }
 }
 
@@ -101,45 +96,23 @@ impl<'m> Session<'m> {
     /// Errors: [`EngineError::Config`] if the thread pool cannot start or `n_ctx` exceeds the training context.
     pub fn new(model: &'m Model, opts: SessionOptions) -> Result<Self, EngineError> {
         let c = &model.config;
-        let n_ctx = if opts.n_ctx == 0 {
-            c.n_ctx_train.clamp(1, 4096)
-        } else {
-            opts.n_ctx
-        };
+        let n_ctx = if opts.n_ctx == 0 { c.n_ctx_train.clamp(1, 4096) } else { opts.n_ctx };
         if c.n_ctx_train > 0 && n_ctx > c.n_ctx_train {
-            return Err(EngineError::Config(format!(
-                "context {n_ctx} exceeds the model's training context {}",
-                c.n_ctx_train
-            )));
+            return Err(EngineError::Config(format!("context {n_ctx} exceeds the model's training context {}", c.n_ctx_train)));
         }
         let cache = model
             .layers
             .iter()
             .map(|l| {
-                let kv = if l.shape.has_attention() {
-                    n_ctx * l.shape.n_head_kv * c.head_dim
-                } else {
-                    0
-                };
-                LayerCache {
-                    k: vec![0.0; kv],
-                    v: vec![0.0; kv],
-                }
+                let kv = if l.shape.has_attention() { n_ctx * l.shape.n_head_kv * c.head_dim } else { 0 };
+                LayerCache { k: vec![0.0; kv], v: vec![0.0; kv] }
             })
             .collect();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(opts.threads)
             .build()
             .map_err(|e| EngineError::Config(format!("thread pool: {e}")))?;
-        Ok(Session {
-            model,
-            n_ctx,
-            n_batch: opts.n_batch.max(1),
-            pos: 0,
-            cache,
-            pool,
-            kernels: opts.kernels,
-        })
+        Ok(Session { model, n_ctx, n_batch: opts.n_batch.max(1), pos: 0, cache, pool, kernels: opts.kernels })
     }
 
     /// Tokens in the KV cache (the position of the next token).
@@ -204,18 +177,11 @@ impl<'m> Session<'m> {
             return Err(EngineError::EmptyInput);
         }
         if self.pos + tokens.len() > self.n_ctx {
-            return Err(EngineError::ContextFull {
-                pos: self.pos,
-                n_tokens: tokens.len(),
-                n_ctx: self.n_ctx,
-            });
+            return Err(EngineError::ContextFull { pos: self.pos, n_tokens: tokens.len(), n_ctx: self.n_ctx });
         }
         let nv = self.model.config.n_vocab;
         if let Some(&t) = tokens.iter().find(|&&t| t as usize >= nv) {
-            return Err(EngineError::TokenOutOfRange {
-                token: t,
-                n_vocab: nv,
-            });
+            return Err(EngineError::TokenOutOfRange { token: t, n_vocab: nv });
         }
         // First index of `tokens` whose logits are returned.
         let from = match logits {
@@ -223,10 +189,7 @@ impl<'m> Session<'m> {
             Logits::All => 0,
             Logits::From(i) if i < tokens.len() => i,
             Logits::From(i) => {
-                return Err(EngineError::Config(format!(
-                    "logits from token {i} of a batch of {}",
-                    tokens.len()
-                )));
+                return Err(EngineError::Config(format!("logits from token {i} of a batch of {}", tokens.len())));
             }
         };
         let mut out = Vec::with_capacity((tokens.len() - from) * nv);
@@ -243,16 +206,7 @@ impl<'m> Session<'m> {
             };
             let l = self.pool.install(|| {
                 let obs = observer.as_deref_mut();
-                forward(
-                    self.model,
-                    &mut self.cache,
-                    self.pos,
-                    chunk,
-                    want,
-                    self.kernels,
-                    need,
-                    obs,
-                )
+                forward(self.model, &mut self.cache, self.pos, chunk, want, self.kernels, need, obs)
             });
             self.pos += chunk.len();
             out.extend_from_slice(&l);
@@ -274,9 +228,7 @@ const PAR_MIN_TOKENS: usize = 8;
 /// [`ops::rmsnorm`] of `n` rows of `d`, split by rows across the current pool for large batches.
 fn rmsnorm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32, d: usize) {
     if x.len() / d >= PAR_MIN_TOKENS {
-        out.par_chunks_mut(d)
-            .zip(x.par_chunks(d))
-            .for_each(|(o, xr)| ops::rmsnorm(o, xr, w, eps));
+        out.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(o, xr)| ops::rmsnorm(o, xr, w, eps));
     } else {
         ops::rmsnorm(out, x, w, eps);
     }
@@ -313,13 +265,7 @@ fn forward<'o>(
     };
     // Several products of the same input: its quantized activations are shared and the products run in
     // one parallel region (Q, K, V; FFN gate and up).
-    fn mm_shared<const K: usize>(
-        model: &Model,
-        ms: &[&Mat; K],
-        x: &[f32],
-        ys: [&mut Vec<f32>; K],
-        kernels: KernelPath,
-    ) {
+    fn mm_shared<const K: usize>(model: &Model, ms: &[&Mat; K], x: &[f32], ys: [&mut Vec<f32>; K], kernels: KernelPath) {
         let n = x.len() / ms[0].cols;
         let ws: Vec<_> = ms.iter().map(|m| model.mat(m)).collect();
         let mut outs: Vec<&mut [f32]> = ys
@@ -330,11 +276,7 @@ fn forward<'o>(
                 &mut y[..]
             })
             .collect();
-        dot::matmul_multi(
-            &ws,
-            &dot::Activations::new(x, n, ms[0].cols, kernels),
-            &mut outs,
-        );
+        dot::matmul_multi(&ws, &dot::Activations::new(x, n, ms[0].cols, kernels), &mut outs);
     }
 
     // Token embeddings.
@@ -353,18 +295,13 @@ fn forward<'o>(
         .collect();
 
     let mut h = vec![0f32; n * d];
-    let (mut q, mut k, mut v, mut att, mut o) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut q, mut k, mut v, mut att, mut o) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut g, mut u) = (Vec::new(), Vec::new());
     for (il, (lw, lc)) in model.layers.iter().zip(cache.iter_mut()).enumerate() {
         let s = lw.shape;
         if s.has_attention() {
             rmsnorm_rows(&mut h, &x, &lw.attn_norm, c.rms_eps, d);
-            let qkv = [
-                lw.wq.as_ref().unwrap(),
-                lw.wk.as_ref().unwrap(),
-                lw.wv.as_ref().unwrap(),
-            ];
+            let qkv = [lw.wq.as_ref().unwrap(), lw.wk.as_ref().unwrap(), lw.wv.as_ref().unwrap()];
             mm_shared(model, &qkv, &h, [&mut q, &mut k, &mut v], kernels);
             let (qd, kvd) = (s.n_head * hd, s.n_head_kv * hd);
             let rope_token = |qt: &mut [f32], kt: &mut [f32], tab: &[(f32, f32)]| {
@@ -372,15 +309,9 @@ fn forward<'o>(
                 ops::rope(kt, hd, tab, c.rope_neox);
             };
             if n >= PAR_MIN_TOKENS {
-                q.par_chunks_mut(qd)
-                    .zip(k.par_chunks_mut(kvd))
-                    .zip(ropes.par_iter())
-                    .for_each(|((qt, kt), tab)| rope_token(qt, kt, tab));
+                q.par_chunks_mut(qd).zip(k.par_chunks_mut(kvd)).zip(ropes.par_iter()).for_each(|((qt, kt), tab)| rope_token(qt, kt, tab));
             } else {
-                q.chunks_mut(qd)
-                    .zip(k.chunks_mut(kvd))
-                    .zip(ropes.iter())
-                    .for_each(|((qt, kt), tab)| rope_token(qt, kt, tab));
+                q.chunks_mut(qd).zip(k.chunks_mut(kvd)).zip(ropes.iter()).for_each(|((qt, kt), tab)| rope_token(qt, kt, tab));
             }
             lc.k[pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&k);
             lc.v[pos0 * kvd..(pos0 + n) * kvd].copy_from_slice(&v);
@@ -397,21 +328,15 @@ fn forward<'o>(
             if n == 1 && (pos0 + 1) * qd < 65536 {
                 // Short decode: less work than waking the pool costs.
                 let mut sc = Vec::new();
-                att.chunks_mut(hd)
-                    .enumerate()
-                    .for_each(|(j, out)| head(0, j, out, &mut sc));
+                att.chunks_mut(hd).enumerate().for_each(|(j, out)| head(0, j, out, &mut sc));
             } else if n == 1 {
-                att.par_chunks_mut(hd)
-                    .enumerate()
-                    .for_each_init(Vec::new, |sc, (j, out)| head(0, j, out, sc));
+                att.par_chunks_mut(hd).enumerate().for_each_init(Vec::new, |sc, (j, out)| head(0, j, out, sc));
             } else {
-                att.par_chunks_mut(qd)
-                    .enumerate()
-                    .for_each_init(Vec::new, |sc, (t, row)| {
-                        for (j, out) in row.chunks_mut(hd).enumerate() {
-                            head(t, j, out, sc);
-                        }
-                    });
+                att.par_chunks_mut(qd).enumerate().for_each_init(Vec::new, |sc, (t, row)| {
+                    for (j, out) in row.chunks_mut(hd).enumerate() {
+                        head(t, j, out, sc);
+                    }
+                });
             }
             if let Some(ob) = observer.as_deref_mut() {
                 ob.attention(il, n, &att);
@@ -421,18 +346,10 @@ fn forward<'o>(
         }
         if s.has_ffn() {
             rmsnorm_rows(&mut h, &x, &lw.ffn_norm, c.rms_eps, d);
-            mm_shared(
-                model,
-                &[lw.gate.as_ref().unwrap(), lw.up.as_ref().unwrap()],
-                &h,
-                [&mut g, &mut u],
-                kernels,
-            );
+            mm_shared(model, &[lw.gate.as_ref().unwrap(), lw.up.as_ref().unwrap()], &h, [&mut g, &mut u], kernels);
             let nff = g.len() / n;
             if n >= PAR_MIN_TOKENS {
-                g.par_chunks_mut(nff)
-                    .zip(u.par_chunks(nff))
-                    .for_each(|(gt, ut)| ops::swiglu(gt, ut));
+                g.par_chunks_mut(nff).zip(u.par_chunks(nff)).for_each(|(gt, ut)| ops::swiglu(gt, ut));
             } else {
                 ops::swiglu(&mut g, &u);
             }

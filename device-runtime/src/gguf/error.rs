@@ -54,9 +54,7 @@ pub enum GgufError {
         hint: &'static str,
     },
     /// A count (metadata pairs, tensors, array elements) that cannot fit in the rest of the file.
-    #[error(
-        "{file}: {what} count {count} at offset {offset} is larger than the file allows ({remaining} bytes left, at least {min_each} per item)"
-    )]
+    #[error("{file}: {what} count {count} at offset {offset} is larger than the file allows ({remaining} bytes left, at least {min_each} per item)")]
     CountTooLarge {
         /// File name.
         file: String,
@@ -72,9 +70,7 @@ pub enum GgufError {
         min_each: u64,
     },
     /// A string whose length field is larger than the rest of the file.
-    #[error(
-        "{file}: string length {len} at offset {offset} is larger than the {remaining} bytes left in the file ({what})"
-    )]
+    #[error("{file}: string length {len} at offset {offset} is larger than the {remaining} bytes left in the file ({what})")]
     StringTooLong {
         /// File name.
         file: String,
@@ -184,9 +180,7 @@ pub enum GgufError {
         dims: Vec<u64>,
     },
     /// A tensor whose element count or byte size overflows 64 bits.
-    #[error(
-        "{file}: tensor {tensor:?}: element count or byte size of dims {dims:?} ({ty}) overflows 64 bits (offset {offset})"
-    )]
+    #[error("{file}: tensor {tensor:?}: element count or byte size of dims {dims:?} ({ty}) overflows 64 bits (offset {offset})")]
     SizeOverflow {
         /// File name.
         file: String,
@@ -200,9 +194,7 @@ pub enum GgufError {
         ty: GgmlType,
     },
     /// A tensor whose row length is not a whole number of blocks of its type.
-    #[error(
-        "{file}: tensor {tensor:?}: row length {ne0} is not a multiple of the {ty} block size {block} (offset {offset})"
-    )]
+    #[error("{file}: tensor {tensor:?}: row length {ne0} is not a multiple of the {ty} block size {block} (offset {offset})")]
     RowNotBlockMultiple {
         /// File name.
         file: String,
@@ -218,9 +210,7 @@ pub enum GgufError {
         block: usize,
     },
     /// A tensor data offset that is not a multiple of the alignment.
-    #[error(
-        "{file}: tensor {tensor:?}: data offset {offset} is not a multiple of the alignment {alignment}"
-    )]
+    #[error("{file}: tensor {tensor:?}: data offset {offset} is not a multiple of the alignment {alignment}")]
     MisalignedTensor {
         /// File name.
         file: String,
@@ -232,9 +222,7 @@ pub enum GgufError {
         alignment: u64,
     },
     /// A tensor whose data does not lie inside the file.
-    #[error(
-        "{file}: tensor {tensor:?}: data [{start}, {start}+{size}) (absolute offsets) lies outside the file of {file_size} bytes"
-    )]
+    #[error("{file}: tensor {tensor:?}: data [{start}, {start}+{size}) (absolute offsets) lies outside the file of {file_size} bytes")]
     TensorOutOfBounds {
         /// File name.
         file: String,
@@ -328,3 +316,4 @@ impl GgufError {
         }
     }
 }
+

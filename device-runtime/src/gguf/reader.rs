@@ -61,9 +61,7 @@ impl TensorInfo {
     /// Bytes of one row: `dims[0] / block_elems * block_bytes` of the type.
     pub fn row_bytes(&self) -> u64 {
         let (be, bb) = self.ty.block_size();
-        self.dims
-            .first()
-            .map_or(0, |&d0| (d0 / be as u64).saturating_mul(bb as u64))
+        self.dims.first().map_or(0, |&d0| (d0 / be as u64).saturating_mul(bb as u64))
     }
 
     /// Bytes of the whole tensor data (`row_bytes * n_rows`, saturating).
@@ -100,9 +98,7 @@ impl Storage {
         let len = bytes.len();
         let mut words = vec![0u64; len.div_ceil(8)];
         // SAFETY: `words` has room for `len.div_ceil(8) * 8 >= len` bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr() as *mut u8, len)
-        };
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr() as *mut u8, len) };
         Storage::Owned { words, len }
     }
 }
@@ -144,11 +140,7 @@ impl GgufFile {
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let io = |op, source| GgufError::Io {
-            file: name.clone(),
-            op,
-            source,
-        };
+        let io = |op, source| GgufError::Io { file: name.clone(), op, source };
         let file = File::open(path).map_err(|e| io("open", e))?;
         let len = file.metadata().map_err(|e| io("stat", e))?.len();
         let storage = if len == 0 {
@@ -162,20 +154,11 @@ impl GgufFile {
 
     /// Parse a file held in memory (tests, fuzzing, files received over a link). `name` is used in errors.
     pub fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<GgufFile, GgufError> {
-        Self::parse(
-            Storage::from_vec(bytes),
-            PathBuf::from(name),
-            name.to_owned(),
-        )
+        Self::parse(Storage::from_vec(bytes), PathBuf::from(name), name.to_owned())
     }
 
     fn parse(storage: Storage, path: PathBuf, name: String) -> Result<GgufFile, GgufError> {
-        let parsed = Parser {
-            buf: storage.bytes(),
-            pos: 0,
-            file: &name,
-        }
-        .parse()?;
+        let parsed = Parser { buf: storage.bytes(), pos: 0, file: &name }.parse()?;
         Ok(GgufFile {
             storage,
             path,
@@ -183,19 +166,9 @@ impl GgufFile {
             version: parsed.version,
             alignment: parsed.alignment,
             data_offset: parsed.data_offset,
-            meta_index: parsed
-                .metadata
-                .iter()
-                .enumerate()
-                .map(|(i, (k, _))| (k.clone(), i))
-                .collect(),
+            meta_index: parsed.metadata.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect(),
             metadata: parsed.metadata,
-            tensor_index: parsed
-                .tensors
-                .iter()
-                .enumerate()
-                .map(|(i, t)| (t.name.clone(), i))
-                .collect(),
+            tensor_index: parsed.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect(),
             tensors: parsed.tensors,
         })
     }
@@ -246,19 +219,11 @@ impl GgufFile {
     }
 
     fn missing(&self, key: &str) -> GgufError {
-        GgufError::MissingKey {
-            file: self.name.clone(),
-            key: key.to_owned(),
-        }
+        GgufError::MissingKey { file: self.name.clone(), key: key.to_owned() }
     }
 
     fn wrong(&self, key: &str, expected: &'static str, v: &MetaValue) -> GgufError {
-        GgufError::WrongType {
-            file: self.name.clone(),
-            key: key.to_owned(),
-            expected,
-            found: v.describe(),
-        }
+        GgufError::WrongType { file: self.name.clone(), key: key.to_owned(), expected, found: v.describe() }
     }
 
     fn typed<T>(
@@ -325,10 +290,7 @@ impl GgufFile {
     pub fn opt_str(&self, key: &str) -> Result<Option<&str>, GgufError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_str()
-                .map(Some)
-                .ok_or_else(|| self.wrong(key, "STRING", v)),
+            Some(v) => v.as_str().map(Some).ok_or_else(|| self.wrong(key, "STRING", v)),
         }
     }
 
@@ -361,11 +323,7 @@ impl GgufFile {
     }
 
     fn view<T>(&self, t: &TensorInfo, want: GgmlType) -> Result<&[T], GgufError> {
-        let bad = |reason: String| GgufError::BadView {
-            file: self.name.clone(),
-            tensor: t.name.clone(),
-            reason,
-        };
+        let bad = |reason: String| GgufError::BadView { file: self.name.clone(), tensor: t.name.clone(), reason };
         if t.ty != want {
             return Err(bad(format!("is {}, not {want}", t.ty)));
         }
@@ -377,14 +335,8 @@ impl GgufFile {
             return Err(bad("data range lies outside the file".into()));
         }
         let size = std::mem::size_of::<T>();
-        if !(data.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
-            || !data.len().is_multiple_of(size)
-        {
-            return Err(bad(format!(
-                "data at absolute offset {} is not {}-byte aligned",
-                self.data_offset + t.offset,
-                size
-            )));
+        if !(data.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()) || !data.len().is_multiple_of(size) {
+            return Err(bad(format!("data at absolute offset {} is not {}-byte aligned", self.data_offset + t.offset, size)));
         }
         // SAFETY: aligned, in bounds, length a multiple of size_of::<T>(); T is f32 or f16, for which every bit
         // pattern is valid; the data is little-endian and so is the host (checked above).
@@ -442,10 +394,7 @@ impl<'a> Parser<'a> {
     }
 
     fn array<const N: usize>(&mut self, what: &dyn Fn() -> String) -> Result<[u8; N], GgufError> {
-        Ok(self
-            .take(N as u64, what)?
-            .try_into()
-            .expect("take returns N bytes"))
+        Ok(self.take(N as u64, what)?.try_into().expect("take returns N bytes"))
     }
 
     fn u32(&mut self, what: &dyn Fn() -> String) -> Result<u32, GgufError> {
@@ -460,10 +409,7 @@ impl<'a> Parser<'a> {
     fn count(&mut self, min_each: u64, what: &dyn Fn() -> String) -> Result<u64, GgufError> {
         let offset = self.pos as u64;
         let count = self.u64(&|| format!("{} count", what()))?;
-        if count
-            .checked_mul(min_each)
-            .is_none_or(|b| b > self.remaining())
-        {
+        if count.checked_mul(min_each).is_none_or(|b| b > self.remaining()) {
             return Err(GgufError::CountTooLarge {
                 file: self.file.to_owned(),
                 offset,
@@ -492,11 +438,7 @@ impl<'a> Parser<'a> {
         let bytes = self.take(len, what)?;
         match std::str::from_utf8(bytes) {
             Ok(s) => Ok(s.to_owned()),
-            Err(_) => Err(GgufError::InvalidUtf8 {
-                file: self.file.to_owned(),
-                offset: start,
-                what: what(),
-            }),
+            Err(_) => Err(GgufError::InvalidUtf8 { file: self.file.to_owned(), offset: start, what: what() }),
         }
     }
 
@@ -511,12 +453,7 @@ impl<'a> Parser<'a> {
         })
     }
 
-    fn value(
-        &mut self,
-        ty: GgufValueType,
-        key: &str,
-        depth: usize,
-    ) -> Result<MetaValue, GgufError> {
+    fn value(&mut self, ty: GgufValueType, key: &str, depth: usize) -> Result<MetaValue, GgufError> {
         let what = || format!("value of {key:?}");
         use GgufValueType as T;
         Ok(match ty {
@@ -571,11 +508,7 @@ impl<'a> Parser<'a> {
             } else {
                 ""
             };
-            return Err(GgufError::UnsupportedVersion {
-                file,
-                version,
-                hint,
-            });
+            return Err(GgufError::UnsupportedVersion { file, version, hint });
         }
         // A tensor info takes at least 8 (name length) + 4 (n_dims) + 8 (one dim) + 4 (type) + 8 (offset) bytes.
         let n_tensors = self.u64(&|| "tensor count".into())?;
@@ -583,10 +516,9 @@ impl<'a> Parser<'a> {
         let kv_offset = self.pos as u64;
         let n_kv = self.u64(&|| "metadata count".into())?;
         let after_counts = self.remaining();
-        for (what, count, min_each, offset) in [
-            ("metadata pair", n_kv, 14u64, kv_offset),
-            ("tensor info", n_tensors, 32, kv_offset - 8),
-        ] {
+        for (what, count, min_each, offset) in
+            [("metadata pair", n_kv, 14u64, kv_offset), ("tensor info", n_tensors, 32, kv_offset - 8)]
+        {
             if count.checked_mul(min_each).is_none_or(|b| b > after_counts) {
                 return Err(GgufError::CountTooLarge {
                     file,
@@ -598,10 +530,7 @@ impl<'a> Parser<'a> {
                 });
             }
         }
-        if (n_kv * 14)
-            .checked_add(n_tensors * 32)
-            .is_none_or(|b| b > after_counts)
-        {
+        if (n_kv * 14).checked_add(n_tensors * 32).is_none_or(|b| b > after_counts) {
             return Err(GgufError::CountTooLarge {
                 file,
                 offset: kv_offset - 8,
@@ -631,16 +560,10 @@ impl<'a> Parser<'a> {
         let alignment = match metadata.iter().find(|(k, _)| k == ALIGNMENT_KEY) {
             None => DEFAULT_ALIGNMENT,
             Some((_, MetaValue::U32(0))) => {
-                return Err(GgufError::BadAlignment {
-                    file,
-                    reason: "is 0".into(),
-                });
+                return Err(GgufError::BadAlignment { file, reason: "is 0".into() });
             }
             Some((_, MetaValue::U32(a))) if !a.is_power_of_two() => {
-                return Err(GgufError::BadAlignment {
-                    file,
-                    reason: format!("{a} is not a power of two"),
-                });
+                return Err(GgufError::BadAlignment { file, reason: format!("{a} is not a power of two") });
             }
             Some((_, MetaValue::U32(a))) => *a as u64,
             Some((_, v)) => {
@@ -657,21 +580,12 @@ impl<'a> Parser<'a> {
             let offset = self.pos as u64;
             let name = self.string(&|| format!("name of tensor {i}"))?;
             if tensor_names.insert(name.clone(), ()).is_some() {
-                return Err(GgufError::DuplicateTensor {
-                    file,
-                    offset,
-                    tensor: name,
-                });
+                return Err(GgufError::DuplicateTensor { file, offset, tensor: name });
             }
             let dims_offset = self.pos as u64;
             let n_dims = self.u32(&|| format!("n_dims of tensor {name:?}"))?;
             if n_dims == 0 || n_dims as usize > MAX_DIMS {
-                return Err(GgufError::BadDimCount {
-                    file,
-                    offset: dims_offset,
-                    tensor: name,
-                    n_dims,
-                });
+                return Err(GgufError::BadDimCount { file, offset: dims_offset, tensor: name, n_dims });
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
             for d in 0..n_dims {
@@ -687,12 +601,7 @@ impl<'a> Parser<'a> {
             })?;
             let data_off = self.u64(&|| format!("data offset of tensor {name:?}"))?;
             if dims.contains(&0) {
-                return Err(GgufError::ZeroDim {
-                    file,
-                    offset: dims_offset,
-                    tensor: name,
-                    dims,
-                });
+                return Err(GgufError::ZeroDim { file, offset: dims_offset, tensor: name, dims });
             }
             let n_elem = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
             let (be, bb) = ty.block_size();
@@ -708,20 +617,9 @@ impl<'a> Parser<'a> {
             }
             let n_bytes = n_elem.and_then(|n| (n / be as u64).checked_mul(bb as u64));
             if n_bytes.is_none() {
-                return Err(GgufError::SizeOverflow {
-                    file,
-                    offset: dims_offset,
-                    tensor: name,
-                    dims,
-                    ty,
-                });
+                return Err(GgufError::SizeOverflow { file, offset: dims_offset, tensor: name, dims, ty });
             }
-            tensors.push(TensorInfo {
-                name,
-                dims,
-                ty,
-                offset: data_off,
-            });
+            tensors.push(TensorInfo { name, dims, ty, offset: data_off });
         }
 
         let end_of_infos = self.pos as u64;
@@ -739,21 +637,9 @@ impl<'a> Parser<'a> {
             let size = t.n_bytes();
             let start = data_offset.saturating_add(t.offset);
             if start.checked_add(size).is_none_or(|end| end > file_size) {
-                return Err(GgufError::TensorOutOfBounds {
-                    file,
-                    tensor: t.name.clone(),
-                    start,
-                    size,
-                    file_size,
-                });
+                return Err(GgufError::TensorOutOfBounds { file, tensor: t.name.clone(), start, size, file_size });
             }
         }
-        Ok(Parsed {
-            version,
-            alignment,
-            data_offset,
-            metadata,
-            tensors,
-        })
+        Ok(Parsed { version, alignment, data_offset, metadata, tensors })
     }
 }

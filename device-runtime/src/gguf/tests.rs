@@ -20,11 +20,7 @@ fn all_types_writer() -> GgufWriter<'static> {
         "nested",
         MetaValue::array(
             GgufValueType::Array,
-            vec![
-                MetaValue::u32_array(&[1, 2]),
-                MetaValue::string_array(&["a", "bc"]),
-                MetaValue::f32_array(&[]),
-            ],
+            vec![MetaValue::u32_array(&[1, 2]), MetaValue::string_array(&["a", "bc"]), MetaValue::f32_array(&[])],
         ),
     );
     w
@@ -47,20 +43,14 @@ fn every_value_type_round_trips_in_order() {
     assert_eq!(f.data_offset() % 32, 0);
     assert_eq!(f.data_offset(), bytes.len() as u64);
     // Rewriting what we read gives the same bytes.
-    assert_eq!(
-        GgufWriter::from_file(&f).unwrap().to_bytes().unwrap(),
-        bytes
-    );
+    assert_eq!(GgufWriter::from_file(&f).unwrap().to_bytes().unwrap(), bytes);
 }
 
 #[test]
 fn typed_getters_report_key_and_type() {
     let f = GgufFile::from_bytes(all_types_writer().to_bytes().unwrap(), "mem.gguf").unwrap();
     let e = f.get_u32("i32").unwrap_err().to_string();
-    assert!(
-        e.contains("mem.gguf") && e.contains("\"i32\"") && e.contains("INT32"),
-        "{e}"
-    );
+    assert!(e.contains("mem.gguf") && e.contains("\"i32\"") && e.contains("INT32"), "{e}");
     let e = f.get_str("missing.key").unwrap_err().to_string();
     assert!(e.contains("missing metadata key \"missing.key\""), "{e}");
     assert_eq!(f.opt_u32("missing.key").unwrap(), None);
@@ -75,34 +65,18 @@ fn tensors_are_aligned_and_viewed_without_copy() {
     let a: Vec<f32> = (0..6).map(|i| i as f32 * 0.5).collect();
     let a_bytes: Vec<u8> = a.iter().flat_map(|x| x.to_le_bytes()).collect();
     w.add_tensor("a", &[3, 2], GgmlType::F32, a_bytes).unwrap();
-    let h: Vec<u8> = [1.0f32, -2.0, 0.5]
-        .iter()
-        .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
-        .collect();
+    let h: Vec<u8> = [1.0f32, -2.0, 0.5].iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
     w.add_tensor("h", &[3], GgmlType::F16, h).unwrap();
-    w.add_tensor("q", &[64, 1], GgmlType::Q8_0, vec![7u8; 68])
-        .unwrap();
-    assert!(
-        w.add_tensor("bad", &[32], GgmlType::Q8_0, vec![0u8; 33])
-            .is_err()
-    );
-    assert!(
-        w.add_tensor("bad", &[33], GgmlType::Q8_0, vec![0u8; 34])
-            .is_err()
-    );
-    assert!(
-        w.add_tensor("a", &[1], GgmlType::F32, vec![0u8; 4])
-            .is_err()
-    );
+    w.add_tensor("q", &[64, 1], GgmlType::Q8_0, vec![7u8; 68]).unwrap();
+    assert!(w.add_tensor("bad", &[32], GgmlType::Q8_0, vec![0u8; 33]).is_err());
+    assert!(w.add_tensor("bad", &[33], GgmlType::Q8_0, vec![0u8; 34]).is_err());
+    assert!(w.add_tensor("a", &[1], GgmlType::F32, vec![0u8; 4]).is_err());
     let bytes = w.to_bytes().unwrap();
     let f = GgufFile::from_bytes(bytes, "mem").unwrap();
     assert_eq!(f.alignment(), 64);
     assert_eq!(f.data_offset() % 64, 0);
     let ta = f.tensor("a").unwrap();
-    assert_eq!(
-        (ta.n_elements(), ta.n_rows(), ta.row_bytes(), ta.n_bytes()),
-        (6, 2, 12, 24)
-    );
+    assert_eq!((ta.n_elements(), ta.n_rows(), ta.row_bytes(), ta.n_bytes()), (6, 2, 12, 24));
     assert_eq!(f.tensor_f32(ta).unwrap(), &a[..]);
     let th = f.tensor("h").unwrap();
     assert_eq!(th.offset, 64);
@@ -118,23 +92,10 @@ fn tensors_are_aligned_and_viewed_without_copy() {
 fn writer_rejects_bad_metadata() {
     let mut w = GgufWriter::new();
     w.add_metadata("", MetaValue::U8(1));
-    assert!(
-        w.to_bytes()
-            .unwrap_err()
-            .to_string()
-            .contains("empty metadata key")
-    );
+    assert!(w.to_bytes().unwrap_err().to_string().contains("empty metadata key"));
     let mut w = GgufWriter::new();
-    w.add_metadata(
-        "x",
-        MetaValue::array(GgufValueType::U32, vec![MetaValue::I32(1)]),
-    );
-    assert!(
-        w.to_bytes()
-            .unwrap_err()
-            .to_string()
-            .contains("element 0 of type INT32")
-    );
+    w.add_metadata("x", MetaValue::array(GgufValueType::U32, vec![MetaValue::I32(1)]));
+    assert!(w.to_bytes().unwrap_err().to_string().contains("element 0 of type INT32"));
     let mut w = GgufWriter::new();
     assert!(w.set_alignment(48).is_err());
     w.add_metadata(ALIGNMENT_KEY, MetaValue::U64(32));
@@ -159,10 +120,7 @@ fn write_atomic_replaces_file() {
     assert_eq!(std::fs::metadata(&p).unwrap().len(), n);
     let f = GgufFile::open(&p).unwrap();
     assert_eq!(f.get_str("string").unwrap(), "héllo");
-    let leftovers: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).collect();
     assert_eq!(leftovers.len(), 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }

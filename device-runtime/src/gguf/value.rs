@@ -156,37 +156,22 @@ impl MetaValue {
 
     /// An array of strings.
     pub fn string_array<S: AsRef<str>>(items: &[S]) -> MetaValue {
-        Self::array(
-            GgufValueType::String,
-            items
-                .iter()
-                .map(|s| MetaValue::String(s.as_ref().to_owned()))
-                .collect(),
-        )
+        Self::array(GgufValueType::String, items.iter().map(|s| MetaValue::String(s.as_ref().to_owned())).collect())
     }
 
     /// An array of `u32`.
     pub fn u32_array(items: &[u32]) -> MetaValue {
-        Self::array(
-            GgufValueType::U32,
-            items.iter().map(|&v| MetaValue::U32(v)).collect(),
-        )
+        Self::array(GgufValueType::U32, items.iter().map(|&v| MetaValue::U32(v)).collect())
     }
 
     /// An array of `i32`.
     pub fn i32_array(items: &[i32]) -> MetaValue {
-        Self::array(
-            GgufValueType::I32,
-            items.iter().map(|&v| MetaValue::I32(v)).collect(),
-        )
+        Self::array(GgufValueType::I32, items.iter().map(|&v| MetaValue::I32(v)).collect())
     }
 
     /// An array of `f32`.
     pub fn f32_array(items: &[f32]) -> MetaValue {
-        Self::array(
-            GgufValueType::F32,
-            items.iter().map(|&v| MetaValue::F32(v)).collect(),
-        )
+        Self::array(GgufValueType::F32, items.iter().map(|&v| MetaValue::F32(v)).collect())
     }
 
     /// Any integer type as `i128` (lossless); `None` for other types.
@@ -353,10 +338,7 @@ mod tests {
         assert_eq!(a.as_u32_vec(), Some(vec![1, 2, 3]));
         assert_eq!(a.as_i32_vec(), Some(vec![1, 2, 3]));
         assert_eq!(a.as_string_vec(), None);
-        assert_eq!(
-            MetaValue::string_array(&["a", "b"]).as_string_vec(),
-            Some(vec!["a", "b"])
-        );
+        assert_eq!(MetaValue::string_array(&["a", "b"]).as_string_vec(), Some(vec!["a", "b"]));
         for id in 0..=12 {
             assert_eq!(GgufValueType::from_id(id).unwrap().id(), id);
         }

@@ -17,10 +17,7 @@ use super::value::MetaValue;
 const WRITER: &str = "<writer>";
 
 fn invalid(reason: String) -> GgufError {
-    GgufError::InvalidInput {
-        file: WRITER.into(),
-        reason,
-    }
+    GgufError::InvalidInput { file: WRITER.into(), reason }
 }
 
 /// Bytes of a tensor of `ty` with ggml dims `dims` (non-empty, no zero): the row length `dims[0]` must be a
@@ -36,11 +33,7 @@ fn data_size(name: &str, dims: &[u64], ty: GgmlType) -> Result<u64, GgufError> {
     dims.iter()
         .try_fold(1u64, |a, &d| a.checked_mul(d))
         .and_then(|n| (n / be as u64).checked_mul(bb as u64))
-        .ok_or_else(|| {
-            invalid(format!(
-                "tensor {name:?}: size of {dims:?} ({ty}) overflows 64 bits"
-            ))
-        })
+        .ok_or_else(|| invalid(format!("tensor {name:?}: size of {dims:?} ({ty}) overflows 64 bits")))
 }
 
 /// A tensor queued for writing.
@@ -88,9 +81,7 @@ impl<'a> GgufWriter<'a> {
                 self.add_metadata(ALIGNMENT_KEY, MetaValue::U32(a));
                 Ok(())
             }
-            _ => Err(invalid(format!(
-                "alignment {alignment} is not a power of two in u32 range"
-            ))),
+            _ => Err(invalid(format!("alignment {alignment} is not a power of two in u32 range"))),
         }
     }
 
@@ -152,15 +143,10 @@ impl<'a> GgufWriter<'a> {
             return Err(invalid(format!("tensor {name:?} added twice")));
         }
         if dims.is_empty() || dims.len() > MAX_DIMS {
-            return Err(invalid(format!(
-                "tensor {name:?}: {} dims (must be 1..={MAX_DIMS})",
-                dims.len()
-            )));
+            return Err(invalid(format!("tensor {name:?}: {} dims (must be 1..={MAX_DIMS})", dims.len())));
         }
         if dims.contains(&0) {
-            return Err(invalid(format!(
-                "tensor {name:?}: zero dimension in {dims:?}"
-            )));
+            return Err(invalid(format!("tensor {name:?}: zero dimension in {dims:?}")));
         }
         let size = data_size(name, dims, ty)?;
         if size != data.len() as u64 {
@@ -169,14 +155,8 @@ impl<'a> GgufWriter<'a> {
                 data.len()
             )));
         }
-        self.tensor_index
-            .insert(name.to_owned(), self.tensors.len());
-        self.tensors.push(PendingTensor {
-            name: name.to_owned(),
-            dims: dims.to_vec(),
-            ty,
-            data,
-        });
+        self.tensor_index.insert(name.to_owned(), self.tensors.len());
+        self.tensors.push(PendingTensor { name: name.to_owned(), dims: dims.to_vec(), ty, data });
         Ok(())
     }
 
@@ -195,10 +175,7 @@ impl<'a> GgufWriter<'a> {
         match self.get(ALIGNMENT_KEY) {
             None => Ok(DEFAULT_ALIGNMENT),
             Some(MetaValue::U32(a)) if a.is_power_of_two() => Ok(*a as u64),
-            Some(v) => Err(invalid(format!(
-                "{ALIGNMENT_KEY} is {}, must be a UINT32 power of two",
-                v.describe()
-            ))),
+            Some(v) => Err(invalid(format!("{ALIGNMENT_KEY} is {}, must be a UINT32 power of two", v.describe()))),
         }
     }
 
@@ -209,17 +186,11 @@ impl<'a> GgufWriter<'a> {
     pub fn write_to(&self, w: &mut impl Write) -> Result<u64, GgufError> {
         let alignment = self.validate()?;
         let mut out = Counter { w, n: 0 };
-        let io = |source| GgufError::Io {
-            file: WRITER.into(),
-            op: "write",
-            source,
-        };
+        let io = |source| GgufError::Io { file: WRITER.into(), op: "write", source };
         out.put(&GGUF_MAGIC).map_err(io)?;
         out.put(&3u32.to_le_bytes()).map_err(io)?;
-        out.put(&(self.tensors.len() as u64).to_le_bytes())
-            .map_err(io)?;
-        out.put(&(self.metadata.len() as u64).to_le_bytes())
-            .map_err(io)?;
+        out.put(&(self.tensors.len() as u64).to_le_bytes()).map_err(io)?;
+        out.put(&(self.metadata.len() as u64).to_le_bytes()).map_err(io)?;
         for (k, v) in &self.metadata {
             put_str(&mut out, k).map_err(io)?;
             out.put(&v.value_type().id().to_le_bytes()).map_err(io)?;
@@ -257,23 +228,13 @@ impl<'a> GgufWriter<'a> {
     pub fn write_atomic(&self, path: impl AsRef<Path>) -> Result<u64, GgufError> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let io = |op, source| GgufError::Io {
-            file: name.clone(),
-            op,
-            source,
-        };
+        let io = |op, source| GgufError::Io { file: name.clone(), op, source };
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => std::path::PathBuf::from("."),
         };
-        let base = path
-            .file_name()
-            .ok_or_else(|| invalid(format!("{name}: not a file path")))?;
-        let tmp = dir.join(format!(
-            ".{}.{}.tmp",
-            base.to_string_lossy(),
-            std::process::id()
-        ));
+        let base = path.file_name().ok_or_else(|| invalid(format!("{name}: not a file path")))?;
+        let tmp = dir.join(format!(".{}.{}.tmp", base.to_string_lossy(), std::process::id()));
         let result = (|| {
             let f = File::create(&tmp).map_err(|e| io("create temporary file", e))?;
             let mut bw = BufWriter::with_capacity(1 << 20, f);
@@ -312,11 +273,7 @@ pub fn predict_file_size<S: AsRef<str>>(
     let alignment = w.validate()?;
     let mut sink = std::io::sink();
     let mut out = Counter { w: &mut sink, n: 0 };
-    let io = |source| GgufError::Io {
-        file: WRITER.into(),
-        op: "count",
-        source,
-    };
+    let io = |source| GgufError::Io { file: WRITER.into(), op: "count", source };
     out.n = 4 + 4 + 8 + 8;
     for (k, v) in &w.metadata {
         put_str(&mut out, k).map_err(io)?;
@@ -328,9 +285,7 @@ pub fn predict_file_size<S: AsRef<str>>(
         let name = name.as_ref();
         // Same checks as add_tensor (with an empty buffer replaced by the size they imply).
         if dims.is_empty() || dims.len() > MAX_DIMS || dims.contains(&0) {
-            return Err(invalid(format!(
-                "tensor {name:?}: bad dims {dims:?} (1..={MAX_DIMS} dims, none zero)"
-            )));
+            return Err(invalid(format!("tensor {name:?}: bad dims {dims:?} (1..={MAX_DIMS} dims, none zero)")));
         }
         let size = data_size(name, dims, *ty)?;
         put_str(&mut out, name).map_err(io)?;
@@ -425,12 +380,9 @@ mod size_tests {
         w.add_metadata("general.architecture", MetaValue::String("llama".into()));
         w.add_metadata("a.list", MetaValue::u32_array(&[1, 2, 3]));
         w.add_metadata("s.list", MetaValue::string_array(&["x", "yz"]));
-        w.add_tensor("a", &[64, 3], GgmlType::Q8_0, vec![0u8; 2 * 3 * 34])
-            .unwrap();
-        w.add_tensor("b", &[5], GgmlType::F32, vec![0u8; 20])
-            .unwrap();
-        w.add_tensor("c", &[32, 2], GgmlType::Q4_1, vec![0u8; 40])
-            .unwrap();
+        w.add_tensor("a", &[64, 3], GgmlType::Q8_0, vec![0u8; 2 * 3 * 34]).unwrap();
+        w.add_tensor("b", &[5], GgmlType::F32, vec![0u8; 20]).unwrap();
+        w.add_tensor("c", &[32, 2], GgmlType::Q4_1, vec![0u8; 40]).unwrap();
         let infos = vec![
             ("a", vec![64, 3], GgmlType::Q8_0),
             ("b", vec![5], GgmlType::F32),
@@ -445,12 +397,7 @@ mod size_tests {
         w.set_alignment(64).unwrap();
         let n = w.to_bytes().unwrap().len() as u64;
         assert_eq!(predict_file_size(w.metadata(), &infos).unwrap(), n);
-        let e = predict_file_size(&md, &[("q", vec![33], GgmlType::Q4_0)])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("row length 33 is not a multiple of the Q4_0 block size 32"),
-            "{e}"
-        );
+        let e = predict_file_size(&md, &[("q", vec![33], GgmlType::Q4_0)]).unwrap_err().to_string();
+        assert!(e.contains("row length 33 is not a multiple of the Q4_0 block size 32"), "{e}");
     }
 }

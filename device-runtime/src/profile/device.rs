@@ -57,19 +57,10 @@ impl DeviceFacts {
             }
         }
         DeviceFacts {
-            cpu_brand: cpu
-                .map(|c| c.brand().trim().to_string())
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(unknown),
-            cpu_vendor: cpu
-                .map(|c| c.vendor_id().trim().to_string())
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(unknown),
+            cpu_brand: cpu.map(|c| c.brand().trim().to_string()).filter(|s| !s.is_empty()).unwrap_or_else(unknown),
+            cpu_vendor: cpu.map(|c| c.vendor_id().trim().to_string()).filter(|s| !s.is_empty()).unwrap_or_else(unknown),
             physical_cores: System::physical_core_count(),
-            logical_cpus: sys
-                .cpus()
-                .len()
-                .max(std::thread::available_parallelism().map_or(1, |n| n.get())),
+            logical_cpus: sys.cpus().len().max(std::thread::available_parallelism().map_or(1, |n| n.get())),
             cpu_mhz: cpu.map_or(0, |c| c.frequency()),
             memory_bytes: sys.total_memory(),
             os: System::name().unwrap_or_else(unknown),
@@ -146,10 +137,7 @@ mod tests {
         b.memory_bytes = 24_000_000_000; // 5% less
         assert_eq!(a.same_device(&b), Ok(()));
         b.logical_cpus = 4;
-        assert_eq!(
-            a.same_device(&b).unwrap_err(),
-            "logical CPUs: 2 here, 4 in the profile"
-        );
+        assert_eq!(a.same_device(&b).unwrap_err(), "logical CPUs: 2 here, 4 in the profile");
         let mut c = facts();
         c.memory_bytes = 16_000_000_000;
         assert!(a.same_device(&c).unwrap_err().starts_with("memory bytes"));

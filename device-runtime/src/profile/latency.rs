@@ -41,10 +41,7 @@ fn interp(xs: &[usize], ys: &[f64], x: f64) -> f64 {
     if xs.len() == 1 {
         return ys[0];
     }
-    let i = xs
-        .windows(2)
-        .position(|w| x <= w[1] as f64)
-        .unwrap_or(xs.len() - 2);
+    let i = xs.windows(2).position(|w| x <= w[1] as f64).unwrap_or(xs.len() - 2);
     let (x0, x1) = (xs[i] as f64, xs[i + 1] as f64);
     ys[i] + (ys[i + 1] - ys[i]) * (x - x0) / (x1 - x0)
 }
@@ -60,21 +57,11 @@ impl LatencyModel {
     /// version ([`RUNTIME_VERSION`]) or another model family (width, head size, vocabulary, GQA group, tied
     /// head), or does not cover the base model's KV heads and FFN widths; [`ProfileError::Incomplete`] when
     /// its tables are incomplete.
-    pub fn new(
-        profile: Profile,
-        base: &ModelConfig,
-        quant: &str,
-    ) -> Result<LatencyModel, ProfileError> {
-        profile.check().map_err(|reason| ProfileError::Incomplete {
-            file: "<profile>".into(),
-            reason,
-        })?;
+    pub fn new(profile: Profile, base: &ModelConfig, quant: &str) -> Result<LatencyModel, ProfileError> {
+        profile.check().map_err(|reason| ProfileError::Incomplete { file: "<profile>".into(), reason })?;
         let mis = |s: String| Err(ProfileError::Mismatch(s));
         if !profile.quant.eq_ignore_ascii_case(quant) {
-            return mis(format!(
-                "the profile was measured for quantization {}, not {quant}",
-                profile.quant
-            ));
+            return mis(format!("the profile was measured for quantization {}, not {quant}", profile.quant));
         }
         if profile.runtime_version != RUNTIME_VERSION {
             return mis(format!(
@@ -83,42 +70,24 @@ impl LatencyModel {
             ));
         }
         let m = &profile.model;
-        let family = if base.arch == "llama" || base.arch == "deci" {
-            "llama"
-        } else {
-            base.arch.as_str()
-        };
+        let family = if base.arch == "llama" || base.arch == "deci" { "llama" } else { base.arch.as_str() };
         let max_kv = base.n_kv_heads.iter().copied().max().unwrap_or(0);
         let max_ffn = base.ffn.iter().copied().max().unwrap_or(0);
-        let groups_ok =
-            (0..base.n_layers).all(|l| base.n_kv_heads[l] == 0 || base.gqa_group(l) == m.gqa_group);
+        let groups_ok = (0..base.n_layers).all(|l| base.n_kv_heads[l] == 0 || base.gqa_group(l) == m.gqa_group);
         let facts = [
             ("family", m.family.clone(), family.to_string()),
             ("d_model", m.d_model.to_string(), base.d_model.to_string()),
-            (
-                "head_dim",
-                m.head_dim.to_string(),
-                base.head_dim.to_string(),
-            ),
+            ("head_dim", m.head_dim.to_string(), base.head_dim.to_string()),
             ("n_vocab", m.n_vocab.to_string(), base.n_vocab.to_string()),
-            (
-                "tied_embeddings",
-                m.tied_embeddings.to_string(),
-                base.tied_embeddings.to_string(),
-            ),
+            ("tied_embeddings", m.tied_embeddings.to_string(), base.tied_embeddings.to_string()),
         ];
         for (what, p, b) in facts {
             if p != b {
-                return mis(format!(
-                    "the profile's model family has {what} {p}, the model has {b}"
-                ));
+                return mis(format!("the profile's model family has {what} {p}, the model has {b}"));
             }
         }
         if !groups_ok {
-            return mis(format!(
-                "the model's GQA group sizes differ from the profile's {}",
-                m.gqa_group
-            ));
+            return mis(format!("the model's GQA group sizes differ from the profile's {}", m.gqa_group));
         }
         if max_kv > m.max_kv_heads || max_ffn > m.max_ffn {
             return mis(format!(
@@ -126,10 +95,7 @@ impl LatencyModel {
                 m.max_kv_heads, m.max_ffn
             ));
         }
-        Ok(LatencyModel {
-            profile,
-            base: base.clone(),
-        })
+        Ok(LatencyModel { profile, base: base.clone() })
     }
 
     /// The profile the model predicts from.
@@ -137,19 +103,12 @@ impl LatencyModel {
         &self.profile
     }
 
-    fn ffn_at(
-        rows: &[FfnRow],
-        point: usize,
-        width: usize,
-        max: usize,
-    ) -> Result<f64, ProfileError> {
+    fn ffn_at(rows: &[FfnRow], point: usize, width: usize, max: usize) -> Result<f64, ProfileError> {
         if width == 0 {
             return Ok(0.0);
         }
         if width > max {
-            return Err(ProfileError::OutOfRange(format!(
-                "FFN width {width} > the profile's {max}"
-            )));
+            return Err(ProfileError::OutOfRange(format!("FFN width {width} > the profile's {max}")));
         }
         let ws: Vec<usize> = rows.iter().map(|r| r.width).collect();
         let ys: Vec<f64> = rows.iter().map(|r| r.ms[point].median_ms).collect();
@@ -169,9 +128,7 @@ impl LatencyModel {
     fn point(xs: &[usize], x: usize, what: &str) -> Result<(), ProfileError> {
         let (lo, hi) = (xs[0], *xs.last().unwrap());
         if x < lo || x > hi {
-            return Err(ProfileError::OutOfRange(format!(
-                "{what} {x} outside the measured {lo}..={hi}"
-            )));
+            return Err(ProfileError::OutOfRange(format!("{what} {x} outside the measured {lo}..={hi}")));
         }
         Ok(())
     }
@@ -179,10 +136,7 @@ impl LatencyModel {
     /// Fixed decode costs at context `x`: overhead, embedding lookup, final norm, output head (ms).
     fn decode_fixed(&self, x: f64) -> f64 {
         let t = &self.profile.decode;
-        interp(&t.contexts, &medians(&t.overhead), x)
-            + t.embedding.median_ms
-            + t.final_norm.median_ms
-            + t.output_head.median_ms
+        interp(&t.contexts, &medians(&t.overhead), x) + t.embedding.median_ms + t.final_norm.median_ms + t.output_head.median_ms
     }
 
     /// Sum of the blocks' parts of `s` in decode at context `x` (ms), uncalibrated.
@@ -202,10 +156,7 @@ impl LatencyModel {
     fn prefill_fixed(&self, x: f64) -> f64 {
         let t = &self.profile.prefill;
         let lens = &t.lengths;
-        interp(lens, &medians(&t.overhead), x)
-            + interp(lens, &medians(&t.embedding), x)
-            + t.final_norm.median_ms
-            + t.output_head.median_ms
+        interp(lens, &medians(&t.overhead), x) + interp(lens, &medians(&t.embedding), x) + t.final_norm.median_ms + t.output_head.median_ms
     }
 
     /// Sum of the blocks' parts of `s` in prefill of `x` tokens (ms), uncalibrated.
@@ -218,9 +169,8 @@ impl LatencyModel {
                 ms += interp(lens, &medians(&t.attention[kv - 1].ms), x);
             }
             // FFN: interpolate over widths at each measured length, then over lengths.
-            let per_len: Vec<f64> = (0..lens.len())
-                .map(|i| Self::ffn_at(&t.ffn, i, w, self.profile.model.max_ffn))
-                .collect::<Result<_, _>>()?;
+            let per_len: Vec<f64> =
+                (0..lens.len()).map(|i| Self::ffn_at(&t.ffn, i, w, self.profile.model.max_ffn)).collect::<Result<_, _>>()?;
             ms += interp(lens, &per_len, x);
         }
         Ok(ms)
@@ -228,29 +178,17 @@ impl LatencyModel {
 
     /// Calibration factor of the block sum at point `x` of a table: `(reference(x) - fixed(x)) / blocks(reference model, x)`,
     /// clamped to [`CALIBRATION_MIN`]`..=`[`CALIBRATION_MAX`] (1 when the profile has no reference, schema 2).
-    fn calibration(
-        &self,
-        reference: &[Stat],
-        xs: &[usize],
-        fixed: f64,
-        base_blocks: f64,
-        x: f64,
-    ) -> f64 {
+    fn calibration(&self, reference: &[Stat], xs: &[usize], fixed: f64, base_blocks: f64, x: f64) -> f64 {
         if reference.is_empty() || base_blocks <= 0.0 {
             return 1.0;
         }
-        ((interp(xs, &medians(reference), x) - fixed) / base_blocks)
-            .clamp(CALIBRATION_MIN, CALIBRATION_MAX)
+        ((interp(xs, &medians(reference), x) - fixed) / base_blocks).clamp(CALIBRATION_MIN, CALIBRATION_MAX)
     }
 
     /// The reference model of the profile: `n_layers` blocks at the largest KV-head count and FFN width.
     fn reference_subnet(&self) -> SubnetConfig {
         let m = &self.profile.model;
-        SubnetConfig {
-            layers: (0..m.n_layers).collect(),
-            ffn: vec![m.max_ffn; m.n_layers],
-            kv_heads: vec![m.max_kv_heads; m.n_layers],
-        }
+        SubnetConfig { layers: (0..m.n_layers).collect(), ffn: vec![m.max_ffn; m.n_layers], kv_heads: vec![m.max_kv_heads; m.n_layers] }
     }
 
     /// Calibration factors of the block sum, per context of the decode table and per length of the prefill

@@ -29,8 +29,8 @@
 //!   bandwidth taken by a neighbour) does not bias a few entries.
 
 use super::{
-    AttentionRow, DecodeTables, DeviceFacts, FfnRow, Method, ModelFamily, PrefillTables, Profile,
-    ProfileError, RUNTIME_VERSION, SCHEMA_VERSION, Stat, ffn_widths,
+    AttentionRow, DecodeTables, DeviceFacts, FfnRow, Method, ModelFamily, PrefillTables, Profile, ProfileError,
+    RUNTIME_VERSION, SCHEMA_VERSION, Stat, ffn_widths,
 };
 use crate::arch::ModelConfig;
 use crate::engine::model::{EngineConfig, LayerShape, TensorRef};
@@ -145,18 +145,11 @@ impl<'a> ModelBuilder<'a> {
     ///
     /// Errors: [`ProfileError::Invalid`] (unknown quantization), [`ProfileError::Arch`] (base unusable).
     pub fn new(base: &'a GgufFile, quant: &str) -> Result<Self, ProfileError> {
-        let weight_type = quant_type(quant).ok_or_else(|| {
-            ProfileError::Invalid(format!(
-                "unknown quantization {quant:?} (expected q8_0, q4_0, q4_1, f16, f32)"
-            ))
-        })?;
+        let weight_type = quant_type(quant)
+            .ok_or_else(|| ProfileError::Invalid(format!("unknown quantization {quant:?} (expected q8_0, q4_0, q4_1, f16, f32)")))?;
         let config = ModelConfig::from_gguf(base)?;
         // The exporter's rule (llama.cpp llama_tensor_get_type for pure ftypes): see crate::subnet.
-        let out_name = if config.tied_embeddings {
-            "token_embd.weight"
-        } else {
-            "output.weight"
-        };
+        let out_name = if config.tied_embeddings { "token_embd.weight" } else { "output.weight" };
         let out_src = base.tensor(out_name).map(|t| t.ty);
         let head_type = match weight_type {
             GgmlType::Q4_0 | GgmlType::Q4_1 => {
@@ -168,31 +161,19 @@ impl<'a> ModelBuilder<'a> {
             }
             t => t,
         };
-        let embedding_type = if config.tied_embeddings {
-            head_type
-        } else {
-            weight_type
-        };
-        Ok(ModelBuilder {
-            base,
-            config,
-            weight_type,
-            embedding_type,
-            head_type,
-        })
+        let embedding_type = if config.tied_embeddings { head_type } else { weight_type };
+        Ok(ModelBuilder { base, config, weight_type, embedding_type, head_type })
     }
 
     fn tensor(&self, name: &str, ty: GgmlType, cut: Cut) -> Result<Vec<u8>, ProfileError> {
-        let t = self.base.tensor(name).ok_or_else(|| {
-            ProfileError::Invalid(format!("{}: missing tensor {name}", self.base.name()))
-        })?;
+        let t = self
+            .base
+            .tensor(name)
+            .ok_or_else(|| ProfileError::Invalid(format!("{}: missing tensor {name}", self.base.name())))?;
         let data = self.base.tensor_data(t);
         let cols = t.dims.first().copied().unwrap_or(0) as usize;
         let rows = t.n_rows() as usize;
-        let qerr = |e| ProfileError::Quant {
-            tensor: name.to_string(),
-            source: e,
-        };
+        let qerr = |e| ProfileError::Quant { tensor: name.to_string(), source: e };
         // Same type, whole rows: copy the blocks.
         if t.ty == ty {
             match cut {
@@ -205,10 +186,7 @@ impl<'a> ModelBuilder<'a> {
         let sliced: Vec<f32> = match cut {
             Cut::Whole => f,
             Cut::Rows(r) => f[..r.min(rows) * cols].to_vec(),
-            Cut::Cols(c) => f
-                .chunks_exact(cols)
-                .flat_map(|row| row[..c.min(cols)].iter().copied())
-                .collect(),
+            Cut::Cols(c) => f.chunks_exact(cols).flat_map(|row| row[..c.min(cols)].iter().copied()).collect(),
         };
         quant::quantize(ty, &sliced).map_err(qerr)
     }
@@ -218,12 +196,7 @@ impl<'a> ModelBuilder<'a> {
     ///
     /// Errors: [`ProfileError::Invalid`] (block outside the base, KV heads or width larger than the base's),
     /// [`ProfileError::Quant`], [`ProfileError::Engine`].
-    pub fn build(
-        &self,
-        blocks: &[BlockSpec],
-        vocab: Option<usize>,
-        n_ctx: usize,
-    ) -> Result<Model, ProfileError> {
+    pub fn build(&self, blocks: &[BlockSpec], vocab: Option<usize>, n_ctx: usize) -> Result<Model, ProfileError> {
         let c = &self.config;
         let (d, hd) = (c.d_model, c.head_dim);
         let n_vocab = vocab.unwrap_or(c.n_vocab).clamp(1, c.n_vocab);
@@ -233,16 +206,7 @@ impl<'a> ModelBuilder<'a> {
             let offset = storage.len().next_multiple_of(64);
             storage.resize(offset, 0);
             storage.extend_from_slice(&bytes);
-            refs.insert(
-                name.clone(),
-                TensorRef {
-                    name,
-                    ty,
-                    dims,
-                    offset,
-                    len: bytes.len(),
-                },
-            );
+            refs.insert(name.clone(), TensorRef { name, ty, dims, offset, len: bytes.len() });
         };
         put(
             "token_embd.weight".into(),
@@ -251,19 +215,9 @@ impl<'a> ModelBuilder<'a> {
             self.tensor("token_embd.weight", self.embedding_type, Cut::Rows(n_vocab))?,
         );
         if !c.tied_embeddings {
-            put(
-                "output.weight".into(),
-                self.head_type,
-                vec![d, n_vocab],
-                self.tensor("output.weight", self.head_type, Cut::Rows(n_vocab))?,
-            );
+            put("output.weight".into(), self.head_type, vec![d, n_vocab], self.tensor("output.weight", self.head_type, Cut::Rows(n_vocab))?);
         }
-        put(
-            "output_norm.weight".into(),
-            GgmlType::F32,
-            vec![d],
-            self.tensor("output_norm.weight", GgmlType::F32, Cut::Whole)?,
-        );
+        put("output_norm.weight".into(), GgmlType::F32, vec![d], self.tensor("output_norm.weight", GgmlType::F32, Cut::Whole)?);
         let mut layers = Vec::with_capacity(blocks.len());
         let wt = self.weight_type;
         for (i, b) in blocks.iter().enumerate() {
@@ -281,69 +235,20 @@ impl<'a> ModelBuilder<'a> {
             let dst = |n: &str| format!("blk.{i}.{n}.weight");
             let (hq, kv) = (b.kv_heads * g, b.kv_heads);
             if kv > 0 {
-                put(
-                    dst("attn_norm"),
-                    GgmlType::F32,
-                    vec![d],
-                    self.tensor(&src("attn_norm"), GgmlType::F32, Cut::Whole)?,
-                );
-                put(
-                    dst("attn_q"),
-                    wt,
-                    vec![d, hq * hd],
-                    self.tensor(&src("attn_q"), wt, Cut::Rows(hq * hd))?,
-                );
-                put(
-                    dst("attn_k"),
-                    wt,
-                    vec![d, kv * hd],
-                    self.tensor(&src("attn_k"), wt, Cut::Rows(kv * hd))?,
-                );
-                put(
-                    dst("attn_v"),
-                    wt,
-                    vec![d, kv * hd],
-                    self.tensor(&src("attn_v"), wt, Cut::Rows(kv * hd))?,
-                );
-                put(
-                    dst("attn_output"),
-                    wt,
-                    vec![hq * hd, d],
-                    self.tensor(&src("attn_output"), wt, Cut::Cols(hq * hd))?,
-                );
+                put(dst("attn_norm"), GgmlType::F32, vec![d], self.tensor(&src("attn_norm"), GgmlType::F32, Cut::Whole)?);
+                put(dst("attn_q"), wt, vec![d, hq * hd], self.tensor(&src("attn_q"), wt, Cut::Rows(hq * hd))?);
+                put(dst("attn_k"), wt, vec![d, kv * hd], self.tensor(&src("attn_k"), wt, Cut::Rows(kv * hd))?);
+                put(dst("attn_v"), wt, vec![d, kv * hd], self.tensor(&src("attn_v"), wt, Cut::Rows(kv * hd))?);
+                put(dst("attn_output"), wt, vec![hq * hd, d], self.tensor(&src("attn_output"), wt, Cut::Cols(hq * hd))?);
             }
             if b.ffn > 0 {
                 let w = b.ffn;
-                put(
-                    dst("ffn_norm"),
-                    GgmlType::F32,
-                    vec![d],
-                    self.tensor(&src("ffn_norm"), GgmlType::F32, Cut::Whole)?,
-                );
-                put(
-                    dst("ffn_gate"),
-                    wt,
-                    vec![d, w],
-                    self.tensor(&src("ffn_gate"), wt, Cut::Rows(w))?,
-                );
-                put(
-                    dst("ffn_up"),
-                    wt,
-                    vec![d, w],
-                    self.tensor(&src("ffn_up"), wt, Cut::Rows(w))?,
-                );
-                put(
-                    dst("ffn_down"),
-                    wt,
-                    vec![w, d],
-                    self.tensor(&src("ffn_down"), wt, Cut::Cols(w))?,
-                );
+                put(dst("ffn_norm"), GgmlType::F32, vec![d], self.tensor(&src("ffn_norm"), GgmlType::F32, Cut::Whole)?);
+                put(dst("ffn_gate"), wt, vec![d, w], self.tensor(&src("ffn_gate"), wt, Cut::Rows(w))?);
+                put(dst("ffn_up"), wt, vec![d, w], self.tensor(&src("ffn_up"), wt, Cut::Rows(w))?);
+                put(dst("ffn_down"), wt, vec![w, d], self.tensor(&src("ffn_down"), wt, Cut::Cols(w))?);
             }
-            layers.push(LayerShape {
-                n_head: hq,
-                n_head_kv: kv,
-                n_ff: b.ffn,
-            });
+            layers.push(LayerShape { n_head: hq, n_head_kv: kv, n_ff: b.ffn });
         }
         let config = EngineConfig {
             arch: "deci".into(),
@@ -357,9 +262,7 @@ impl<'a> ModelBuilder<'a> {
             rms_eps: c.rms_eps,
             n_ctx_train: n_ctx.max(1),
         };
-        Ok(Model::from_parts(config, Box::new(storage), &|n| {
-            refs.get(n).cloned()
-        })?)
+        Ok(Model::from_parts(config, Box::new(storage), &|n| refs.get(n).cloned())?)
     }
 }
 
@@ -381,9 +284,7 @@ impl Timer {
     pub(crate) fn new(o: &ProfileOptions, total: usize) -> Timer {
         let bar = if o.progress {
             let b = indicatif::ProgressBar::new(total as u64);
-            if let Ok(s) = indicatif::ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}",
-            ) {
+            if let Ok(s) = indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}") {
                 b.set_style(s.progress_chars("=> "));
             }
             b
@@ -417,11 +318,7 @@ impl Timer {
 
     /// Run `op` (which returns the time of the operation it times, ms) `warmup` times untimed, then
     /// `min_runs..=max_runs` times; one progress step. Errors from `op`, or [`ProfileError::Budget`].
-    pub(crate) fn measure(
-        &mut self,
-        what: &str,
-        mut op: impl FnMut() -> Result<f64, ProfileError>,
-    ) -> Result<Stat, ProfileError> {
+    pub(crate) fn measure(&mut self, what: &str, mut op: impl FnMut() -> Result<f64, ProfileError>) -> Result<Stat, ProfileError> {
         self.bar.set_message(what.to_string());
         for _ in 0..self.warmup {
             self.flush();
@@ -429,9 +326,7 @@ impl Timer {
         }
         let t0 = Instant::now();
         let mut samples = Vec::with_capacity(self.max_runs);
-        while samples.len() < self.max_runs
-            && (samples.len() < self.min_runs || t0.elapsed() < self.allowance)
-        {
+        while samples.len() < self.max_runs && (samples.len() < self.min_runs || t0.elapsed() < self.allowance) {
             self.flush();
             samples.push(op()?);
         }
@@ -439,11 +334,7 @@ impl Timer {
         self.bar.inc(1);
         if self.start.elapsed() > self.budget {
             self.bar.abandon();
-            return Err(ProfileError::Budget {
-                budget_s: self.budget.as_secs_f64(),
-                done: self.done,
-                total: self.total,
-            });
+            return Err(ProfileError::Budget { budget_s: self.budget.as_secs_f64(), done: self.done, total: self.total });
         }
         Ok(Stat::from_samples(&samples))
     }
@@ -467,22 +358,9 @@ pub(crate) fn tokens(n: usize, n_vocab: usize) -> Vec<u32> {
 }
 
 /// Decode times of `model` at each context (descending order internally so that `truncate` can rewind).
-fn decode_at(
-    model: &Model,
-    threads: usize,
-    contexts: &[usize],
-    timer: &mut Timer,
-    what: &str,
-) -> Result<Vec<Stat>, ProfileError> {
+fn decode_at(model: &Model, threads: usize, contexts: &[usize], timer: &mut Timer, what: &str) -> Result<Vec<Stat>, ProfileError> {
     let max_c = *contexts.last().unwrap_or(&0);
-    let mut s = Session::new(
-        model,
-        SessionOptions {
-            n_ctx: max_c + 1,
-            threads,
-            ..Default::default()
-        },
-    )?;
+    let mut s = Session::new(model, SessionOptions { n_ctx: max_c + 1, threads, ..Default::default() })?;
     let toks = tokens(max_c + 1, model.config.n_vocab);
     if max_c > 0 {
         s.prefill(&toks[..max_c], Logits::Last)?;
@@ -500,22 +378,9 @@ fn decode_at(
 }
 
 /// Prefill times of `model` at each prompt length (empty cache, logits of the last token).
-fn prefill_at(
-    model: &Model,
-    threads: usize,
-    lengths: &[usize],
-    timer: &mut Timer,
-    what: &str,
-) -> Result<Vec<Stat>, ProfileError> {
+fn prefill_at(model: &Model, threads: usize, lengths: &[usize], timer: &mut Timer, what: &str) -> Result<Vec<Stat>, ProfileError> {
     let max_n = *lengths.last().unwrap_or(&1);
-    let mut s = Session::new(
-        model,
-        SessionOptions {
-            n_ctx: max_n,
-            threads,
-            ..Default::default()
-        },
-    )?;
+    let mut s = Session::new(model, SessionOptions { n_ctx: max_n, threads, ..Default::default() })?;
     let toks = tokens(max_n, model.config.n_vocab);
     lengths
         .iter()
@@ -541,18 +406,13 @@ const DECODE_VOCAB: Option<usize> = None;
 /// batch size, empty lists), [`ProfileError::Budget`], and engine / quantization errors.
 pub fn profile_model(base: &GgufFile, o: &ProfileOptions) -> Result<Profile, ProfileError> {
     if o.backend != "cpu" {
-        return Err(ProfileError::Invalid(format!(
-            "backend {:?} is not available in this build (available: cpu)",
-            o.backend
-        )));
+        return Err(ProfileError::Invalid(format!("backend {:?} is not available in this build (available: cpu)", o.backend)));
     }
     let b = ModelBuilder::new(base, &o.quant)?;
     let c = b.config.clone();
     let check_list = |what: &str, v: &[usize]| -> Result<(), ProfileError> {
         if v.is_empty() || v.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(ProfileError::Invalid(format!(
-                "{what} {v:?} must be non-empty and strictly increasing"
-            )));
+            return Err(ProfileError::Invalid(format!("{what} {v:?} must be non-empty and strictly increasing")));
         }
         Ok(())
     };
@@ -560,25 +420,15 @@ pub fn profile_model(base: &GgufFile, o: &ProfileOptions) -> Result<Profile, Pro
     check_list("prompt lengths", &o.lengths)?;
     let n_batch = SessionOptions::default().n_batch;
     if o.lengths[0] == 0 || *o.lengths.last().unwrap() > n_batch {
-        return Err(ProfileError::Invalid(format!(
-            "prompt lengths {:?} must lie in 1..={n_batch} (the engine's batch)",
-            o.lengths
-        )));
+        return Err(ProfileError::Invalid(format!("prompt lengths {:?} must lie in 1..={n_batch} (the engine's batch)", o.lengths)));
     }
     let groups: Vec<usize> = (0..c.n_layers).map(|l| c.gqa_group(l)).collect();
     let max_kv = c.n_kv_heads.iter().copied().max().unwrap_or(0);
     let max_ffn = c.ffn.iter().copied().max().unwrap_or(0);
     if max_kv == 0 || max_ffn == 0 || groups.iter().any(|&g| g != groups[0]) {
-        return Err(ProfileError::Invalid(format!(
-            "{}: the profiler needs attention and FFN in every block and one GQA group size",
-            base.name()
-        )));
+        return Err(ProfileError::Invalid(format!("{}: the profiler needs attention and FFN in every block and one GQA group size", base.name())));
     }
-    let threads = if o.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        o.threads
-    };
+    let threads = if o.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { o.threads };
     let widths = ffn_widths(max_ffn);
     let (nc, nl) = (o.contexts.len(), o.lengths.len());
     let total = nc * (3 + max_kv) + widths.len() + nl * (3 + max_kv + widths.len()) + 2;
@@ -591,10 +441,7 @@ pub fn profile_model(base: &GgufFile, o: &ProfileOptions) -> Result<Profile, Pro
     timer.finish();
     let mut profile = combine_passes(&all);
     profile.method.elapsed_s = (timer.elapsed_s() * 1e3).round() / 1e3;
-    profile.check().map_err(|reason| ProfileError::Incomplete {
-        file: "<measured>".into(),
-        reason,
-    })?;
+    profile.check().map_err(|reason| ProfileError::Incomplete { file: "<measured>".into(), reason })?;
     Ok(profile)
 }
 
@@ -620,26 +467,15 @@ fn measure_pass(
         Ok((0..n).map(|i| ok[i % ok.len()]).collect())
     };
     let widths = ffn_widths(max_ffn);
-    let dl = if o.decode_layers == 0 {
-        c.n_layers
-    } else {
-        o.decode_layers
-    };
+    let dl = if o.decode_layers == 0 { c.n_layers } else { o.decode_layers };
 
     let n_ctx = o.contexts.last().unwrap() + 1;
     // Reference: the base model end to end, as `n_layers` blocks at the largest shape (the base model itself
     // when it is uniform); calibrates the sum of the parts, see `LatencyModel`.
-    let full: Vec<BlockSpec> = with(
-        &|l| c.n_kv_heads[l] >= max_kv && c.ffn[l] >= max_ffn,
-        c.n_layers,
-    )?
-    .into_iter()
-    .map(|l| BlockSpec {
-        base_layer: l,
-        kv_heads: max_kv,
-        ffn: max_ffn,
-    })
-    .collect();
+    let full: Vec<BlockSpec> = with(&|l| c.n_kv_heads[l] >= max_kv && c.ffn[l] >= max_ffn, c.n_layers)?
+        .into_iter()
+        .map(|l| BlockSpec { base_layer: l, kv_heads: max_kv, ffn: max_ffn })
+        .collect();
     let m = b.build(&full, None, n_ctx.max(*o.lengths.last().unwrap()))?;
     let decode_reference = decode_at(&m, threads, &o.contexts, timer, "base model")?;
     let prefill_reference = prefill_at(&m, threads, &o.lengths, timer, "base model")?;
@@ -648,51 +484,25 @@ fn measure_pass(
     // Baseline: one empty block, 32-token vocabulary.
     // Decode models keep the full output head: it streams through the last-level cache on every token, as
     // in a real model, so the blocks' weights are read from memory in steady state without a cache flush.
-    let m0 = b.build(
-        &[BlockSpec {
-            base_layer: 0,
-            kv_heads: 0,
-            ffn: 0,
-        }],
-        DECODE_VOCAB,
-        n_ctx,
-    )?;
+    let m0 = b.build(&[BlockSpec { base_layer: 0, kv_heads: 0, ffn: 0 }], DECODE_VOCAB, n_ctx)?;
     let base_dec = decode_at(&m0, threads, &o.contexts, timer, "baseline")?;
     drop(m0);
     // The same with a 32-token head: the difference is the decode cost of the full output head inside a
     // model (the direct timing below, a head alone in a loop, streams it differently).
-    let m0 = b.build(
-        &[BlockSpec {
-            base_layer: 0,
-            kv_heads: 0,
-            ffn: 0,
-        }],
-        Some(PART_VOCAB),
-        n_ctx.max(n_batch),
-    )?;
+    let m0 = b.build(&[BlockSpec { base_layer: 0, kv_heads: 0, ffn: 0 }], Some(PART_VOCAB), n_ctx.max(n_batch))?;
     let base_dec_small = decode_at(&m0, threads, &o.contexts, timer, "baseline, small head")?;
     let base_pre = prefill_at(&m0, threads, &o.lengths, timer, "baseline")?;
     drop(m0);
     let decode_head = base_dec[0].per_part(base_dec_small[0], 1);
 
     // Direct timings on full-size tensors: embedding lookup, final norm, output head.
-    let full = b.build(
-        &[BlockSpec {
-            base_layer: 0,
-            kv_heads: 0,
-            ffn: 0,
-        }],
-        None,
-        1,
-    )?;
+    let full = b.build(&[BlockSpec { base_layer: 0, kv_heads: 0, ffn: 0 }], None, 1)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .map_err(|e| ProfileError::Invalid(format!("thread pool: {e}")))?;
     let d = c.d_model;
-    let x: Vec<f32> = (0..d)
-        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
-        .collect();
+    let x: Vec<f32> = (0..d).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
     let mut logits = vec![0f32; c.n_vocab];
     let head = full.mat(&full.output);
     let output_head = timer.measure("output head", || {
@@ -718,29 +528,13 @@ fn measure_pass(
             Ok(ms(t))
         })
     };
-    let prefill_embedding: Vec<Stat> = o
-        .lengths
-        .iter()
-        .map(|&n| embedding_at(n, &mut *timer))
-        .collect::<Result<_, _>>()?;
-    let decode_embedding = if o.lengths[0] == 1 {
-        prefill_embedding[0]
-    } else {
-        embedding_at(1, &mut *timer)?
-    };
+    let prefill_embedding: Vec<Stat> = o.lengths.iter().map(|&n| embedding_at(n, &mut *timer)).collect::<Result<_, _>>()?;
+    let decode_embedding = if o.lengths[0] == 1 { prefill_embedding[0] } else { embedding_at(1, &mut *timer)? };
     drop(full);
-    let sub = |a: Stat, b: f64| Stat {
-        median_ms: super::round_ns((a.median_ms - b).max(0.0)),
-        ..a
-    };
+    let sub = |a: Stat, b: f64| Stat { median_ms: super::round_ns((a.median_ms - b).max(0.0)), ..a };
     let decode_overhead: Vec<Stat> = base_dec
         .iter()
-        .map(|s| {
-            sub(
-                *s,
-                decode_embedding.median_ms + final_norm.median_ms + decode_head.median_ms,
-            )
-        })
+        .map(|s| sub(*s, decode_embedding.median_ms + final_norm.median_ms + decode_head.median_ms))
         .collect();
     let prefill_overhead: Vec<Stat> = base_pre
         .iter()
@@ -752,80 +546,34 @@ fn measure_pass(
     let (mut dec_attn, mut pre_attn) = (Vec::new(), Vec::new());
     for k in 1..=max_kv {
         let spec = |n: usize| -> Result<Vec<BlockSpec>, ProfileError> {
-            Ok(with(&|l| c.n_kv_heads[l] >= k, n)?
-                .into_iter()
-                .map(|l| BlockSpec {
-                    base_layer: l,
-                    kv_heads: k,
-                    ffn: 0,
-                })
-                .collect())
+            Ok(with(&|l| c.n_kv_heads[l] >= k, n)?.into_iter().map(|l| BlockSpec { base_layer: l, kv_heads: k, ffn: 0 }).collect())
         };
         let m = b.build(&spec(dl)?, DECODE_VOCAB, n_ctx)?;
-        let t = decode_at(
-            &m,
-            threads,
-            &o.contexts,
-            timer,
-            &format!("attention kv {k}"),
-        )?;
+        let t = decode_at(&m, threads, &o.contexts, timer, &format!("attention kv {k}"))?;
         drop(m);
-        dec_attn.push(AttentionRow {
-            kv_heads: k,
-            ms: t
-                .iter()
-                .zip(&base_dec)
-                .map(|(a, z)| a.per_part(*z, dl))
-                .collect(),
-        });
+        dec_attn.push(AttentionRow { kv_heads: k, ms: t.iter().zip(&base_dec).map(|(a, z)| a.per_part(*z, dl)).collect() });
         let m = b.build(&spec(o.prefill_layers)?, Some(PART_VOCAB), n_batch)?;
         let t = prefill_at(&m, threads, &o.lengths, timer, &format!("attention kv {k}"))?;
-        pre_attn.push(AttentionRow {
-            kv_heads: k,
-            ms: t
-                .iter()
-                .zip(&base_pre)
-                .map(|(a, z)| a.per_part(*z, o.prefill_layers))
-                .collect(),
-        });
+        pre_attn.push(AttentionRow { kv_heads: k, ms: t.iter().zip(&base_pre).map(|(a, z)| a.per_part(*z, o.prefill_layers)).collect() });
     }
     // FFN parts in steps of FFN_STEP.
     let (mut dec_ffn, mut pre_ffn) = (Vec::new(), Vec::new());
     for &w in &widths {
         let spec = |n: usize| -> Result<Vec<BlockSpec>, ProfileError> {
-            Ok(with(&|l| c.ffn[l] >= w, n)?
-                .into_iter()
-                .map(|l| BlockSpec {
-                    base_layer: l,
-                    kv_heads: 0,
-                    ffn: w,
-                })
-                .collect())
+            Ok(with(&|l| c.ffn[l] >= w, n)?.into_iter().map(|l| BlockSpec { base_layer: l, kv_heads: 0, ffn: w }).collect())
         };
         let m = b.build(&spec(dl)?, DECODE_VOCAB, o.contexts[0] + 1)?;
         let t = decode_at(&m, threads, &o.contexts[..1], timer, &format!("ffn {w}"))?;
         drop(m);
-        dec_ffn.push(FfnRow {
-            width: w,
-            ms: vec![t[0].per_part(base_dec[0], dl)],
-        });
+        dec_ffn.push(FfnRow { width: w, ms: vec![t[0].per_part(base_dec[0], dl)] });
         let m = b.build(&spec(o.prefill_layers)?, Some(PART_VOCAB), n_batch)?;
         let t = prefill_at(&m, threads, &o.lengths, timer, &format!("ffn {w}"))?;
-        pre_ffn.push(FfnRow {
-            width: w,
-            ms: t
-                .iter()
-                .zip(&base_pre)
-                .map(|(a, z)| a.per_part(*z, o.prefill_layers))
-                .collect(),
-        });
+        pre_ffn.push(FfnRow { width: w, ms: t.iter().zip(&base_pre).map(|(a, z)| a.per_part(*z, o.prefill_layers)).collect() });
     }
     let profile = Profile {
         schema_version: SCHEMA_VERSION,
         runtime_version: RUNTIME_VERSION.to_string(),
-        created_unix_s: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        created_unix_s: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         device: DeviceFacts::detect(),
         backend: o.backend.clone(),
         threads,
@@ -889,31 +637,17 @@ fn measure_pass(
 /// Per entry: the median of the passes' medians, the spread (IQR) of those medians, and all runs.
 fn combine(stats: &[Stat]) -> Stat {
     let medians: Vec<f64> = stats.iter().map(|s| s.median_ms).collect();
-    Stat {
-        runs: stats.iter().map(|s| s.runs).sum(),
-        ..Stat::from_samples(&medians)
-    }
+    Stat { runs: stats.iter().map(|s| s.runs).sum(), ..Stat::from_samples(&medians) }
 }
 
 /// Every [`Stat`] of a profile's tables, in one fixed order (the same for all profiles of one layout).
 fn stats_mut(p: &mut Profile) -> Vec<&mut Stat> {
     let (d, f) = (&mut p.decode, &mut p.prefill);
-    let mut v: Vec<&mut Stat> = vec![
-        &mut d.embedding,
-        &mut d.final_norm,
-        &mut d.output_head,
-        &mut f.final_norm,
-        &mut f.output_head,
-    ];
+    let mut v: Vec<&mut Stat> = vec![&mut d.embedding, &mut d.final_norm, &mut d.output_head, &mut f.final_norm, &mut f.output_head];
     v.extend(d.overhead.iter_mut().chain(d.reference.iter_mut()));
     v.extend(d.attention.iter_mut().flat_map(|r| r.ms.iter_mut()));
     v.extend(d.ffn.iter_mut().flat_map(|r| r.ms.iter_mut()));
-    v.extend(
-        f.overhead
-            .iter_mut()
-            .chain(f.embedding.iter_mut())
-            .chain(f.reference.iter_mut()),
-    );
+    v.extend(f.overhead.iter_mut().chain(f.embedding.iter_mut()).chain(f.reference.iter_mut()));
     v.extend(f.attention.iter_mut().flat_map(|r| r.ms.iter_mut()));
     v.extend(f.ffn.iter_mut().flat_map(|r| r.ms.iter_mut()));
     v
@@ -921,10 +655,7 @@ fn stats_mut(p: &mut Profile) -> Vec<&mut Stat> {
 
 /// Merge the passes of [`profile_model`] entry by entry with [`combine`] (all passes share one layout).
 fn combine_passes(all: &[Profile]) -> Profile {
-    let cols: Vec<Vec<Stat>> = all
-        .iter()
-        .map(|p| stats_mut(&mut p.clone()).into_iter().map(|s| *s).collect())
-        .collect();
+    let cols: Vec<Vec<Stat>> = all.iter().map(|p| stats_mut(&mut p.clone()).into_iter().map(|s| *s).collect()).collect();
     let mut out = all[0].clone();
     for (i, slot) in stats_mut(&mut out).into_iter().enumerate() {
         *slot = combine(&cols.iter().map(|c| c[i]).collect::<Vec<_>>());

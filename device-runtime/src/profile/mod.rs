@@ -92,9 +92,7 @@ pub enum ProfileError {
     #[error("{0}")]
     Invalid(String),
     /// The measurement exceeded `--budget`.
-    #[error(
-        "profiling exceeded the budget of {budget_s} s after {done} of {total} measurements; raise --budget or measure fewer points"
-    )]
+    #[error("profiling exceeded the budget of {budget_s} s after {done} of {total} measurements; raise --budget or measure fewer points")]
     Budget {
         /// The budget in seconds.
         budget_s: f64,
@@ -149,28 +147,16 @@ impl Stat {
     /// Median and IQR of `samples` (ms). Empty input gives zeros.
     pub fn from_samples(samples: &[f64]) -> Stat {
         if samples.is_empty() {
-            return Stat {
-                median_ms: 0.0,
-                spread_ms: 0.0,
-                runs: 0,
-            };
+            return Stat { median_ms: 0.0, spread_ms: 0.0, runs: 0 };
         }
         let mut s = samples.to_vec();
         s.sort_by(f64::total_cmp);
         let q = |p: f64| {
             let x = p * (s.len() - 1) as f64;
             let (i, f) = (x.floor() as usize, x - x.floor());
-            if i + 1 < s.len() {
-                s[i] * (1.0 - f) + s[i + 1] * f
-            } else {
-                s[i]
-            }
+            if i + 1 < s.len() { s[i] * (1.0 - f) + s[i + 1] * f } else { s[i] }
         };
-        Stat {
-            median_ms: round_ns(q(0.5)),
-            spread_ms: round_ns(q(0.75) - q(0.25)),
-            runs: s.len(),
-        }
+        Stat { median_ms: round_ns(q(0.5)), spread_ms: round_ns(q(0.75) - q(0.25)), runs: s.len() }
     }
 
     /// `(self - base) / n`: the per-part figure of a differential measurement.
@@ -395,26 +381,17 @@ impl Profile {
     pub fn load(path: impl AsRef<Path>) -> Result<Profile, ProfileError> {
         let path = path.as_ref();
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ProfileError::Io {
-            file: file.clone(),
-            source: e,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ProfileError::Io { file: file.clone(), source: e })?;
         Self::from_json(&text, &file)
     }
 
     /// Parse and check profile JSON; `file` names the source in errors. Errors as [`Profile::load`].
     pub fn from_json(text: &str, file: &str) -> Result<Profile, ProfileError> {
-        let parse = |e: serde_json::Error| ProfileError::Parse {
-            file: file.to_string(),
-            reason: e.to_string(),
-        };
+        let parse = |e: serde_json::Error| ProfileError::Parse { file: file.to_string(), reason: e.to_string() };
         let v: serde_json::Value = serde_json::from_str(text).map_err(parse)?;
         match v.get("schema_version").map(|s| s.as_u64()) {
             None => {
-                return Err(ProfileError::Parse {
-                    file: file.to_string(),
-                    reason: "missing field `schema_version`".into(),
-                });
+                return Err(ProfileError::Parse { file: file.to_string(), reason: "missing field `schema_version`".into() });
             }
             Some(None) => {
                 return Err(ProfileError::Parse {
@@ -423,19 +400,12 @@ impl Profile {
                 });
             }
             Some(Some(n)) if !(MIN_SCHEMA_VERSION as u64..=SCHEMA_VERSION as u64).contains(&n) => {
-                return Err(ProfileError::SchemaVersion {
-                    file: file.to_string(),
-                    found: n,
-                    expected: SCHEMA_VERSION,
-                });
+                return Err(ProfileError::SchemaVersion { file: file.to_string(), found: n, expected: SCHEMA_VERSION });
             }
             _ => {}
         }
         let p: Profile = serde_json::from_value(v).map_err(parse)?;
-        p.check().map_err(|reason| ProfileError::Incomplete {
-            file: file.to_string(),
-            reason,
-        })?;
+        p.check().map_err(|reason| ProfileError::Incomplete { file: file.to_string(), reason })?;
         Ok(p)
     }
 
@@ -444,20 +414,14 @@ impl Profile {
     /// Errors: [`ProfileError::Io`].
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), ProfileError> {
         let path = path.as_ref();
-        let io = |e: std::io::Error| ProfileError::Io {
-            file: path.display().to_string(),
-            source: e,
-        };
+        let io = |e: std::io::Error| ProfileError::Io { file: path.display().to_string(), source: e };
         let mut text = serde_json::to_string_pretty(self).expect("profile serializes");
         text.push('\n');
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => std::path::PathBuf::from("."),
         };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "profile".into());
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "profile".into());
         let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
         std::fs::write(&tmp, text).map_err(io)?;
         std::fs::rename(&tmp, path).map_err(|e| {
@@ -472,13 +436,7 @@ impl Profile {
     /// time per context and prompt length. Returns the first problem.
     pub fn check(&self) -> Result<(), String> {
         let m = &self.model;
-        if m.d_model == 0
-            || m.head_dim == 0
-            || m.n_vocab == 0
-            || m.gqa_group == 0
-            || m.max_kv_heads == 0
-            || m.max_ffn == 0
-        {
+        if m.d_model == 0 || m.head_dim == 0 || m.n_vocab == 0 || m.gqa_group == 0 || m.max_kv_heads == 0 || m.max_ffn == 0 {
             return Err("model: d_model, head_dim, n_vocab, gqa_group, max_kv_heads and max_ffn must all be > 0".into());
         }
         if self.threads == 0 {
@@ -486,10 +444,7 @@ impl Profile {
         }
         let stat = |what: &str, s: &Stat| -> Result<(), String> {
             if !(s.median_ms.is_finite() && s.spread_ms.is_finite() && s.spread_ms >= 0.0) {
-                return Err(format!(
-                    "{what}: median {} / spread {} is not a valid time",
-                    s.median_ms, s.spread_ms
-                ));
+                return Err(format!("{what}: median {} / spread {} is not a valid time", s.median_ms, s.spread_ms));
             }
             Ok(())
         };
@@ -506,29 +461,22 @@ impl Profile {
             if v.len() != n {
                 return Err(format!("{what} has {} entries, expected {n}", v.len()));
             }
-            v.iter()
-                .enumerate()
-                .try_for_each(|(i, s)| stat(&format!("{what}[{i}]"), s))
+            v.iter().enumerate().try_for_each(|(i, s)| stat(&format!("{what}[{i}]"), s))
         };
         let widths = ffn_widths(m.max_ffn);
         let attn_rows = |what: &str, rows: &[AttentionRow], n: usize| -> Result<(), String> {
             let ks: Vec<usize> = rows.iter().map(|r| r.kv_heads).collect();
             if ks != (1..=m.max_kv_heads).collect::<Vec<_>>() {
-                return Err(format!(
-                    "{what}: KV-head counts {ks:?}, expected 1..={}",
-                    m.max_kv_heads
-                ));
+                return Err(format!("{what}: KV-head counts {ks:?}, expected 1..={}", m.max_kv_heads));
             }
-            rows.iter()
-                .try_for_each(|r| per_point(&format!("{what}[kv_heads={}]", r.kv_heads), &r.ms, n))
+            rows.iter().try_for_each(|r| per_point(&format!("{what}[kv_heads={}]", r.kv_heads), &r.ms, n))
         };
         let ffn_rows = |what: &str, rows: &[FfnRow], n: usize| -> Result<(), String> {
             let ws: Vec<usize> = rows.iter().map(|r| r.width).collect();
             if ws != widths {
                 return Err(format!("{what}: widths {ws:?}, expected {widths:?}"));
             }
-            rows.iter()
-                .try_for_each(|r| per_point(&format!("{what}[width={}]", r.width), &r.ms, n))
+            rows.iter().try_for_each(|r| per_point(&format!("{what}[width={}]", r.width), &r.ms, n))
         };
         let d = &self.decode;
         increasing("decode.contexts", &d.contexts)?;
@@ -577,32 +525,17 @@ impl Profile {
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
-        let cpu = cpu
-            .split('-')
-            .filter(|s| !s.is_empty())
-            .take(4)
-            .collect::<Vec<_>>()
-            .join("-");
-        let cpu = if cpu.is_empty() {
-            "cpu".to_string()
-        } else {
-            cpu
-        };
+        let cpu = cpu.split('-').filter(|s| !s.is_empty()).take(4).collect::<Vec<_>>().join("-");
+        let cpu = if cpu.is_empty() { "cpu".to_string() } else { cpu };
         let gib = (self.device.memory_bytes as f64 / (1u64 << 30) as f64).round() as u64;
-        format!(
-            "{cpu}-{}c-{gib}g-t{}-{}.json",
-            self.device.logical_cpus, self.threads, self.quant
-        )
+        format!("{cpu}-{}c-{gib}g-t{}-{}.json", self.device.logical_cpus, self.threads, self.quant)
     }
 }
 
 /// The FFN widths a profile measures for a model of FFN width `max_ffn`: `FFN_STEP, 2*FFN_STEP, ...` up to
 /// `max_ffn`, and `max_ffn` itself when it is not a multiple of the step.
 pub fn ffn_widths(max_ffn: usize) -> Vec<usize> {
-    let mut w: Vec<usize> = (1..)
-        .map(|i| i * FFN_STEP)
-        .take_while(|&w| w <= max_ffn)
-        .collect();
+    let mut w: Vec<usize> = (1..).map(|i| i * FFN_STEP).take_while(|&w| w <= max_ffn).collect();
     if w.last() != Some(&max_ffn) {
         w.push(max_ffn);
     }
@@ -621,19 +554,7 @@ mod tests {
         // [1, 2, 3, 10]: median 2.5, p25 1.75, p75 4.75 (numpy.percentile).
         let s = Stat::from_samples(&[1.0, 2.0, 3.0, 10.0]);
         assert_eq!((s.median_ms, s.spread_ms), (2.5, 3.0));
-        let p = Stat {
-            median_ms: 10.0,
-            spread_ms: 1.0,
-            runs: 5,
-        }
-        .per_part(
-            Stat {
-                median_ms: 2.0,
-                spread_ms: 1.0,
-                runs: 7,
-            },
-            4,
-        );
+        let p = Stat { median_ms: 10.0, spread_ms: 1.0, runs: 5 }.per_part(Stat { median_ms: 2.0, spread_ms: 1.0, runs: 7 }, 4);
         assert_eq!((p.median_ms, p.spread_ms, p.runs), (2.0, 0.5, 5));
     }
 

@@ -42,14 +42,7 @@ pub struct ValidationOptions {
 
 impl Default for ValidationOptions {
     fn default() -> Self {
-        ValidationOptions {
-            k: 30,
-            seed: 1,
-            decode_context: 256,
-            prefill_length: 128,
-            runs: 9,
-            progress: false,
-        }
+        ValidationOptions { k: 30, seed: 1, decode_context: 256, prefill_length: 128, runs: 9, progress: false }
     }
 }
 
@@ -139,11 +132,7 @@ pub fn random_subnets(ffn: &[usize], kv: &[usize], k: usize, seed: u64) -> Vec<S
                 })
                 .collect();
             let kvs = layers.iter().map(|&l| r.range(1, kv[l].max(1))).collect();
-            SubnetConfig {
-                layers,
-                ffn: ffn_w,
-                kv_heads: kvs,
-            }
+            SubnetConfig { layers, ffn: ffn_w, kv_heads: kvs }
         })
         .collect()
 }
@@ -151,23 +140,13 @@ pub fn random_subnets(ffn: &[usize], kv: &[usize], k: usize, seed: u64) -> Vec<S
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
 /// Measure `model` end to end: (decode ms at `ctx`, prefill ms of `n` tokens), medians over `runs` rounds
 /// after a warm-up round, each round as in [`validate_profile`] (one prefill, then [`DECODES_PER_ROUND`]
 /// decodes).
-pub fn measure_end_to_end(
-    model: &Model,
-    threads: usize,
-    ctx: usize,
-    n: usize,
-    runs: usize,
-) -> Result<(f64, f64), ProfileError> {
+pub fn measure_end_to_end(model: &Model, threads: usize, ctx: usize, n: usize, runs: usize) -> Result<(f64, f64), ProfileError> {
     let mut e = EndToEnd::new(model, threads, ctx, n)?;
     for round in 0..=runs.max(1) {
         e.run(round > 0)?;
@@ -192,22 +171,8 @@ struct EndToEnd<'m> {
 impl<'m> EndToEnd<'m> {
     fn new(model: &'m Model, threads: usize, ctx: usize, n: usize) -> Result<Self, ProfileError> {
         let len = (ctx + 1).max(n);
-        let session = Session::new(
-            model,
-            SessionOptions {
-                n_ctx: len,
-                threads,
-                ..Default::default()
-            },
-        )?;
-        Ok(EndToEnd {
-            session,
-            toks: tokens(len, model.config.n_vocab),
-            ctx,
-            n,
-            prefill_ms: vec![],
-            decode_ms: vec![],
-        })
+        let session = Session::new(model, SessionOptions { n_ctx: len, threads, ..Default::default() })?;
+        Ok(EndToEnd { session, toks: tokens(len, model.config.n_vocab), ctx, n, prefill_ms: vec![], decode_ms: vec![] })
     }
 
     /// One round; its times are kept when `keep` (not for the warm-up round).
@@ -236,31 +201,20 @@ impl<'m> EndToEnd<'m> {
 
     /// (decode ms, prefill ms): medians over the kept rounds.
     fn medians(&self) -> (f64, f64) {
-        (
-            median(self.decode_ms.clone()),
-            median(self.prefill_ms.clone()),
-        )
+        (median(self.decode_ms.clone()), median(self.prefill_ms.clone()))
     }
 }
 
 /// Build `subnet` of `base` at the profile's quantization in memory (sliced and quantized as the exporter
 /// does; see [`ModelBuilder`]).
-pub fn build_subnet(
-    b: &ModelBuilder,
-    subnet: &SubnetConfig,
-    n_ctx: usize,
-) -> Result<Model, ProfileError> {
+pub fn build_subnet(b: &ModelBuilder, subnet: &SubnetConfig, n_ctx: usize) -> Result<Model, ProfileError> {
     subnet.validate(&b.config)?;
     let blocks: Vec<BlockSpec> = subnet
         .layers
         .iter()
         .zip(&subnet.ffn)
         .zip(&subnet.kv_heads)
-        .map(|((&l, &f), &k)| BlockSpec {
-            base_layer: l,
-            kv_heads: k,
-            ffn: f,
-        })
+        .map(|((&l, &f), &k)| BlockSpec { base_layer: l, kv_heads: k, ffn: f })
         .collect();
     b.build(&blocks, None, n_ctx)
 }
@@ -270,20 +224,13 @@ pub fn build_subnet(
 ///
 /// Errors: [`ProfileError::Mismatch`] (profile not for this model), [`ProfileError::OutOfRange`] (the decode
 /// context or prompt length outside the profile), [`ProfileError::Subnet`] (export), engine errors.
-pub fn validate_profile(
-    base: &GgufFile,
-    profile: &Profile,
-    o: &ValidationOptions,
-) -> Result<ValidationReport, ProfileError> {
+pub fn validate_profile(base: &GgufFile, profile: &Profile, o: &ValidationOptions) -> Result<ValidationReport, ProfileError> {
     let b = ModelBuilder::new(base, &profile.quant)?;
     let lm = LatencyModel::new(profile.clone(), &b.config, &profile.quant)?;
     let quant: ExportQuant = profile.quant.parse().map_err(ProfileError::Invalid)?;
     let subnets = random_subnets(&b.config.ffn, &b.config.n_kv_heads, o.k, o.seed);
     let dir = std::env::temp_dir().join(format!("edgerun-validate-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| ProfileError::Io {
-        file: dir.display().to_string(),
-        source: e,
-    })?;
+    std::fs::create_dir_all(&dir).map_err(|e| ProfileError::Io { file: dir.display().to_string(), source: e })?;
     struct Cleanup(std::path::PathBuf);
     impl Drop for Cleanup {
         fn drop(&mut self) {
@@ -295,9 +242,7 @@ pub fn validate_profile(
     let rounds = o.runs.max(1);
     let bar = if o.progress {
         let b = indicatif::ProgressBar::new((o.k + (o.k + 1) * (rounds + 1)) as u64);
-        if let Ok(st) = indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}",
-        ) {
+        if let Ok(st) = indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}") {
             b.set_style(st.progress_chars("=> "));
         }
         b
@@ -326,11 +271,7 @@ pub fn validate_profile(
         .map(|m| EndToEnd::new(m, profile.threads, ctx, n))
         .collect::<Result<Vec<_>, _>>()?;
     for round in 0..=rounds {
-        bar.set_message(if round == 0 {
-            "warm-up".to_string()
-        } else {
-            format!("round {round}/{rounds}")
-        });
+        bar.set_message(if round == 0 { "warm-up".to_string() } else { format!("round {round}/{rounds}") });
         for t in timers.iter_mut() {
             t.run(round > 0)?;
             bar.inc(1);
@@ -359,9 +300,7 @@ pub fn validate_profile(
         let n = errs.len().max(1) as f64;
         let mape = errs.iter().map(|e| e.abs()).sum::<f64>() / n;
         let within = 100.0 * errs.iter().filter(|e| e.abs() <= 10.0).count() as f64 / n;
-        let max = errs
-            .iter()
-            .fold(0f64, |m, e| if e.abs() > m.abs() { *e } else { m });
+        let max = errs.iter().fold(0f64, |m, e| if e.abs() > m.abs() { *e } else { m });
         let r = |x: f64| (x * 1e4).round() / 1e4;
         (r(mape), r(within), r(max))
     };

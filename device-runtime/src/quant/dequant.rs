@@ -24,10 +24,7 @@ pub fn can_dequantize(ty: GgmlType) -> bool {
 /// [`QuantError::Unsupported`] for a type outside [`can_dequantize`], [`QuantError::NotBlockMultiple`] if
 /// `out.len()` is not a whole number of blocks, [`QuantError::SizeMismatch`] if `data` has the wrong size.
 pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
-    let f = block_fn(ty).ok_or(QuantError::Unsupported {
-        ty,
-        op: "dequantize",
-    })?;
+    let f = block_fn(ty).ok_or(QuantError::Unsupported { ty, op: "dequantize" })?;
     check_sizes(ty, out.len(), data.len())?;
     let (be, bb) = ty.block_size();
     match ty {
@@ -64,19 +61,11 @@ pub fn dequantize(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(), Quan
 /// blocks (in bytes).
 pub fn dequantize_to_vec(ty: GgmlType, data: &[u8]) -> Result<Vec<f32>, QuantError> {
     if !can_dequantize(ty) {
-        return Err(QuantError::Unsupported {
-            ty,
-            op: "dequantize",
-        });
+        return Err(QuantError::Unsupported { ty, op: "dequantize" });
     }
     let (be, bb) = ty.block_size();
     if !data.len().is_multiple_of(bb) {
-        return Err(QuantError::NotBlockMultiple {
-            ty,
-            len: data.len(),
-            block: bb,
-            unit: "bytes",
-        });
+        return Err(QuantError::NotBlockMultiple { ty, len: data.len(), block: bb, unit: "bytes" });
     }
     let mut out = vec![0.0f32; data.len() / bb * be];
     dequantize(ty, data, &mut out)?;

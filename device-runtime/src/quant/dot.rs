@@ -38,9 +38,7 @@ use rayon::prelude::*;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KernelError {
     /// The tensor type has no matrix kernel in this runtime.
-    #[error(
-        "tensor type {0} is not supported by the CPU engine (supported: F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K)"
-    )]
+    #[error("tensor type {0} is not supported by the CPU engine (supported: F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K)")]
     UnsupportedType(GgmlType),
     /// The row length is not a whole number of blocks of the type.
     #[error("row length {cols} is not a multiple of the {ty} block size {block}")]
@@ -111,41 +109,19 @@ impl<'a> QMatrix<'a> {
     /// Wrap `data` as a `rows x cols` matrix of type `ty`.
     ///
     /// Errors: [`KernelError::UnsupportedType`], [`KernelError::RowNotBlockAligned`], [`KernelError::DataLength`].
-    pub fn new(
-        ty: GgmlType,
-        rows: usize,
-        cols: usize,
-        data: &'a [u8],
-    ) -> Result<Self, KernelError> {
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self, KernelError> {
         if !SUPPORTED_TYPES.contains(&ty) {
             return Err(KernelError::UnsupportedType(ty));
         }
         let (be, bb) = ty.block_size();
         if cols % be != 0 {
-            return Err(KernelError::RowNotBlockAligned {
-                ty,
-                cols,
-                block: be,
-            });
+            return Err(KernelError::RowNotBlockAligned { ty, cols, block: be });
         }
-        let expected = (cols / be)
-            .checked_mul(bb)
-            .and_then(|r| r.checked_mul(rows));
+        let expected = (cols / be).checked_mul(bb).and_then(|r| r.checked_mul(rows));
         if expected != Some(data.len()) {
-            return Err(KernelError::DataLength {
-                ty,
-                rows,
-                cols,
-                expected: expected.unwrap_or(usize::MAX),
-                got: data.len(),
-            });
+            return Err(KernelError::DataLength { ty, rows, cols, expected: expected.unwrap_or(usize::MAX), got: data.len() });
         }
-        Ok(QMatrix {
-            ty,
-            rows,
-            cols,
-            data,
-        })
+        Ok(QMatrix { ty, rows, cols, data })
     }
 
     /// Bytes of one row.
@@ -312,10 +288,7 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
-        (
-            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
-            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-        )
+        ((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
     }
 }
 
@@ -416,9 +389,7 @@ pub fn dot_q8_scalar(ty: GgmlType, w: &[u8], a: &[BlockQ8]) -> f32 {
             for (b, ab) in w.chunks_exact(144).zip(a.chunks_exact(8)) {
                 let (q, sc, mn) = unpack_q4_k(b);
                 for j in 0..8 {
-                    let s: i32 = (0..32)
-                        .map(|i| q[32 * j + i] as i32 * ab[j].qs[i] as i32)
-                        .sum();
+                    let s: i32 = (0..32).map(|i| q[32 * j + i] as i32 * ab[j].qs[i] as i32).sum();
                     acc += sc[j] * ab[j].d * s as f32 - mn[j] * ab[j].s;
                 }
             }
@@ -427,12 +398,8 @@ pub fn dot_q8_scalar(ty: GgmlType, w: &[u8], a: &[BlockQ8]) -> f32 {
             for (b, ab) in w.chunks_exact(210).zip(a.chunks_exact(8)) {
                 let (q, sc) = unpack_q6_k(b);
                 for j in 0..8 {
-                    let s0: i32 = (0..16)
-                        .map(|i| q[32 * j + i] as i32 * ab[j].qs[i] as i32)
-                        .sum();
-                    let s1: i32 = (16..32)
-                        .map(|i| q[32 * j + i] as i32 * ab[j].qs[i] as i32)
-                        .sum();
+                    let s0: i32 = (0..16).map(|i| q[32 * j + i] as i32 * ab[j].qs[i] as i32).sum();
+                    let s1: i32 = (16..32).map(|i| q[32 * j + i] as i32 * ab[j].qs[i] as i32).sum();
                     acc += ab[j].d * (sc[2 * j] * s0 as f32 + sc[2 * j + 1] * s1 as f32);
                 }
             }
@@ -450,20 +417,14 @@ pub fn dot_f32_scalar(ty: GgmlType, w: &[u8], x: &[f32]) -> f32 {
             let mut acc = [0f32; 8];
             for (wc, xc) in w.chunks_exact(32).zip(x.chunks_exact(8)) {
                 for i in 0..8 {
-                    let v = f32::from_le_bytes([
-                        wc[4 * i],
-                        wc[4 * i + 1],
-                        wc[4 * i + 2],
-                        wc[4 * i + 3],
-                    ]);
+                    let v = f32::from_le_bytes([wc[4 * i], wc[4 * i + 1], wc[4 * i + 2], wc[4 * i + 3]]);
                     acc[i] += v * xc[i];
                 }
             }
             let n8 = x.len() / 8 * 8;
             let mut s: f32 = acc.iter().sum();
             for i in n8..x.len() {
-                s +=
-                    f32::from_le_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]]) * x[i];
+                s += f32::from_le_bytes([w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]]) * x[i];
             }
             s
         }
@@ -567,15 +528,7 @@ mod avx2 {
     ///
     /// # Safety
     /// AVX2+FMA+F16C available; `y` holds `n * w.rows` f32 and no other thread writes these positions.
-    pub(super) unsafe fn rows_task(
-        w: &QMatrix,
-        q: &QActs,
-        n: usize,
-        nb: usize,
-        r0: usize,
-        r1: usize,
-        y: *mut f32,
-    ) {
+    pub(super) unsafe fn rows_task(w: &QMatrix, q: &QActs, n: usize, nb: usize, r0: usize, r1: usize, y: *mut f32) {
         unsafe {
             match w.ty {
                 GgmlType::Q8_0 => rows_task_q8_0(w, q, n, nb, r0, r1, y),
@@ -598,15 +551,7 @@ mod avx2 {
     /// with the scale product `d_w * d_a`, the same horizontal sum at the end), so the result of a (row,
     /// token) pair does not depend on the batch or on which tile it falls in.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn rows_task_q8_0(
-        w: &QMatrix,
-        q: &QActs,
-        n: usize,
-        nb: usize,
-        r0: usize,
-        r1: usize,
-        y: *mut f32,
-    ) {
+    unsafe fn rows_task_q8_0(w: &QMatrix, q: &QActs, n: usize, nb: usize, r0: usize, r1: usize, y: *mut f32) {
         unsafe {
             let (bb, _) = block_layout(0);
             let rb = w.row_bytes();
@@ -649,16 +594,7 @@ mod avx2 {
                                     // c0 and t are multiples of CN (tc is): the tokens form one group of d_grouped.
                                     let go = t / CN * nb * CN;
                                     let aq = q.qs.as_ptr().add(t * nb);
-                                    tile_main(
-                                        wr,
-                                        rb,
-                                        d,
-                                        nb,
-                                        aq,
-                                        q.d_grouped.as_ptr().add(go),
-                                        sbuf.as_mut_ptr(),
-                                        &mut o,
-                                    );
+                                    tile_main(wr, rb, d, nb, aq, q.d_grouped.as_ptr().add(go), sbuf.as_mut_ptr(), &mut o);
                                     (RM, CN)
                                 }
                                 (true, false) => {
@@ -722,15 +658,7 @@ mod avx2 {
     /// # Safety
     /// AVX2+FMA+F16C; `y` holds `n * w.rows` f32 and no other thread writes these positions.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_task<const KIND: u8>(
-        w: &QMatrix,
-        q: &QActs,
-        n: usize,
-        nb: usize,
-        r0: usize,
-        r1: usize,
-        y: *mut f32,
-    ) {
+    unsafe fn q4_task<const KIND: u8>(w: &QMatrix, q: &QActs, n: usize, nb: usize, r0: usize, r1: usize, y: *mut f32) {
         unsafe {
             let (bb, _) = block_layout(KIND);
             let rb = w.row_bytes();
@@ -742,32 +670,18 @@ mod avx2 {
                 let (dt, mt) = sc.split_at_mut(groups * nb * 8);
                 // 8 rows' f16 scales of a block -> one vector store (rows past r1 repeat the last row).
                 for g in 0..groups {
-                    let rp: [*const u8; 8] = std::array::from_fn(|i| {
-                        w.data.as_ptr().add((r0 + (8 * g + i).min(nr - 1)) * rb)
-                    });
+                    let rp: [*const u8; 8] = std::array::from_fn(|i| w.data.as_ptr().add((r0 + (8 * g + i).min(nr - 1)) * rb));
                     for b in 0..nb {
                         _mm256_storeu_ps(dt.as_mut_ptr().add((g * nb + b) * 8), f16x8(&rp, b * bb));
                         if KIND == 2 {
-                            _mm256_storeu_ps(
-                                mt.as_mut_ptr().add((g * nb + b) * 8),
-                                f16x8(&rp, b * bb + 2),
-                            );
+                            _mm256_storeu_ps(mt.as_mut_ptr().add((g * nb + b) * 8), f16x8(&rp, b * bb + 2));
                         }
                     }
                 }
                 let full = if n >= Q4X8_MIN_TOKENS { nr / 8 } else { 0 };
                 for g in 0..full {
                     let o = g * nb * 8;
-                    q4_rows8::<KIND>(
-                        w,
-                        q,
-                        n,
-                        nb,
-                        r0 + 8 * g,
-                        dt.as_ptr().add(o),
-                        mt.as_ptr().add(o),
-                        y,
-                    );
+                    q4_rows8::<KIND>(w, q, n, nb, r0 + 8 * g, dt.as_ptr().add(o), mt.as_ptr().add(o), y);
                 }
                 let ra = r0 + 8 * full;
                 if ra == r1 {
@@ -775,22 +689,14 @@ mod avx2 {
                 }
                 let rows = w.rows;
                 // Scales of row r (absolute), block 0 (block b at + 8b).
-                let sp =
-                    |v: &[f32], r: usize| v.as_ptr().add(((r - r0) / 8) * nb * 8 + (r - r0) % 8);
+                let sp = |v: &[f32], r: usize| v.as_ptr().add(((r - r0) / 8) * nb * 8 + (r - r0) % 8);
                 let mut t = 0;
                 while t + 4 <= n {
                     let mut r = ra;
                     while r < r1 {
                         let r1b = (r + 1).min(r1 - 1);
                         let rp = [w.data.as_ptr().add(r * rb), w.data.as_ptr().add(r1b * rb)];
-                        let o = q4_tile_2x4::<KIND>(
-                            rp,
-                            [sp(dt, r), sp(dt, r1b)],
-                            [sp(mt, r), sp(mt, r1b)],
-                            nb,
-                            q,
-                            t,
-                        );
+                        let o = q4_tile_2x4::<KIND>(rp, [sp(dt, r), sp(dt, r1b)], [sp(mt, r), sp(mt, r1b)], nb, q, t);
                         for (i, rr) in [r, r + 1].into_iter().enumerate().take(r1 - r) {
                             for j in 0..4 {
                                 *y.add((t + j) * rows + rr) = o[i * 4 + j];
@@ -804,8 +710,7 @@ mod avx2 {
                     let mut r = ra;
                     while r < r1 {
                         // Groups of 8 rows aligned with the scale groups (ra - r0 is a multiple of 8).
-                        let rp: [*const u8; 8] =
-                            std::array::from_fn(|i| w.data.as_ptr().add((r + i).min(r1 - 1) * rb));
+                        let rp: [*const u8; 8] = std::array::from_fn(|i| w.data.as_ptr().add((r + i).min(r1 - 1) * rb));
                         if t == 0 {
                             prefetch_rows(w, r + nr, r + nr + 8);
                         }
@@ -834,16 +739,7 @@ mod avx2 {
     unsafe fn f16x8(p: &[*const u8; 8], off: usize) -> __m256 {
         unsafe {
             let h = |i: usize| (p[i].add(off) as *const i16).read_unaligned();
-            _mm256_cvtph_ps(_mm_setr_epi16(
-                h(0),
-                h(1),
-                h(2),
-                h(3),
-                h(4),
-                h(5),
-                h(6),
-                h(7),
-            ))
+            _mm256_cvtph_ps(_mm_setr_epi16(h(0), h(1), h(2), h(3), h(4), h(5), h(6), h(7)))
         }
     }
 
@@ -858,10 +754,7 @@ mod avx2 {
         // [p0 lo, p1 lo, p2 lo, p3 lo | p0 hi, p1 hi, p2 hi, p3 hi] and the same for p4..p7.
         let a = _mm256_hadd_epi32(h01, h23);
         let b = _mm256_hadd_epi32(h45, h67);
-        _mm256_add_epi32(
-            _mm256_permute2x128_si256(a, b, 0x20),
-            _mm256_permute2x128_si256(a, b, 0x31),
-        )
+        _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31))
     }
 
     /// Integer dot product of a block of unpacked nibbles (0..16) with 32 `i8` activations: 8 i32 partial sums.
@@ -876,49 +769,26 @@ mod avx2 {
     /// `w[i]`: row `i`'s blocks; `d[i]`, `m[i]`: its scales / minimums (block `b` at `+ 8b`).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_tile_2x4<const KIND: u8>(
-        w: [*const u8; 2],
-        d: [*const f32; 2],
-        m: [*const f32; 2],
-        nb: usize,
-        q: &QActs,
-        t: usize,
-    ) -> [f32; 8] {
+    unsafe fn q4_tile_2x4<const KIND: u8>(w: [*const u8; 2], d: [*const f32; 2], m: [*const f32; 2], nb: usize, q: &QActs, t: usize) -> [f32; 8] {
         unsafe {
             let (bb, off) = block_layout(KIND);
             let go = t / 4 * nb * 4;
             let mut acc = _mm256_setzero_ps();
             for b in 0..nb {
-                let wq = [
-                    unpack_nibbles(w[0].add(b * bb + off)),
-                    unpack_nibbles(w[1].add(b * bb + off)),
-                ];
-                let yv: [__m256i; 4] = std::array::from_fn(|j| {
-                    _mm256_load_si256(q.qs.as_ptr().add((t + j) * nb + b) as *const __m256i)
-                });
+                let wq = [unpack_nibbles(w[0].add(b * bb + off)), unpack_nibbles(w[1].add(b * bb + off))];
+                let yv: [__m256i; 4] = std::array::from_fn(|j| _mm256_load_si256(q.qs.as_ptr().add((t + j) * nb + b) as *const __m256i));
                 let p: [__m256i; 8] = std::array::from_fn(|l| nib_dot(wq[l / 4], yv[l % 4]));
                 let mut s = reduce8_epi32(p);
                 if KIND == 1 {
-                    let s4 =
-                        _mm_loadu_si128(q.sq8_grouped.as_ptr().add(go + 4 * b) as *const __m128i);
+                    let s4 = _mm_loadu_si128(q.sq8_grouped.as_ptr().add(go + 4 * b) as *const __m128i);
                     s = _mm256_sub_epi32(s, _mm256_set_m128i(s4, s4));
                 }
                 let d4 = _mm_loadu_ps(q.d_grouped.as_ptr().add(go + 4 * b));
-                let dws = _mm256_set_m128(
-                    _mm_broadcast_ss(&*d[1].add(8 * b)),
-                    _mm_broadcast_ss(&*d[0].add(8 * b)),
-                );
-                acc = _mm256_fmadd_ps(
-                    _mm256_cvtepi32_ps(s),
-                    _mm256_mul_ps(dws, _mm256_set_m128(d4, d4)),
-                    acc,
-                );
+                let dws = _mm256_set_m128(_mm_broadcast_ss(&*d[1].add(8 * b)), _mm_broadcast_ss(&*d[0].add(8 * b)));
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dws, _mm256_set_m128(d4, d4)), acc);
                 if KIND == 2 {
                     let s4 = _mm_loadu_ps(q.c_q4_1_grouped.as_ptr().add(go + 4 * b));
-                    let ms = _mm256_set_m128(
-                        _mm_broadcast_ss(&*m[1].add(8 * b)),
-                        _mm_broadcast_ss(&*m[0].add(8 * b)),
-                    );
+                    let ms = _mm256_set_m128(_mm_broadcast_ss(&*m[1].add(8 * b)), _mm_broadcast_ss(&*m[0].add(8 * b)));
                     acc = _mm256_fmadd_ps(ms, _mm256_set_m128(s4, s4), acc);
                 }
             }
@@ -933,38 +803,22 @@ mod avx2 {
     /// `+ 8b` (one group of [`q4_task`]'s layout).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_tile_8x1<const KIND: u8>(
-        w: [*const u8; 8],
-        d: *const f32,
-        m: *const f32,
-        nb: usize,
-        q: &QActs,
-        t: usize,
-    ) -> __m256 {
+    unsafe fn q4_tile_8x1<const KIND: u8>(w: [*const u8; 8], d: *const f32, m: *const f32, nb: usize, q: &QActs, t: usize) -> __m256 {
         unsafe {
             let (bb, off) = block_layout(KIND);
             let mut acc = _mm256_setzero_ps();
             for b in 0..nb {
                 let i = t * nb + b;
                 let yv = _mm256_load_si256(q.qs.as_ptr().add(i) as *const __m256i);
-                let p: [__m256i; 8] =
-                    std::array::from_fn(|r| nib_dot(unpack_nibbles(w[r].add(b * bb + off)), yv));
+                let p: [__m256i; 8] = std::array::from_fn(|r| nib_dot(unpack_nibbles(w[r].add(b * bb + off)), yv));
                 let mut s = reduce8_epi32(p);
                 if KIND == 1 {
                     s = _mm256_sub_epi32(s, _mm256_set1_epi32(*q.sq8.as_ptr().add(i)));
                 }
                 let da = _mm256_broadcast_ss(&(*q.blocks.as_ptr().add(i)).d);
-                acc = _mm256_fmadd_ps(
-                    _mm256_cvtepi32_ps(s),
-                    _mm256_mul_ps(_mm256_loadu_ps(d.add(8 * b)), da),
-                    acc,
-                );
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(_mm256_loadu_ps(d.add(8 * b)), da), acc);
                 if KIND == 2 {
-                    acc = _mm256_fmadd_ps(
-                        _mm256_loadu_ps(m.add(8 * b)),
-                        _mm256_broadcast_ss(&*q.c_q4_1.as_ptr().add(i)),
-                        acc,
-                    );
+                    acc = _mm256_fmadd_ps(_mm256_loadu_ps(m.add(8 * b)), _mm256_broadcast_ss(&*q.c_q4_1.as_ptr().add(i)), acc);
                 }
             }
             acc
@@ -1015,16 +869,7 @@ mod avx2 {
     /// AVX2+FMA+F16C; rows `r..r+8` exist; `y` holds `n * w.rows` f32 not written by another thread here.
     #[target_feature(enable = "avx2,fma,f16c")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn q4_rows8<const KIND: u8>(
-        w: &QMatrix,
-        q: &QActs,
-        n: usize,
-        nb: usize,
-        r: usize,
-        d: *const f32,
-        m: *const f32,
-        y: *mut f32,
-    ) {
+    unsafe fn q4_rows8<const KIND: u8>(w: &QMatrix, q: &QActs, n: usize, nb: usize, r: usize, d: *const f32, m: *const f32, y: *mut f32) {
         unsafe {
             let (bb, off) = block_layout(KIND);
             let rb = w.row_bytes();
@@ -1033,8 +878,7 @@ mod avx2 {
                 wbuf.resize(nb * 8, Q32([0; 32]));
                 let base = w.data.as_ptr().add(r * rb);
                 for b in 0..nb {
-                    let v: [__m256i; 8] =
-                        std::array::from_fn(|i| unpack_nibbles(base.add(i * rb + b * bb + off)));
+                    let v: [__m256i; 8] = std::array::from_fn(|i| unpack_nibbles(base.add(i * rb + b * bb + off)));
                     let t = transpose8x8_epi32(v);
                     for (k, tk) in t.iter().enumerate() {
                         _mm256_store_si256(wbuf.as_mut_ptr().add(8 * b + k) as *mut __m256i, *tk);
@@ -1043,29 +887,11 @@ mod avx2 {
                 let rows = w.rows;
                 let mut t = 0;
                 while t + 4 <= n {
-                    q4x8_tokens::<KIND, 4>(
-                        wbuf.as_ptr(),
-                        d,
-                        m,
-                        nb,
-                        q,
-                        t,
-                        y.add(t * rows + r),
-                        rows,
-                    );
+                    q4x8_tokens::<KIND, 4>(wbuf.as_ptr(), d, m, nb, q, t, y.add(t * rows + r), rows);
                     t += 4;
                 }
                 while t < n {
-                    q4x8_tokens::<KIND, 1>(
-                        wbuf.as_ptr(),
-                        d,
-                        m,
-                        nb,
-                        q,
-                        t,
-                        y.add(t * rows + r),
-                        rows,
-                    );
+                    q4x8_tokens::<KIND, 1>(wbuf.as_ptr(), d, m, nb, q, t, y.add(t * rows + r), rows);
                     t += 1;
                 }
             })
@@ -1091,24 +917,15 @@ mod avx2 {
             let ones = _mm256_set1_epi16(1);
             let mut acc = [_mm256_setzero_ps(); C];
             for b in 0..nb {
-                let wv: [__m256i; 8] = std::array::from_fn(|k| {
-                    _mm256_load_si256(wbuf.add(8 * b + k) as *const __m256i)
-                });
+                let wv: [__m256i; 8] = std::array::from_fn(|k| _mm256_load_si256(wbuf.add(8 * b + k) as *const __m256i));
                 let dwv = _mm256_loadu_ps(d.add(8 * b));
-                let mv = if KIND == 2 {
-                    _mm256_loadu_ps(m.add(8 * b))
-                } else {
-                    dwv
-                };
+                let mv = if KIND == 2 { _mm256_loadu_ps(m.add(8 * b)) } else { dwv };
                 for (j, a) in acc.iter_mut().enumerate() {
                     let i = (t0 + j) * nb + b;
                     let yq = q.qs.as_ptr().add(i) as *const i32;
                     let mut s16 = _mm256_maddubs_epi16(wv[0], _mm256_set1_epi32(*yq));
                     for k in 1..8 {
-                        s16 = _mm256_add_epi16(
-                            s16,
-                            _mm256_maddubs_epi16(wv[k], _mm256_set1_epi32(*yq.add(k))),
-                        );
+                        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(wv[k], _mm256_set1_epi32(*yq.add(k))));
                     }
                     let mut s = _mm256_madd_epi16(s16, ones);
                     if KIND == 1 {
@@ -1119,11 +936,7 @@ mod avx2 {
                     *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dwv, da), *a);
                     if KIND == 2 {
                         // Q4_1: + m * s_a.
-                        *a = _mm256_fmadd_ps(
-                            mv,
-                            _mm256_broadcast_ss(&*q.c_q4_1.as_ptr().add(i)),
-                            *a,
-                        );
+                        *a = _mm256_fmadd_ps(mv, _mm256_broadcast_ss(&*q.c_q4_1.as_ptr().add(i)), *a);
                     }
                 }
             }
@@ -1140,16 +953,7 @@ mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile_main(
-        w: *const u8,
-        rb: usize,
-        dw: *const f32,
-        nb: usize,
-        aq: *const Q32,
-        dg: *const f32,
-        sbuf: *mut f32,
-        out: &mut [[f32; CN]; RM],
-    ) {
+    unsafe fn tile_main(w: *const u8, rb: usize, dw: *const f32, nb: usize, aq: *const Q32, dg: *const f32, sbuf: *mut f32, out: &mut [[f32; CN]; RM]) {
         const { assert!(RM == 2 && CN == 4 && super::TILE_TOKENS == CN) };
         unsafe {
             let (bb, off) = block_layout(0);
@@ -1157,10 +961,7 @@ mod avx2 {
             // broadcasts them from memory (a load, no shuffle) and keeps its registers for accumulators.
             for b in 0..nb {
                 let d4 = _mm_loadu_ps(dg.add(b * CN));
-                let dws = _mm256_set_m128(
-                    _mm_broadcast_ss(&*dw.add(nb + b)),
-                    _mm_broadcast_ss(&*dw.add(b)),
-                );
+                let dws = _mm256_set_m128(_mm_broadcast_ss(&*dw.add(nb + b)), _mm_broadcast_ss(&*dw.add(b)));
                 _mm256_storeu_ps(sbuf.add(8 * b), _mm256_mul_ps(_mm256_set_m128(d4, d4), dws));
             }
             let ones = _mm256_set1_epi16(1);
@@ -1168,25 +969,15 @@ mod avx2 {
             for b in 0..nb {
                 let p0 = w.add(b * bb + off);
                 let p1 = p0.add(rb);
-                let wq = [
-                    _mm256_loadu_si256(p0 as *const __m256i),
-                    _mm256_loadu_si256(p1 as *const __m256i),
-                ];
-                let wa = [
-                    _mm256_sign_epi8(wq[0], wq[0]),
-                    _mm256_sign_epi8(wq[1], wq[1]),
-                ];
+                let wq = [_mm256_loadu_si256(p0 as *const __m256i), _mm256_loadu_si256(p1 as *const __m256i)];
+                let wa = [_mm256_sign_epi8(wq[0], wq[0]), _mm256_sign_epi8(wq[1], wq[1])];
                 let sb = sbuf.add(8 * b);
                 for t in 0..CN {
                     let yv = _mm256_load_si256(aq.add(t * nb + b) as *const __m256i);
                     for r in 0..RM {
                         let prod = _mm256_maddubs_epi16(wa[r], _mm256_sign_epi8(yv, wq[r]));
                         let f = _mm256_cvtepi32_ps(_mm256_madd_epi16(prod, ones));
-                        acc[r][t] = _mm256_fmadd_ps(
-                            f,
-                            _mm256_broadcast_ss(&*sb.add(r * CN + t)),
-                            acc[r][t],
-                        );
+                        acc[r][t] = _mm256_fmadd_ps(f, _mm256_broadcast_ss(&*sb.add(r * CN + t)), acc[r][t]);
                     }
                 }
             }
@@ -1204,14 +995,7 @@ mod avx2 {
     /// Each weight block is loaded once per tile, each activation block once per tile.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn tile<const R: usize, const C: usize>(
-        w: *const u8,
-        rb: usize,
-        dw: *const f32,
-        nb: usize,
-        a: *const BlockQ8,
-        out: &mut [[f32; C]; R],
-    ) {
+    unsafe fn tile<const R: usize, const C: usize>(w: *const u8, rb: usize, dw: *const f32, nb: usize, a: *const BlockQ8, out: &mut [[f32; C]; R]) {
         unsafe {
             let (bb, off) = block_layout(0);
             let ones = _mm256_set1_epi16(1);
@@ -1253,12 +1037,7 @@ mod avx2 {
             let sign = _mm256_set1_ps(-0.0);
             for (b, ob) in out.iter_mut().enumerate() {
                 let p = x.as_ptr().add(32 * b);
-                let v = [
-                    _mm256_loadu_ps(p),
-                    _mm256_loadu_ps(p.add(8)),
-                    _mm256_loadu_ps(p.add(16)),
-                    _mm256_loadu_ps(p.add(24)),
-                ];
+                let v = [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))];
                 let mut m = _mm256_andnot_ps(sign, v[0]);
                 for vi in &v[1..] {
                     m = _mm256_max_ps(m, _mm256_andnot_ps(sign, *vi));
@@ -1269,26 +1048,16 @@ mod avx2 {
                 let amax = _mm_cvtss_f32(m4);
                 let d = amax / 127.0;
                 let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
-                let q = v.map(|vi| {
-                    _mm256_cvtps_epi32(_mm256_round_ps(
-                        _mm256_mul_ps(vi, id),
-                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
-                    ))
-                });
-                let sum =
-                    _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
-                let s4 = _mm_add_epi32(
-                    _mm256_castsi256_si128(sum),
-                    _mm256_extracti128_si256(sum, 1),
-                );
+                let q = v.map(|vi| _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(vi, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+                let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+                let s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
                 let s4 = _mm_hadd_epi32(s4, s4);
                 let s4 = _mm_hadd_epi32(s4, s4);
                 let isum = _mm_cvtsi128_si32(s4);
                 let a = _mm256_packs_epi32(q[0], q[1]);
                 let c = _mm256_packs_epi32(q[2], q[3]);
                 let packed = _mm256_packs_epi16(a, c);
-                let packed =
-                    _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+                let packed = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
                 _mm256_storeu_si256(ob.qs.as_mut_ptr() as *mut __m256i, packed);
                 ob.d = f16_round(d);
                 ob.s = f16_round(d * isum as f32);
@@ -1299,12 +1068,7 @@ mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn f16_round(x: f32) -> f32 {
-        unsafe {
-            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph(
-                _mm_set_ss(x),
-                _MM_FROUND_TO_NEAREST_INT,
-            )))
-        }
+        unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph(_mm_set_ss(x), _MM_FROUND_TO_NEAREST_INT))) }
     }
 
     /// F32 weight row · f32 activations.
@@ -1366,9 +1130,7 @@ pub enum KernelPath {
 pub fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-            && std::is_x86_feature_detected!("f16c")
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -1420,13 +1182,7 @@ impl<'a> Activations<'a> {
     /// Wrap `x` (`n x cols`, row-major). Panics if `x.len() != n * cols` (caller bug).
     pub fn new(x: &'a [f32], n: usize, cols: usize, path: KernelPath) -> Self {
         assert_eq!(x.len(), n * cols, "Activations: length");
-        Activations {
-            x,
-            n,
-            cols,
-            path,
-            q: std::sync::OnceLock::new(),
-        }
+        Activations { x, n, cols, path, q: std::sync::OnceLock::new() }
     }
 
     /// Activation rows (tokens).
@@ -1450,25 +1206,14 @@ impl<'a> Activations<'a> {
                 quantize_row_q8(xr, qb)
             };
             if self.n > 1 && nb > 0 {
-                blocks
-                    .par_chunks_mut(nb)
-                    .zip(self.x.par_chunks(self.cols))
-                    .for_each(|(qb, xr)| quant(xr, qb));
+                blocks.par_chunks_mut(nb).zip(self.x.par_chunks(self.cols)).for_each(|(qb, xr)| quant(xr, qb));
             } else if nb > 0 {
                 quant(self.x, &mut blocks);
             }
-            let sq8: Vec<i32> = blocks
-                .iter()
-                .map(|b| 8 * b.qs.iter().map(|v| *v as i32).sum::<i32>())
-                .collect();
+            let sq8: Vec<i32> = blocks.iter().map(|b| 8 * b.qs.iter().map(|v| *v as i32).sum::<i32>()).collect();
             let c_q4_1: Vec<f32> = blocks.iter().map(|b| b.s).collect();
             let groups = self.n.div_ceil(TILE_TOKENS);
-            fn regroup<T: Copy + Default>(
-                n: usize,
-                nb: usize,
-                groups: usize,
-                v: &dyn Fn(usize) -> T,
-            ) -> Vec<T> {
+            fn regroup<T: Copy + Default>(n: usize, nb: usize, groups: usize, v: &dyn Fn(usize) -> T) -> Vec<T> {
                 let mut out = vec![T::default(); groups * nb * TILE_TOKENS];
                 for t in 0..n {
                     let (g, j) = (t / TILE_TOKENS, t % TILE_TOKENS);
@@ -1482,15 +1227,7 @@ impl<'a> Activations<'a> {
             let sq8_grouped = regroup(self.n, nb, groups, &|i| sq8[i]);
             let c_q4_1_grouped = regroup(self.n, nb, groups, &|i| c_q4_1[i]);
             let qs = blocks.iter().map(|b| Q32(b.qs)).collect();
-            QActs {
-                blocks,
-                qs,
-                sq8,
-                c_q4_1,
-                d_grouped,
-                sq8_grouped,
-                c_q4_1_grouped,
-            }
+            QActs { blocks, qs, sq8, c_q4_1, d_grouped, sq8_grouped, c_q4_1_grouped }
         })
     }
 }
@@ -1529,11 +1266,7 @@ pub fn matmul_multi(ws: &[QMatrix], acts: &Activations, ys: &mut [&mut [f32]]) {
     if n == 0 {
         return;
     }
-    let q = if ws.iter().any(|w| w.wants_q8()) {
-        Some(acts.quantized())
-    } else {
-        None
-    };
+    let q = if ws.iter().any(|w| w.wants_q8()) { Some(acts.quantized()) } else { None };
     let simd = acts.path == KernelPath::Best && has_avx2();
     let yps: Vec<SendPtr> = ys.iter_mut().map(|y| SendPtr(y.as_mut_ptr())).collect();
     let mut tasks: Vec<(usize, usize)> = Vec::new();
@@ -1559,26 +1292,14 @@ pub fn matmul_multi(ws: &[QMatrix], acts: &Activations, ys: &mut [&mut [f32]]) {
 ///
 /// # Safety
 /// `y` points at `acts.n * w.rows` writable f32 that no other thread writes at these positions.
-unsafe fn rows_task(
-    w: &QMatrix,
-    acts: &Activations,
-    q: Option<&QActs>,
-    r0: usize,
-    r1: usize,
-    y: SendPtr,
-    simd: bool,
-) {
+unsafe fn rows_task(w: &QMatrix, acts: &Activations, q: Option<&QActs>, r0: usize, r1: usize, y: SendPtr, simd: bool) {
     let (n, rows) = (acts.n, w.rows);
     let put = |t: usize, r: usize, v: f32| unsafe { *y.0.add(t * rows + r) = v };
     if !w.wants_q8() {
         for r in r0..r1 {
             let wr = w.row(r);
             for t in 0..n {
-                put(
-                    t,
-                    r,
-                    dot_f32_row(w.ty, wr, &acts.x[t * w.cols..(t + 1) * w.cols], simd),
-                );
+                put(t, r, dot_f32_row(w.ty, wr, &acts.x[t * w.cols..(t + 1) * w.cols], simd));
             }
         }
         return;
@@ -1594,11 +1315,7 @@ unsafe fn rows_task(
     for r in r0..r1 {
         let wr = w.row(r);
         for t in 0..n {
-            put(
-                t,
-                r,
-                dot_q8_scalar(w.ty, wr, &q.blocks[t * nb..(t + 1) * nb]),
-            );
+            put(t, r, dot_q8_scalar(w.ty, wr, &q.blocks[t * nb..(t + 1) * nb]));
         }
     }
 }
@@ -1624,9 +1341,7 @@ mod tests {
     use super::*;
 
     fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((*seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
     }
 
@@ -1638,9 +1353,7 @@ mod tests {
     fn random_matrix(ty: GgmlType, rows: usize, cols: usize, seed: &mut u64) -> Vec<u8> {
         let (be, bb) = ty.block_size();
         let mut data = random_bytes(rows * cols / be * bb, seed);
-        let put_f16 = |d: &mut [u8], off: usize, v: f32| {
-            d[off..off + 2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes())
-        };
+        let put_f16 = |d: &mut [u8], off: usize, v: f32| d[off..off + 2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
         for b in data.chunks_exact_mut(bb) {
             match ty {
                 GgmlType::F32 => {
@@ -1648,9 +1361,7 @@ mod tests {
                     b.copy_from_slice(&v.to_le_bytes());
                 }
                 GgmlType::F16 => put_f16(b, 0, lcg(seed)),
-                GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 => {
-                    put_f16(b, 0, 0.01 + 0.01 * lcg(seed).abs())
-                }
+                GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0 => put_f16(b, 0, 0.01 + 0.01 * lcg(seed).abs()),
                 GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K => {
                     put_f16(b, 0, 0.01 + 0.01 * lcg(seed).abs());
                     put_f16(b, 2, 0.02 * lcg(seed));
@@ -1686,14 +1397,7 @@ mod tests {
     fn kernels_match_dequantized_reference_and_simd_matches_scalar() {
         let mut seed = 42u64;
         // (1024 cols, 30 tokens): several L1 token chunks of 12 plus a remainder tile.
-        for (ty, (rows, cols, n)) in SUPPORTED_TYPES.iter().flat_map(|t| {
-            [
-                (*t, (37, 512, 6)),
-                (*t, (9, 1024, 30)),
-                (*t, (5, 256, 1)),
-                (*t, (64, 512, 9)),
-            ]
-        }) {
+        for (ty, (rows, cols, n)) in SUPPORTED_TYPES.iter().flat_map(|t| [(*t, (37, 512, 6)), (*t, (9, 1024, 30)), (*t, (5, 256, 1)), (*t, (64, 512, 9))]) {
             let data = random_matrix(ty, rows, cols, &mut seed);
             let w = QMatrix::new(ty, rows, cols, &data).unwrap();
             let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed)).collect();
@@ -1710,21 +1414,11 @@ mod tests {
                     let exact: f32 = wr.iter().zip(xr).map(|(a, b)| a * b).sum();
                     let (s, b) = (ys[t * rows + r], yb[t * rows + r]);
                     // 8-bit activations: |err| <~ |w| * |x quant error| ~ |w| * sqrt(cols) * (1/127)/sqrt(12)...
-                    let tol = if w.wants_q8() {
-                        0.01 * norm * (cols as f32).sqrt() / 10.0
-                    } else {
-                        1e-3 * (1.0 + norm)
-                    };
-                    assert!(
-                        (s - exact).abs() <= tol,
-                        "{ty} scalar r{r} t{t}: {s} vs {exact} (tol {tol})"
-                    );
+                    let tol = if w.wants_q8() { 0.01 * norm * (cols as f32).sqrt() / 10.0 } else { 1e-3 * (1.0 + norm) };
+                    assert!((s - exact).abs() <= tol, "{ty} scalar r{r} t{t}: {s} vs {exact} (tol {tol})");
                     // The SIMD path also quantizes activations with the AVX2 quantizer, whose rounding of
                     // exact ties (to even) may differ by one step from the scalar one (away from zero).
-                    assert!(
-                        (b - s).abs() <= 2e-3 * (1.0 + s.abs()),
-                        "{ty} simd r{r} t{t}: {b} vs scalar {s}"
-                    );
+                    assert!((b - s).abs() <= 2e-3 * (1.0 + s.abs()), "{ty} simd r{r} t{t}: {b} vs scalar {s}");
                 }
             }
         }
@@ -1738,20 +1432,9 @@ mod tests {
     #[test]
     fn kernels_are_batch_invariant() {
         let mut seed = 17u64;
-        let pools: Vec<rayon::ThreadPool> = [1, 2]
-            .iter()
-            .map(|&t| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(t)
-                    .build()
-                    .unwrap()
-            })
-            .collect();
+        let pools: Vec<rayon::ThreadPool> = [1, 2].iter().map(|&t| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap()).collect();
         // 37 rows: groups of 8 plus a remainder; 45 rows: a task of 32 and one of 13.
-        for (ty, rows) in SUPPORTED_TYPES
-            .iter()
-            .flat_map(|t| [(*t, 37usize), (*t, 45)])
-        {
+        for (ty, rows) in SUPPORTED_TYPES.iter().flat_map(|t| [(*t, 37usize), (*t, 45)]) {
             let cols = 256;
             let n = 13;
             let data = random_matrix(ty, rows, cols, &mut seed);
@@ -1765,27 +1448,9 @@ mod tests {
                     for start in 0..n {
                         for len in 1..=n - start {
                             let mut y = vec![0f32; len * rows];
-                            pool.install(|| {
-                                matmul(
-                                    &w,
-                                    &x[start * cols..(start + len) * cols],
-                                    len,
-                                    &mut y,
-                                    path,
-                                )
-                            });
-                            for (i, (a, b)) in y
-                                .iter()
-                                .zip(&all[start * rows..(start + len) * rows])
-                                .enumerate()
-                            {
-                                assert!(
-                                    a.to_bits() == b.to_bits(),
-                                    "{ty} {path:?} rows {rows} tokens {start}..{}: token {} row {}: {a} vs {b} in the full batch",
-                                    start + len,
-                                    start + i / rows,
-                                    i % rows
-                                );
+                            pool.install(|| matmul(&w, &x[start * cols..(start + len) * cols], len, &mut y, path));
+                            for (i, (a, b)) in y.iter().zip(&all[start * rows..(start + len) * rows]).enumerate() {
+                                assert!(a.to_bits() == b.to_bits(), "{ty} {path:?} rows {rows} tokens {start}..{}: token {} row {}: {a} vs {b} in the full batch", start + len, start + i / rows, i % rows);
                             }
                         }
                     }
@@ -1805,13 +1470,7 @@ mod tests {
         }
         let mut seed = 23u64;
         for ty in [GgmlType::Q4_0, GgmlType::Q4_1] {
-            for (rows, cols, n) in [
-                (37usize, 256usize, 1usize),
-                (37, 256, 3),
-                (45, 512, 6),
-                (64, 256, 8),
-                (45, 256, 13),
-            ] {
+            for (rows, cols, n) in [(37usize, 256usize, 1usize), (37, 256, 3), (45, 512, 6), (64, 256, 8), (45, 256, 13)] {
                 let data = random_matrix(ty, rows, cols, &mut seed);
                 let w = QMatrix::new(ty, rows, cols, &data).unwrap();
                 let x: Vec<f32> = (0..n * cols).map(|_| lcg(&mut seed) * 4.0).collect();
@@ -1823,12 +1482,7 @@ mod tests {
                 for t in 0..n {
                     for r in 0..rows {
                         let s = dot_q8_scalar(ty, w.row(r), &qb[t * nb..(t + 1) * nb]);
-                        assert_eq!(
-                            y[t * rows + r].to_bits(),
-                            s.to_bits(),
-                            "{ty} {rows}x{cols} n {n}: token {t} row {r}: {} vs scalar {s}",
-                            y[t * rows + r]
-                        );
+                        assert_eq!(y[t * rows + r].to_bits(), s.to_bits(), "{ty} {rows}x{cols} n {n}: token {t} row {r}: {} vs scalar {s}", y[t * rows + r]);
                     }
                 }
             }
@@ -1851,20 +1505,10 @@ mod tests {
         for (i, (p, q)) in a.iter().zip(&b).enumerate() {
             assert_eq!(p.d, q.d, "block {i}");
             for j in 0..32 {
-                assert!(
-                    (p.qs[j] as i32 - q.qs[j] as i32).abs() <= 1,
-                    "block {i} elem {j}: {} vs {}",
-                    p.qs[j],
-                    q.qs[j]
-                );
+                assert!((p.qs[j] as i32 - q.qs[j] as i32).abs() <= 1, "block {i} elem {j}: {} vs {}", p.qs[j], q.qs[j]);
             }
             let sa: i32 = p.qs.iter().map(|v| *v as i32).sum();
-            assert!(
-                (p.s - q.s).abs() <= p.d * 4.0 + 1e-3 * sa.abs() as f32 * p.d,
-                "block {i}: s {} vs {}",
-                p.s,
-                q.s
-            );
+            assert!((p.s - q.s).abs() <= p.d * 4.0 + 1e-3 * sa.abs() as f32 * p.d, "block {i}: s {} vs {}", p.s, q.s);
         }
         assert_eq!(b[1].d, 0.0);
         assert!(b[1].qs.iter().all(|v| *v == 0));
@@ -1882,15 +1526,8 @@ mod tests {
             let mut got = vec![0f32; cols];
             for r in 0..3 {
                 w.dequantize_row(r, &mut got);
-                for (i, (a, b)) in got
-                    .iter()
-                    .zip(&expected[r * cols..(r + 1) * cols])
-                    .enumerate()
-                {
-                    assert!(
-                        a == b || (a - b).abs() <= 1e-6 * b.abs(),
-                        "{ty} row {r} elem {i}: {a} vs {b}"
-                    );
+                for (i, (a, b)) in got.iter().zip(&expected[r * cols..(r + 1) * cols]).enumerate() {
+                    assert!(a == b || (a - b).abs() <= 1e-6 * b.abs(), "{ty} row {r} elem {i}: {a} vs {b}");
                 }
             }
         }
@@ -1898,17 +1535,8 @@ mod tests {
 
     #[test]
     fn bad_shapes_are_errors() {
-        assert_eq!(
-            QMatrix::new(GgmlType::Q2_K, 1, 256, &[0; 84]).unwrap_err(),
-            KernelError::UnsupportedType(GgmlType::Q2_K)
-        );
-        assert!(matches!(
-            QMatrix::new(GgmlType::Q8_0, 1, 33, &[0; 34]),
-            Err(KernelError::RowNotBlockAligned { .. })
-        ));
-        assert!(matches!(
-            QMatrix::new(GgmlType::Q8_0, 2, 32, &[0; 34]),
-            Err(KernelError::DataLength { .. })
-        ));
+        assert_eq!(QMatrix::new(GgmlType::Q2_K, 1, 256, &[0; 84]).unwrap_err(), KernelError::UnsupportedType(GgmlType::Q2_K));
+        assert!(matches!(QMatrix::new(GgmlType::Q8_0, 1, 33, &[0; 34]), Err(KernelError::RowNotBlockAligned { .. })));
+        assert!(matches!(QMatrix::new(GgmlType::Q8_0, 2, 32, &[0; 34]), Err(KernelError::DataLength { .. })));
     }
 }

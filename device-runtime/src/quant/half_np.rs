@@ -90,57 +90,23 @@ mod tests {
     #[test]
     fn numpy_casts() {
         // Reference values printed by numpy 2.4.6 on x86-64 (see module docs).
-        let xs = [
-            f32::NAN,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            200.0,
-            -200.0,
-            128.0,
-            -129.0,
-            300.0,
-            -1.0,
-            255.0,
-            256.0,
-            1e10,
-            -1e10,
-            -0.5,
-            3e9,
-            -3e9,
-        ];
+        let xs = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 200.0, -200.0, 128.0, -129.0, 300.0, -1.0, 255.0,
+            256.0, 1e10, -1e10, -0.5, 3e9, -3e9];
         let u8s: Vec<u8> = xs.iter().map(|&x| np_cast_u8(x)).collect();
-        assert_eq!(
-            u8s,
-            [0, 0, 0, 200, 56, 128, 127, 44, 255, 255, 0, 0, 0, 0, 0, 0]
-        );
+        assert_eq!(u8s, [0, 0, 0, 200, 56, 128, 127, 44, 255, 255, 0, 0, 0, 0, 0, 0]);
         let i8s: Vec<i8> = xs.iter().map(|&x| np_cast_u8(x) as i8).collect();
-        assert_eq!(
-            i8s,
-            [0, 0, 0, -56, 56, -128, 127, 44, -1, -1, 0, 0, 0, 0, 0, 0]
-        );
+        assert_eq!(i8s, [0, 0, 0, -56, 56, -128, 127, 44, -1, -1, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]
     fn numpy_half_nans() {
         // numpy: float16 bits -> float32 bits, and back.
-        for (h, f) in [
-            (0x7C01u16, 0x7F80_2000u32),
-            (0x7E00, 0x7FC0_0000),
-            (0xFC01, 0xFF80_2000),
-            (0x7D00, 0x7FA0_0000),
-            (0x7FFF, 0x7FFF_E000),
-        ] {
+        for (h, f) in [(0x7C01u16, 0x7F80_2000u32), (0x7E00, 0x7FC0_0000), (0xFC01, 0xFF80_2000),
+            (0x7D00, 0x7FA0_0000), (0x7FFF, 0x7FFF_E000)] {
             assert_eq!(f16_to_f32(h).to_bits(), f, "{h:#x}");
         }
-        for (f, h) in [
-            (0x7F80_0001u32, 0x7C01u16),
-            (0x7FC0_0000, 0x7E00),
-            (0xFF80_0001, 0xFC01),
-            (0x7F80_1000, 0x7C01),
-            (0x7FA0_0000, 0x7D00),
-            (0x7F80_2000, 0x7C01),
-            (0x7FFF_FFFF, 0x7FFF),
-        ] {
+        for (f, h) in [(0x7F80_0001u32, 0x7C01u16), (0x7FC0_0000, 0x7E00), (0xFF80_0001, 0xFC01),
+            (0x7F80_1000, 0x7C01), (0x7FA0_0000, 0x7D00), (0x7F80_2000, 0x7C01), (0x7FFF_FFFF, 0x7FFF)] {
             assert_eq!(f32_to_f16(f32::from_bits(f)), h, "{f:#x}");
         }
         // Round to nearest even at the f16 half-ulp: 1 + 2^-11 -> 1.0; 1 + 3*2^-11 -> 1 + 2^-9.
@@ -164,13 +130,7 @@ mod tests {
         };
         let mut x = 1e-6f32;
         while x < 1e30 {
-            for v in [
-                x,
-                -x,
-                x.floor() + 0.5,
-                -(x.floor() + 0.5),
-                f32::from_bits(x.to_bits() + 1),
-            ] {
+            for v in [x, -x, x.floor() + 0.5, -(x.floor() + 0.5), f32::from_bits(x.to_bits() + 1)] {
                 assert_eq!(np_roundf(v).to_bits(), literal(v).to_bits(), "{v:e}");
             }
             x *= 1.0137;

@@ -49,9 +49,7 @@ pub enum QuantError {
         unit: &'static str,
     },
     /// The input and output buffers do not describe the same number of blocks.
-    #[error(
-        "{ty}: buffer size mismatch: {elements} elements need {expected} bytes, got {actual} bytes"
-    )]
+    #[error("{ty}: buffer size mismatch: {elements} elements need {expected} bytes, got {actual} bytes")]
     SizeMismatch {
         /// The tensor type.
         ty: GgmlType,
@@ -68,22 +66,12 @@ pub enum QuantError {
 fn check_sizes(ty: GgmlType, elements: usize, bytes: usize) -> Result<usize, QuantError> {
     let (be, bb) = ty.block_size();
     if !elements.is_multiple_of(be) {
-        return Err(QuantError::NotBlockMultiple {
-            ty,
-            len: elements,
-            block: be,
-            unit: "elements",
-        });
+        return Err(QuantError::NotBlockMultiple { ty, len: elements, block: be, unit: "elements" });
     }
     let n_blocks = elements / be;
     let expected = n_blocks.saturating_mul(bb);
     if expected != bytes {
-        return Err(QuantError::SizeMismatch {
-            ty,
-            elements,
-            expected,
-            actual: bytes,
-        });
+        return Err(QuantError::SizeMismatch { ty, elements, expected, actual: bytes });
     }
     Ok(n_blocks)
 }
@@ -95,73 +83,27 @@ mod tests {
     #[test]
     fn size_errors_name_type_and_sizes() {
         let e = dequantize(GgmlType::Q8_0, &[0u8; 34], &mut [0.0; 31]).unwrap_err();
-        assert_eq!(
-            e,
-            QuantError::NotBlockMultiple {
-                ty: GgmlType::Q8_0,
-                len: 31,
-                block: 32,
-                unit: "elements"
-            }
-        );
-        assert_eq!(
-            e.to_string(),
-            "Q8_0: 31 elements is not a multiple of the block size (32 elements)"
-        );
+        assert_eq!(e, QuantError::NotBlockMultiple { ty: GgmlType::Q8_0, len: 31, block: 32, unit: "elements" });
+        assert_eq!(e.to_string(), "Q8_0: 31 elements is not a multiple of the block size (32 elements)");
         let e = dequantize(GgmlType::Q8_0, &[0u8; 33], &mut [0.0; 32]).unwrap_err();
-        assert_eq!(
-            e,
-            QuantError::SizeMismatch {
-                ty: GgmlType::Q8_0,
-                elements: 32,
-                expected: 34,
-                actual: 33
-            }
-        );
+        assert_eq!(e, QuantError::SizeMismatch { ty: GgmlType::Q8_0, elements: 32, expected: 34, actual: 33 });
         let e = dequantize_to_vec(GgmlType::Q4_K, &[0u8; 145]).unwrap_err();
-        assert_eq!(
-            e,
-            QuantError::NotBlockMultiple {
-                ty: GgmlType::Q4_K,
-                len: 145,
-                block: 144,
-                unit: "bytes"
-            }
-        );
+        assert_eq!(e, QuantError::NotBlockMultiple { ty: GgmlType::Q4_K, len: 145, block: 144, unit: "bytes" });
         let e = quantize(GgmlType::Q4_K, &[0.0; 256]).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "quantize is not supported for tensor type Q4_K"
-        );
+        assert_eq!(e.to_string(), "quantize is not supported for tensor type Q4_K");
         let e = dequantize_to_vec(GgmlType::IQ2_XXS, &[0u8; 66]).unwrap_err();
-        assert_eq!(
-            e,
-            QuantError::Unsupported {
-                ty: GgmlType::IQ2_XXS,
-                op: "dequantize"
-            }
-        );
+        assert_eq!(e, QuantError::Unsupported { ty: GgmlType::IQ2_XXS, op: "dequantize" });
         let e = quantize(GgmlType::Q4_0, &[0.0; 33]).unwrap_err();
         assert!(matches!(e, QuantError::NotBlockMultiple { len: 33, .. }));
         let mut out = [0u8; 17];
         let e = quantize_into(GgmlType::Q4_0, &[0.0; 32], &mut out).unwrap_err();
-        assert_eq!(
-            e,
-            QuantError::SizeMismatch {
-                ty: GgmlType::Q4_0,
-                elements: 32,
-                expected: 18,
-                actual: 17
-            }
-        );
+        assert_eq!(e, QuantError::SizeMismatch { ty: GgmlType::Q4_0, elements: 32, expected: 18, actual: 17 });
     }
 
     #[test]
     fn capabilities() {
         use GgmlType::*;
-        for t in [
-            F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
-        ] {
+        for t in [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K] {
             assert!(can_dequantize(t), "{t}");
         }
         for t in [F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0] {
@@ -191,10 +133,7 @@ mod tests {
         // Q8_0 quantize of 0..31: amax 31, d = 31/127, q_i = round(i * 127/31); q_31 = 127, q_1 = round(4.0967) = 4.
         let src: Vec<f32> = (0..32).map(|i| i as f32).collect();
         let q = quantize(GgmlType::Q8_0, &src).unwrap();
-        assert_eq!(
-            u16::from_le_bytes([q[0], q[1]]),
-            half::f16::from_f32(31.0 / 127.0).to_bits()
-        );
+        assert_eq!(u16::from_le_bytes([q[0], q[1]]), half::f16::from_f32(31.0 / 127.0).to_bits());
         assert_eq!((q[2], q[3], q[33]), (0, 4, 127));
     }
 }

@@ -33,12 +33,7 @@ pub fn quantize(ty: GgmlType, src: &[f32]) -> Result<Vec<u8>, QuantError> {
     }
     let (be, bb) = ty.block_size();
     if !src.len().is_multiple_of(be) {
-        return Err(QuantError::NotBlockMultiple {
-            ty,
-            len: src.len(),
-            block: be,
-            unit: "elements",
-        });
+        return Err(QuantError::NotBlockMultiple { ty, len: src.len(), block: be, unit: "elements" });
     }
     let mut out = vec![0u8; src.len() / be * bb];
     quantize_into(ty, src, &mut out)?;
@@ -94,11 +89,7 @@ fn quantize_f16(src: &[f32], out: &mut [u8]) {
         let h = &mut buf[..x.len()];
         h.convert_from_f32_slice(x);
         for ((hv, &xv), o) in h.iter().zip(x).zip(o.chunks_exact_mut(2)) {
-            let bits = if xv.is_nan() {
-                f32_to_f16(xv)
-            } else {
-                hv.to_bits()
-            };
+            let bits = if xv.is_nan() { f32_to_f16(xv) } else { hv.to_bits() };
             o.copy_from_slice(&bits.to_le_bytes());
         }
     }
@@ -147,12 +138,7 @@ fn np_reduce32(x: &[f32], op: impl Fn(f32, f32) -> f32) -> f32 {
                 *a = op(*a, x[1 + 8 * c + k]);
             }
         }
-        let v128 = [
-            op(acc[0], acc[4]),
-            op(acc[1], acc[5]),
-            op(acc[2], acc[6]),
-            op(acc[3], acc[7]),
-        ];
+        let v128 = [op(acc[0], acc[4]), op(acc[1], acc[5]), op(acc[2], acc[6]), op(acc[3], acc[7])];
         let v64 = [op(v128[0], v128[2]), op(v128[1], v128[3])];
         op(v64[0], v64[1])
     };

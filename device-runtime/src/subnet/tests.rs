@@ -14,9 +14,7 @@ const VOCAB: u64 = 10;
 /// `dims` tensor of `ty` whose element (row r, col c) is `r * 1000 + c` (+ `salt`) before quantization.
 fn tensor(dims: &[u64], ty: GgmlType, salt: f32) -> Vec<u8> {
     let n: u64 = dims.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|i| ((i / dims[0]) * 1000 + i % dims[0]) as f32 + salt)
-        .collect();
+    let v: Vec<f32> = (0..n).map(|i| ((i / dims[0]) * 1000 + i % dims[0]) as f32 + salt).collect();
     quant::quantize(ty, &v).unwrap()
 }
 
@@ -31,16 +29,10 @@ fn tiny_model(ty: GgmlType) -> GgufFile {
     w.add_metadata("llama.feed_forward_length", MetaValue::U32(FFN as u32));
     w.add_metadata("llama.attention.head_count", MetaValue::U32(HEADS as u32));
     w.add_metadata("llama.attention.head_count_kv", MetaValue::U32(KV as u32));
-    w.add_metadata(
-        "llama.attention.layer_norm_rms_epsilon",
-        MetaValue::F32(1e-5),
-    );
+    w.add_metadata("llama.attention.layer_norm_rms_epsilon", MetaValue::F32(1e-5));
     w.add_metadata("general.file_type", MetaValue::U32(3));
     w.add_metadata("tokenizer.ggml.model", MetaValue::String("gpt2".into()));
-    w.add_metadata(
-        "tokenizer.chat_template",
-        MetaValue::String("{{ messages }}".into()),
-    );
+    w.add_metadata("tokenizer.chat_template", MetaValue::String("{{ messages }}".into()));
     let mut add = |name: String, dims: &[u64], ty: GgmlType, salt: f32| {
         let data = tensor(dims, ty, salt);
         w.add_tensor(&name, dims, ty, data).unwrap();
@@ -52,12 +44,7 @@ fn tiny_model(ty: GgmlType) -> GgufFile {
         add(format!("blk.{l}.attn_q.weight"), &[D, HEADS * HD], ty, s);
         add(format!("blk.{l}.attn_k.weight"), &[D, KV * HD], ty, s);
         add(format!("blk.{l}.attn_v.weight"), &[D, KV * HD], ty, s);
-        add(
-            format!("blk.{l}.attn_output.weight"),
-            &[HEADS * HD, D],
-            ty,
-            s,
-        );
+        add(format!("blk.{l}.attn_output.weight"), &[HEADS * HD, D], ty, s);
         add(format!("blk.{l}.ffn_norm.weight"), &[D], GgmlType::F32, s);
         add(format!("blk.{l}.ffn_gate.weight"), &[D, FFN], ty, s);
         add(format!("blk.{l}.ffn_up.weight"), &[D, FFN], ty, s);
@@ -67,12 +54,7 @@ fn tiny_model(ty: GgmlType) -> GgufFile {
     GgufFile::from_bytes(w.to_bytes().unwrap(), "tiny.gguf").unwrap()
 }
 
-fn export_to(
-    base: &GgufFile,
-    cfg: &SubnetConfig,
-    q: ExportQuant,
-    dir: &Path,
-) -> (ExportReport, GgufFile) {
+fn export_to(base: &GgufFile, cfg: &SubnetConfig, q: ExportQuant, dir: &Path) -> (ExportReport, GgufFile) {
     let path = dir.join(format!("{}-{q}.gguf", cfg.id()));
     let prov = Provenance::for_base(base);
     let rep = export_subnet(base, cfg, q, &prov, &path).unwrap();
@@ -90,65 +72,31 @@ fn deci_export_slices_renumbers_and_writes_per_layer_arrays() {
     let base = tiny_model(GgmlType::F32);
     let dir = tempfile::tempdir().unwrap();
     // Layer 0: FFN 64, 1 KV head (2 query heads); layer 2: FFN 32, 2 KV heads; layer 1 dropped.
-    let cfg = SubnetConfig {
-        layers: vec![0, 2],
-        ffn: vec![64, 32],
-        kv_heads: vec![1, 2],
-    };
+    let cfg = SubnetConfig { layers: vec![0, 2], ffn: vec![64, 32], kv_heads: vec![1, 2] };
     let (rep, f) = export_to(&base, &cfg, ExportQuant::F32, dir.path());
     assert_eq!(rep.arch, "deci");
     assert_eq!(rep.size_bytes, rep.predicted_bytes);
     assert_eq!(rep.size_bytes, std::fs::metadata(&rep.path).unwrap().len());
-    assert_eq!(
-        predicted_gguf_size(&base, &cfg, ExportQuant::F32).unwrap(),
-        rep.size_bytes
-    );
+    assert_eq!(predicted_gguf_size(&base, &cfg, ExportQuant::F32).unwrap(), rep.size_bytes);
     assert_eq!(f.get_str("general.architecture").unwrap(), "deci");
     assert_eq!(f.get_u32("deci.block_count").unwrap(), 2);
-    assert_eq!(
-        f.get("deci.feed_forward_length")
-            .unwrap()
-            .as_u32_vec()
-            .unwrap(),
-        vec![64, 32]
-    );
-    assert_eq!(
-        f.get("deci.attention.head_count")
-            .unwrap()
-            .as_u32_vec()
-            .unwrap(),
-        vec![2, 4]
-    );
-    assert_eq!(
-        f.get("deci.attention.head_count_kv")
-            .unwrap()
-            .as_u32_vec()
-            .unwrap(),
-        vec![1, 2]
-    );
+    assert_eq!(f.get("deci.feed_forward_length").unwrap().as_u32_vec().unwrap(), vec![64, 32]);
+    assert_eq!(f.get("deci.attention.head_count").unwrap().as_u32_vec().unwrap(), vec![2, 4]);
+    assert_eq!(f.get("deci.attention.head_count_kv").unwrap().as_u32_vec().unwrap(), vec![1, 2]);
     assert_eq!(f.get_u32("deci.attention.key_length").unwrap(), 16);
     assert_eq!(f.get_u32("deci.attention.value_length").unwrap(), 16);
     assert_eq!(f.get_u32("deci.embedding_length").unwrap(), 64);
     assert!(f.metadata().iter().all(|(k, _)| !k.starts_with("llama.")));
     assert_eq!(f.get_u32("general.file_type").unwrap(), 0);
-    assert_eq!(
-        f.get_str("tokenizer.chat_template").unwrap(),
-        "{{ messages }}"
-    );
+    assert_eq!(f.get_str("tokenizer.chat_template").unwrap(), "{{ messages }}");
     assert_eq!(f.get_str(KEY_SUBNET).unwrap(), cfg.canonical_json());
     assert_eq!(f.get_str(KEY_SUBNET_ID).unwrap(), cfg.id());
     assert_eq!(f.get_str(KEY_BASE_NAME).unwrap(), "tiny");
-    assert_eq!(
-        f.get_str(KEY_BASE_SHA256).unwrap(),
-        Provenance::sha256_hex(base.bytes())
-    );
+    assert_eq!(f.get_str(KEY_BASE_SHA256).unwrap(), Provenance::sha256_hex(base.bytes()));
     assert!(f.get(KEY_RUN).is_none());
     // The runtime reads it back as the sub-network's configuration.
     let mc = ModelConfig::from_gguf(&f).unwrap();
-    assert_eq!(
-        (mc.ffn, mc.n_heads, mc.n_kv_heads, mc.head_dim),
-        (vec![64, 32], vec![2, 4], vec![1, 2], 16)
-    );
+    assert_eq!((mc.ffn, mc.n_heads, mc.n_kv_heads, mc.head_dim), (vec![64, 32], vec![2, 4], vec![1, 2], 16));
     assert_eq!(f.tensors().len(), 1 + 9 * 2 + 1);
     let dims = |n: &str| f.tensor(n).unwrap().dims.clone();
     assert_eq!(dims("blk.0.attn_q.weight"), vec![64, 32]);
@@ -161,17 +109,11 @@ fn deci_export_slices_renumbers_and_writes_per_layer_arrays() {
     assert!(f.tensor("blk.2.attn_q.weight").is_none());
     // Values: element (r, c) of base layer l is r*1000 + c + l/4.
     let q = f32s(&f, "blk.0.attn_q.weight");
-    assert_eq!(
-        (q[0], q[63], q[64], q[31 * 64 + 5]),
-        (0.0, 63.0, 1000.0, 31005.0)
-    );
+    assert_eq!((q[0], q[63], q[64], q[31 * 64 + 5]), (0.0, 63.0, 1000.0, 31005.0));
     let o = f32s(&f, "blk.0.attn_output.weight");
     assert_eq!((o[31], o[32], o[63 * 32 + 31]), (31.0, 1000.0, 63031.0));
     let down = f32s(&f, "blk.1.ffn_down.weight"); // from base layer 2: salt 0.5
-    assert_eq!(
-        (down[0], down[31], down[32], down[63 * 32 + 31]),
-        (0.5, 31.5, 1000.5, 63031.5)
-    );
+    assert_eq!((down[0], down[31], down[32], down[63 * 32 + 31]), (0.5, 31.5, 1000.5, 63031.5));
     let norm = f32s(&f, "blk.1.ffn_norm.weight");
     assert_eq!(norm[3], 3.5);
 }
@@ -180,11 +122,7 @@ fn deci_export_slices_renumbers_and_writes_per_layer_arrays() {
 fn uniform_subnet_is_llama_and_full_network_copies_everything() {
     let base = tiny_model(GgmlType::Q8_0);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = SubnetConfig {
-        layers: vec![1, 2],
-        ffn: vec![64, 64],
-        kv_heads: vec![1, 1],
-    };
+    let cfg = SubnetConfig { layers: vec![1, 2], ffn: vec![64, 64], kv_heads: vec![1, 1] };
     let (rep, f) = export_to(&base, &cfg, ExportQuant::Q8_0, dir.path());
     assert_eq!(rep.arch, "llama");
     assert_eq!(rep.size_bytes, rep.predicted_bytes);
@@ -206,12 +144,7 @@ fn uniform_subnet_is_llama_and_full_network_copies_everything() {
     let (rep, f) = export_to(&base, &full, ExportQuant::Q8_0, dir.path());
     assert_eq!(rep.size_bytes, rep.predicted_bytes);
     for t in base.tensors() {
-        assert_eq!(
-            f.tensor_data(f.tensor(&t.name).unwrap()),
-            base.tensor_data(t),
-            "{}",
-            t.name
-        );
+        assert_eq!(f.tensor_data(f.tensor(&t.name).unwrap()), base.tensor_data(t), "{}", t.name);
     }
 }
 
@@ -219,11 +152,7 @@ fn uniform_subnet_is_llama_and_full_network_copies_everything() {
 fn tensor_types_follow_llama_cpp_rules() {
     let base = tiny_model(GgmlType::F32);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = SubnetConfig {
-        layers: vec![0],
-        ffn: vec![32],
-        kv_heads: vec![2],
-    };
+    let cfg = SubnetConfig { layers: vec![0], ffn: vec![32], kv_heads: vec![2] };
     for (q, bulk, embd, ftype) in [
         (ExportQuant::Q4_0, GgmlType::Q4_0, GgmlType::Q8_0, 2),
         (ExportQuant::Q4_1, GgmlType::Q4_1, GgmlType::Q8_0, 3),
@@ -233,34 +162,16 @@ fn tensor_types_follow_llama_cpp_rules() {
     ] {
         let (rep, f) = export_to(&base, &cfg, q, dir.path());
         assert_eq!(rep.size_bytes, rep.predicted_bytes, "{q}");
-        assert_eq!(
-            predicted_gguf_size(&base, &cfg, q).unwrap(),
-            rep.size_bytes,
-            "{q}"
-        );
+        assert_eq!(predicted_gguf_size(&base, &cfg, q).unwrap(), rep.size_bytes, "{q}");
         assert_eq!(f.get_u32("general.file_type").unwrap(), ftype);
         assert_eq!(f.tensor("token_embd.weight").unwrap().ty, embd, "{q}");
         assert_eq!(f.tensor("blk.0.ffn_down.weight").unwrap().ty, bulk, "{q}");
-        assert_eq!(
-            f.tensor("blk.0.attn_norm.weight").unwrap().ty,
-            GgmlType::F32,
-            "{q}"
-        );
-        assert_eq!(
-            f.tensor("output_norm.weight").unwrap().ty,
-            GgmlType::F32,
-            "{q}"
-        );
+        assert_eq!(f.tensor("blk.0.attn_norm.weight").unwrap().ty, GgmlType::F32, "{q}");
+        assert_eq!(f.tensor("output_norm.weight").unwrap().ty, GgmlType::F32, "{q}");
         // Quantized from the exact F32 values: compare with quantizing the hand-built slice directly.
-        let want: Vec<f32> = (0..64u64)
-            .flat_map(|r| (0..32u64).map(move |c| (r * 1000 + c) as f32))
-            .collect();
+        let want: Vec<f32> = (0..64u64).flat_map(|r| (0..32u64).map(move |c| (r * 1000 + c) as f32)).collect();
         let t = f.tensor("blk.0.ffn_down.weight").unwrap();
-        assert_eq!(
-            f.tensor_data(t),
-            quant::quantize(bulk, &want).unwrap(),
-            "{q}"
-        );
+        assert_eq!(f.tensor_data(t), quant::quantize(bulk, &want).unwrap(), "{q}");
     }
 }
 
@@ -268,37 +179,15 @@ fn tensor_types_follow_llama_cpp_rules() {
 fn attention_free_and_ffn_free_layers() {
     let base = tiny_model(GgmlType::F32);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = SubnetConfig {
-        layers: vec![0, 1],
-        ffn: vec![0, 96],
-        kv_heads: vec![2, 0],
-    };
+    let cfg = SubnetConfig { layers: vec![0, 1], ffn: vec![0, 96], kv_heads: vec![2, 0] };
     let (rep, f) = export_to(&base, &cfg, ExportQuant::F16, dir.path());
     assert_eq!(rep.arch, "deci");
     assert_eq!(rep.size_bytes, rep.predicted_bytes);
-    assert_eq!(
-        f.get("deci.attention.head_count")
-            .unwrap()
-            .as_u32_vec()
-            .unwrap(),
-        vec![4, 0]
-    );
-    assert_eq!(
-        f.get("deci.feed_forward_length")
-            .unwrap()
-            .as_u32_vec()
-            .unwrap(),
-        vec![0, 96]
-    );
-    assert!(
-        f.tensor("blk.0.ffn_up.weight").is_none() && f.tensor("blk.0.ffn_norm.weight").is_none()
-    );
-    assert!(
-        f.tensor("blk.1.attn_q.weight").is_none() && f.tensor("blk.1.attn_norm.weight").is_none()
-    );
-    assert!(
-        f.tensor("blk.0.attn_q.weight").is_some() && f.tensor("blk.1.ffn_down.weight").is_some()
-    );
+    assert_eq!(f.get("deci.attention.head_count").unwrap().as_u32_vec().unwrap(), vec![4, 0]);
+    assert_eq!(f.get("deci.feed_forward_length").unwrap().as_u32_vec().unwrap(), vec![0, 96]);
+    assert!(f.tensor("blk.0.ffn_up.weight").is_none() && f.tensor("blk.0.ffn_norm.weight").is_none());
+    assert!(f.tensor("blk.1.attn_q.weight").is_none() && f.tensor("blk.1.attn_norm.weight").is_none());
+    assert!(f.tensor("blk.0.attn_q.weight").is_some() && f.tensor("blk.1.ffn_down.weight").is_some());
     assert_eq!(f.tensors().len(), 1 + 5 + 4 + 1);
     ModelConfig::from_gguf(&f).unwrap();
 }
@@ -310,68 +199,21 @@ fn bad_subnets_are_refused_before_writing() {
     let out = dir.path().join("x.gguf");
     let prov = Provenance::for_base(&base);
     let err = |cfg: SubnetConfig, q: ExportQuant| {
-        let e = export_subnet(&base, &cfg, q, &prov, &out)
-            .unwrap_err()
-            .to_string();
+        let e = export_subnet(&base, &cfg, q, &prov, &out).unwrap_err().to_string();
         assert!(predicted_gguf_size(&base, &cfg, q).is_err());
         e
     };
-    let e = err(
-        SubnetConfig {
-            layers: vec![0, 3],
-            ffn: vec![32, 32],
-            kv_heads: vec![1, 1],
-        },
-        ExportQuant::Q8_0,
-    );
-    assert!(
-        e.contains("layer 3 is out of range (base has 3 layers)"),
-        "{e}"
-    );
-    let e = err(
-        SubnetConfig {
-            layers: vec![0],
-            ffn: vec![48],
-            kv_heads: vec![1],
-        },
-        ExportQuant::Q4_0,
-    );
-    assert!(
-        e.contains("layer 0: FFN width 48 is not a multiple of the Q4_0 block size 32"),
-        "{e}"
-    );
-    let e = err(
-        SubnetConfig {
-            layers: vec![1],
-            ffn: vec![0],
-            kv_heads: vec![0],
-        },
-        ExportQuant::Q8_0,
-    );
-    assert!(
-        e.contains("layer 1 is kept with 0 KV heads and FFN 0"),
-        "{e}"
-    );
-    let e = err(
-        SubnetConfig {
-            layers: vec![1],
-            ffn: vec![128],
-            kv_heads: vec![1],
-        },
-        ExportQuant::Q8_0,
-    );
+    let e = err(SubnetConfig { layers: vec![0, 3], ffn: vec![32, 32], kv_heads: vec![1, 1] }, ExportQuant::Q8_0);
+    assert!(e.contains("layer 3 is out of range (base has 3 layers)"), "{e}");
+    let e = err(SubnetConfig { layers: vec![0], ffn: vec![48], kv_heads: vec![1] }, ExportQuant::Q4_0);
+    assert!(e.contains("layer 0: FFN width 48 is not a multiple of the Q4_0 block size 32"), "{e}");
+    let e = err(SubnetConfig { layers: vec![1], ffn: vec![0], kv_heads: vec![0] }, ExportQuant::Q8_0);
+    assert!(e.contains("layer 1 is kept with 0 KV heads and FFN 0"), "{e}");
+    let e = err(SubnetConfig { layers: vec![1], ffn: vec![128], kv_heads: vec![1] }, ExportQuant::Q8_0);
     assert!(e.contains("ffn 128 > base 96"), "{e}");
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "nothing written"
-    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written");
     // The same width is fine at F32 (block size 1), sliced through dequantization of the Q8_0 source.
-    let cfg = SubnetConfig {
-        layers: vec![0],
-        ffn: vec![48],
-        kv_heads: vec![1],
-    };
+    let cfg = SubnetConfig { layers: vec![0], ffn: vec![48], kv_heads: vec![1] };
     let rep = export_subnet(&base, &cfg, ExportQuant::F32, &prov, &out).unwrap();
     assert_eq!(rep.size_bytes, rep.predicted_bytes);
     let f = GgufFile::open(&out).unwrap();
@@ -385,11 +227,7 @@ fn bad_subnets_are_refused_before_writing() {
 fn search_provenance_is_written_and_counted() {
     let base = tiny_model(GgmlType::F32);
     let dir = tempfile::tempdir().unwrap();
-    let cfg = SubnetConfig {
-        layers: vec![0, 1, 2],
-        ffn: vec![32, 32, 32],
-        kv_heads: vec![1, 1, 1],
-    };
+    let cfg = SubnetConfig { layers: vec![0, 1, 2], ffn: vec![32, 32, 32], kv_heads: vec![1, 1, 1] };
     let prov = Provenance {
         base_sha256: Provenance::sha256_hex(base.bytes()),
         run: Some("demo".into()),
@@ -401,28 +239,17 @@ fn search_provenance_is_written_and_counted() {
     assert_eq!(rep.size_bytes, predicted);
     let f = GgufFile::open(&rep.path).unwrap();
     assert_eq!(f.get_str(KEY_RUN).unwrap(), "demo");
-    assert_eq!(
-        f.get_str(KEY_OBJECTIVES).unwrap(),
-        r#"{"accuracy":0.5,"latency_ms":3.25}"#
-    );
+    assert_eq!(f.get_str(KEY_OBJECTIVES).unwrap(), r#"{"accuracy":0.5,"latency_ms":3.25}"#);
     assert_eq!(f.get_str(KEY_QUANT).unwrap(), "q8_0");
     // Without search keys the prediction is the plain one.
     let plain = predicted_gguf_size(&base, &cfg, ExportQuant::Q8_0).unwrap();
     let extra = (8 + KEY_RUN.len() + 4 + 8 + 4) + (8 + KEY_OBJECTIVES.len() + 4 + 8 + 34);
-    assert!(
-        predicted >= plain && predicted - plain <= extra as u64 + 32,
-        "{predicted} vs {plain}"
-    );
+    assert!(predicted >= plain && predicted - plain <= extra as u64 + 32, "{predicted} vs {plain}");
 }
 
 #[test]
 fn quant_names_parse() {
     assert_eq!("Q4_1".parse::<ExportQuant>().unwrap(), ExportQuant::Q4_1);
     assert_eq!("f16".parse::<ExportQuant>().unwrap().ftype(), 1);
-    assert!(
-        "q6_k"
-            .parse::<ExportQuant>()
-            .unwrap_err()
-            .contains("expected one of q8_0, q4_0, q4_1, f16, f32")
-    );
+    assert!("q6_k".parse::<ExportQuant>().unwrap_err().contains("expected one of q8_0, q4_0, q4_1, f16, f32"));
 }

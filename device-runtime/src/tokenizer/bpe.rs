@@ -26,29 +26,9 @@ const QWEN2_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD
 
 /// The `tokenizer.ggml.pre` values this crate supports, for error messages.
 pub const SUPPORTED_PRE: &[&str] = &[
-    "default",
-    "gpt-2",
-    "phi-2",
-    "mpt",
-    "olmo",
-    "smollm",
-    "starcoder",
-    "refact",
-    "command-r",
-    "codeshell",
-    "exaone",
-    "minerva-7b",
-    "llama3",
-    "llama-v3",
-    "llama-bpe",
-    "falcon3",
-    "pixtral",
-    "dbrx",
-    "smaug-bpe",
-    "qwen2",
-    "deepseek-r1-qwen",
-    "megrez",
-    "stablelm2",
+    "default", "gpt-2", "phi-2", "mpt", "olmo", "smollm", "starcoder", "refact", "command-r", "codeshell",
+    "exaone", "minerva-7b", "llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral", "dbrx", "smaug-bpe",
+    "qwen2", "deepseek-r1-qwen", "megrez", "stablelm2",
 ];
 
 /// A byte-level BPE pre-tokenizer: the list of regexes llama.cpp applies one after the other (each splits
@@ -71,26 +51,19 @@ impl PreTokenizerSpec {
     pub fn from_name(name: Option<&str>) -> Result<Self, TokenizerError> {
         let (regexes, ignore_merges): (Vec<&'static str>, bool) = match name.unwrap_or("default") {
             "default" => (
-                vec![
-                    r"[\p{P}\$\+<=>\^~\|]+",
-                    GPT2_RE,
-                    r"\p{N}+",
-                    r"[0-9][0-9][0-9]",
-                ],
+                vec![r"[\p{P}\$\+<=>\^~\|]+", GPT2_RE, r"\p{N}+", r"[0-9][0-9][0-9]"],
                 false,
             ),
             "gpt-2" | "phi-2" | "mpt" | "olmo" => (vec![GPT2_RE], false),
-            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone"
-            | "minerva-7b" => (vec![r"\p{N}", GPT2_RE], false),
+            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" => {
+                (vec![r"\p{N}", GPT2_RE], false)
+            }
             "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" => (vec![LLAMA3_RE], true),
             "dbrx" | "smaug-bpe" => (vec![LLAMA3_RE], false),
             "qwen2" | "deepseek-r1-qwen" | "megrez" | "stablelm2" => (vec![QWEN2_RE], false),
             other => return Err(TokenizerError::UnknownPre(other.to_string())),
         };
-        Ok(Self {
-            regexes,
-            ignore_merges,
-        })
+        Ok(Self { regexes, ignore_merges })
     }
 }
 
@@ -111,9 +84,7 @@ pub(crate) fn build_hf(
         // As llama.cpp: split at the first space after the first byte (a part may itself be a space).
         let first = m.chars().next().map_or(0, char::len_utf8);
         let pos = m[first..].find(' ').map(|p| p + first).ok_or_else(|| {
-            TokenizerError::Invalid(format!(
-                "tokenizer.ggml.merges[{i}] = {m:?} has no space separator"
-            ))
+            TokenizerError::Invalid(format!("tokenizer.ggml.merges[{i}] = {m:?} has no space separator"))
         })?;
         let (a, b) = (&m[..pos], &m[pos + 1..]);
         for part in [a, b] {
@@ -126,24 +97,14 @@ pub(crate) fn build_hf(
         pairs.push((a.to_string(), b.to_string()));
     }
     let model = BPE::builder()
-        .vocab_and_merges(
-            vocab
-                .iter()
-                .map(|(k, v)| (k.clone(), *v))
-                .collect::<tokenizers::models::bpe::Vocab>(),
-            pairs,
-        )
+        .vocab_and_merges(vocab.iter().map(|(k, v)| (k.clone(), *v)).collect::<tokenizers::models::bpe::Vocab>(), pairs)
         .ignore_merges(spec.ignore_merges)
         .build()
         .map_err(|e| TokenizerError::Invalid(format!("building the BPE model: {e}")))?;
     let mut steps: Vec<PreTokenizerWrapper> = Vec::with_capacity(spec.regexes.len() + 1);
     for re in &spec.regexes {
-        let split = Split::new(
-            SplitPattern::Regex((*re).to_string()),
-            SplitDelimiterBehavior::Isolated,
-            false,
-        )
-        .map_err(|e| TokenizerError::Invalid(format!("pre-tokenizer regex {re:?}: {e}")))?;
+        let split = Split::new(SplitPattern::Regex((*re).to_string()), SplitDelimiterBehavior::Isolated, false)
+            .map_err(|e| TokenizerError::Invalid(format!("pre-tokenizer regex {re:?}: {e}")))?;
         steps.push(split.into());
     }
     steps.push(ByteLevel::new(false, false, false).into());
@@ -160,9 +121,7 @@ pub fn byte_to_char() -> &'static [char; 256] {
         let mut t = ['\0'; 256];
         let mut n = 0u32;
         for b in 0..=255u8 {
-            let keep = (b'!'..=b'~').contains(&b)
-                || (0xA1..=0xAC).contains(&b)
-                || (0xAE..=0xFF).contains(&b);
+            let keep = (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
             t[b as usize] = if keep {
                 char::from(b)
             } else {
@@ -177,15 +136,9 @@ pub fn byte_to_char() -> &'static [char; 256] {
 /// The inverse of [`byte_to_char`]: char -> byte, `None` for a char that stands for no byte.
 pub fn char_to_byte(c: char) -> Option<u8> {
     static INV: OnceLock<HashMap<char, u8>> = OnceLock::new();
-    INV.get_or_init(|| {
-        byte_to_char()
-            .iter()
-            .enumerate()
-            .map(|(b, &c)| (c, b as u8))
-            .collect()
-    })
-    .get(&c)
-    .copied()
+    INV.get_or_init(|| byte_to_char().iter().enumerate().map(|(b, &c)| (c, b as u8)).collect())
+        .get(&c)
+        .copied()
 }
 
 /// Decodes a byte-level token text to its bytes; a text with a char outside the byte map is returned as its

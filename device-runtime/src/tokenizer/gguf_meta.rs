@@ -10,11 +10,7 @@ use crate::gguf::{GgufError, GgufFile, MetaValue};
 const ADD_BOS_PRES: &[&str] = &["llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral"];
 
 fn bad(f: &GgufFile, key: &'static str, expected: &'static str) -> TokenizerError {
-    TokenizerError::BadArray {
-        file: f.name().to_string(),
-        key,
-        expected,
-    }
+    TokenizerError::BadArray { file: f.name().to_string(), key, expected }
 }
 
 fn opt_array<'a, T>(
@@ -27,12 +23,7 @@ fn opt_array<'a, T>(
         None => Ok(None),
         Some(v) => {
             let arr = v.as_array().ok_or_else(|| bad(f, key, expected))?;
-            arr.values
-                .iter()
-                .map(&conv)
-                .collect::<Option<Vec<T>>>()
-                .map(Some)
-                .ok_or_else(|| bad(f, key, expected))
+            arr.values.iter().map(&conv).collect::<Option<Vec<T>>>().map(Some).ok_or_else(|| bad(f, key, expected))
         }
     }
 }
@@ -41,24 +32,11 @@ fn opt_array<'a, T>(
 pub(super) fn read(f: &GgufFile) -> Result<TokenizerMetadata, TokenizerError> {
     let model = f.get_str("tokenizer.ggml.model")?.to_string();
     let pre = f.opt_str("tokenizer.ggml.pre")?.map(str::to_string);
-    let tokens = opt_array(f, "tokenizer.ggml.tokens", "strings", |v| {
-        v.as_str().map(str::to_string)
-    })?
-    .ok_or_else(|| GgufError::MissingKey {
-        file: f.name().to_string(),
-        key: "tokenizer.ggml.tokens".into(),
-    })?;
-    let token_types = opt_array(
-        f,
-        "tokenizer.ggml.token_type",
-        "32-bit integers",
-        MetaValue::as_i32,
-    )?
-    .unwrap_or_default();
-    let merges = opt_array(f, "tokenizer.ggml.merges", "strings", |v| {
-        v.as_str().map(str::to_string)
-    })?
-    .unwrap_or_default();
+    let tokens = opt_array(f, "tokenizer.ggml.tokens", "strings", |v| v.as_str().map(str::to_string))?
+        .ok_or_else(|| GgufError::MissingKey { file: f.name().to_string(), key: "tokenizer.ggml.tokens".into() })?;
+    let token_types = opt_array(f, "tokenizer.ggml.token_type", "32-bit integers", MetaValue::as_i32)?.unwrap_or_default();
+    let merges =
+        opt_array(f, "tokenizer.ggml.merges", "strings", |v| v.as_str().map(str::to_string))?.unwrap_or_default();
     let scores = opt_array(f, "tokenizer.ggml.scores", "floats", MetaValue::as_f32)?;
     let spm = model == "llama";
     let llama3 = pre.as_deref().is_some_and(|p| ADD_BOS_PRES.contains(&p));
@@ -74,13 +52,9 @@ pub(super) fn read(f: &GgufFile) -> Result<TokenizerMetadata, TokenizerError> {
         pad: f.opt_u32("tokenizer.ggml.padding_token_id")?,
         eot: f.opt_u32("tokenizer.ggml.eot_token_id")?,
         eom: f.opt_u32("tokenizer.ggml.eom_token_id")?,
-        add_bos: f
-            .opt_bool("tokenizer.ggml.add_bos_token")?
-            .unwrap_or(spm || llama3),
+        add_bos: f.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(spm || llama3),
         add_eos: f.opt_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false),
-        add_space_prefix: f
-            .opt_bool("tokenizer.ggml.add_space_prefix")?
-            .unwrap_or(spm),
+        add_space_prefix: f.opt_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(spm),
         chat_template: f.opt_str("tokenizer.chat_template")?.map(str::to_string),
         model,
     })

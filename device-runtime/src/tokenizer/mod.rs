@@ -40,18 +40,8 @@ pub const TOKEN_TYPE_BYTE: i32 = 6;
 
 /// Token texts that end generation when the vocabulary has them (llama.cpp `special_eog_ids`).
 const EOG_TEXTS: &[&str] = &[
-    "<|eot_id|>",
-    "<|im_end|>",
-    "<|end|>",
-    "<|return|>",
-    "<|call|>",
-    "<end_of_turn>",
-    "<|endoftext|>",
-    "<|eom_id|>",
-    "<EOT>",
-    "_<EOT>",
-    "<|end_of_text|>",
-    "<end_of_utterance>",
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>", "<|endoftext|>",
+    "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>",
 ];
 
 /// Errors of building or using a tokenizer.
@@ -149,6 +139,7 @@ pub struct TokenizerMetadata {
     pub chat_template: Option<String>,
 }
 
+
 impl TokenizerMetadata {
     /// Reads the tokenizer metadata of a GGUF file.
     ///
@@ -184,14 +175,10 @@ impl SpecialMatcher {
         let mut by_first: HashMap<u8, Vec<(String, u32, bool)>> = HashMap::new();
         for (id, (text, &ty)) in tokens.iter().zip(types).enumerate() {
             let always = ty == TOKEN_TYPE_USER_DEFINED;
-            if !(always || ty == TOKEN_TYPE_CONTROL || ty == TOKEN_TYPE_UNKNOWN) || text.is_empty()
-            {
+            if !(always || ty == TOKEN_TYPE_CONTROL || ty == TOKEN_TYPE_UNKNOWN) || text.is_empty() {
                 continue;
             }
-            by_first
-                .entry(text.as_bytes()[0])
-                .or_default()
-                .push((text.clone(), id as u32, always));
+            by_first.entry(text.as_bytes()[0]).or_default().push((text.clone(), id as u32, always));
         }
         for v in by_first.values_mut() {
             // Longest first; among equal texts (duplicates), the lowest id.
@@ -213,9 +200,7 @@ impl SpecialMatcher {
         let (mut start, mut i) = (0usize, 0usize);
         while i < bytes.len() {
             let found = self.by_first.get(&bytes[i]).and_then(|cands| {
-                cands.iter().find(|(t, _, always)| {
-                    (*always || parse_special) && bytes[i..].starts_with(t.as_bytes())
-                })
+                cands.iter().find(|(t, _, always)| (*always || parse_special) && bytes[i..].starts_with(t.as_bytes()))
             });
             match found {
                 Some((t, id, _)) => {
@@ -241,11 +226,7 @@ enum Model {
     /// Byte-level BPE: the HF tokenizer for plain text.
     Bpe(Box<tokenizers::Tokenizer>),
     /// SentencePiece-style: vocabulary, scores and byte-fallback tokens.
-    Spm {
-        vocab: HashMap<String, u32>,
-        scores: Vec<f32>,
-        byte_tokens: Box<[Option<u32>; 256]>,
-    },
+    Spm { vocab: HashMap<String, u32>, scores: Vec<f32>, byte_tokens: Box<[Option<u32>; 256]> },
 }
 
 /// A tokenizer built from GGUF metadata: text -> token ids and back, with the model's special tokens.
@@ -289,14 +270,10 @@ impl Tokenizer {
     pub fn from_metadata(mut m: TokenizerMetadata) -> Result<Tokenizer, TokenizerError> {
         let n = m.tokens.len();
         if n == 0 {
-            return Err(TokenizerError::Invalid(
-                "tokenizer.ggml.tokens is empty".into(),
-            ));
+            return Err(TokenizerError::Invalid("tokenizer.ggml.tokens is empty".into()));
         }
         if u32::try_from(n).is_err() {
-            return Err(TokenizerError::Invalid(format!(
-                "{n} tokens do not fit u32 ids"
-            )));
+            return Err(TokenizerError::Invalid(format!("{n} tokens do not fit u32 ids")));
         }
         if m.token_types.is_empty() {
             m.token_types = vec![TOKEN_TYPE_NORMAL; n];
@@ -309,10 +286,7 @@ impl Tokenizer {
         if let Some(s) = &m.scores
             && s.len() != n
         {
-            return Err(TokenizerError::Invalid(format!(
-                "tokenizer.ggml.scores has {} entries for {n} tokens",
-                s.len()
-            )));
+            return Err(TokenizerError::Invalid(format!("tokenizer.ggml.scores has {} entries for {n} tokens", s.len())));
         }
         check_id("tokenizer.ggml.bos_token_id", m.bos, n)?;
         check_id("tokenizer.ggml.eos_token_id", m.eos, n)?;
@@ -321,23 +295,14 @@ impl Tokenizer {
         check_id("tokenizer.ggml.eot_token_id", m.eot, n)?;
         check_id("tokenizer.ggml.eom_token_id", m.eom, n)?;
         if m.add_bos && m.bos.is_none() {
-            return Err(TokenizerError::Invalid(
-                "tokenizer.ggml.add_bos_token is set but there is no BOS id".into(),
-            ));
+            return Err(TokenizerError::Invalid("tokenizer.ggml.add_bos_token is set but there is no BOS id".into()));
         }
         if m.add_eos && m.eos.is_none() {
-            return Err(TokenizerError::Invalid(
-                "tokenizer.ggml.add_eos_token is set but there is no EOS id".into(),
-            ));
+            return Err(TokenizerError::Invalid("tokenizer.ggml.add_eos_token is set but there is no EOS id".into()));
         }
 
         // As llama.cpp's token_to_id: a duplicated text maps to its last id.
-        let vocab: HashMap<String, u32> = m
-            .tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
+        let vocab: HashMap<String, u32> = m.tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
         let model = match m.model.as_str() {
             "gpt2" => {
                 let spec = bpe::PreTokenizerSpec::from_name(m.pre.as_deref())?;
@@ -361,11 +326,7 @@ impl Tokenizer {
                         byte_tokens[b as usize] = Some(id);
                     }
                 }
-                Model::Spm {
-                    vocab,
-                    scores,
-                    byte_tokens,
-                }
+                Model::Spm { vocab, scores, byte_tokens }
             }
             other => return Err(TokenizerError::UnknownModel(other.to_string())),
         };
@@ -377,12 +338,7 @@ impl Tokenizer {
                 eog.insert(id as u32);
             }
         }
-        Ok(Tokenizer {
-            model,
-            meta: m,
-            specials,
-            eog,
-        })
+        Ok(Tokenizer { model, meta: m, specials, eog })
     }
 
     /// Builds the tokenizer of a GGUF file ([`TokenizerMetadata::from_gguf`] + [`Tokenizer::from_metadata`]).
@@ -407,12 +363,7 @@ impl Tokenizer {
     /// spaces become U+2581 (llama.cpp `llm_tokenizer_spm`).
     ///
     /// Errors: [`TokenizerError::Bpe`] if the BPE model fails; [`TokenizerError::NoByteToken`] (SPM).
-    pub fn encode(
-        &self,
-        text: &str,
-        add_special: bool,
-        parse_special: bool,
-    ) -> Result<Vec<u32>, TokenizerError> {
+    pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>, TokenizerError> {
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         if add_special && self.meta.add_bos {
             out.extend(self.meta.bos);
@@ -424,19 +375,13 @@ impl Tokenizer {
                     match f {
                         Fragment::Token(id) => out.push(id),
                         Fragment::Text(t) => {
-                            let enc = hf
-                                .encode_fast(t, false)
-                                .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
+                            let enc = hf.encode_fast(t, false).map_err(|e| TokenizerError::Bpe(e.to_string()))?;
                             out.extend_from_slice(enc.get_ids());
                         }
                     }
                 }
             }
-            Model::Spm {
-                vocab,
-                scores,
-                byte_tokens,
-            } => {
+            Model::Spm { vocab, scores, byte_tokens } => {
                 let mut prev_special = true;
                 for f in fragments {
                     match f {
@@ -449,10 +394,7 @@ impl Tokenizer {
                             if self.meta.add_space_prefix && prev_special {
                                 s.push(spm::SPACE_MARKER);
                             }
-                            s.extend(
-                                t.chars()
-                                    .map(|c| if c == ' ' { spm::SPACE_MARKER } else { c }),
-                            );
+                            s.extend(t.chars().map(|c| if c == ' ' { spm::SPACE_MARKER } else { c }));
                             spm::tokenize(&s, vocab, scores, byte_tokens, self.meta.unk, &mut out)?;
                             prev_special = false;
                         }
@@ -471,10 +413,7 @@ impl Tokenizer {
             .token_types
             .get(id as usize)
             .copied()
-            .ok_or(TokenizerError::IdOutOfRange {
-                id,
-                n_vocab: self.meta.tokens.len(),
-            })
+            .ok_or(TokenizerError::IdOutOfRange { id, n_vocab: self.meta.tokens.len() })
     }
 
     /// Appends the bytes of token `id` to `out` (special tokens as their text).
@@ -482,9 +421,7 @@ impl Tokenizer {
         let ty = self.token_type(id)?;
         let text = &self.meta.tokens[id as usize];
         match ty {
-            TOKEN_TYPE_CONTROL | TOKEN_TYPE_UNKNOWN | TOKEN_TYPE_USER_DEFINED => {
-                out.extend_from_slice(text.as_bytes())
-            }
+            TOKEN_TYPE_CONTROL | TOKEN_TYPE_UNKNOWN | TOKEN_TYPE_USER_DEFINED => out.extend_from_slice(text.as_bytes()),
             TOKEN_TYPE_UNUSED => {}
             _ => match &self.model {
                 Model::Bpe(_) => bpe::decode_byte_level(text, out),
@@ -583,11 +520,7 @@ impl Tokenizer {
     /// The id of the token whose vocabulary text is exactly `text` (e.g. `"<|im_start|>"`).
     pub fn token_id(&self, text: &str) -> Option<u32> {
         // Lowest id wins for duplicates: linear scan is fine for the rare callers (chat setup, tests).
-        self.meta
-            .tokens
-            .iter()
-            .position(|t| t == text)
-            .map(|i| i as u32)
+        self.meta.tokens.iter().position(|t| t == text).map(|i| i as u32)
     }
 
     /// The chat template of the model (`tokenizer.chat_template`), if any.
@@ -611,11 +544,7 @@ pub struct StreamDecoder<'a> {
 impl<'a> StreamDecoder<'a> {
     /// A decoder over `tok`; `skip_special` drops CONTROL/UNKNOWN tokens (e.g. `<|im_end|>`).
     pub fn new(tok: &'a Tokenizer, skip_special: bool) -> Self {
-        Self {
-            tok,
-            skip_special,
-            pending: Vec::new(),
-        }
+        Self { tok, skip_special, pending: Vec::new() }
     }
 
     /// Adds token `id`; returns the text completed by it (possibly empty).
@@ -637,9 +566,7 @@ impl<'a> StreamDecoder<'a> {
                 }
                 Err(e) => {
                     let valid = e.valid_up_to();
-                    out.push_str(
-                        std::str::from_utf8(&self.pending[..valid]).expect("valid prefix"),
-                    );
+                    out.push_str(std::str::from_utf8(&self.pending[..valid]).expect("valid prefix"));
                     match e.error_len() {
                         // Incomplete character at the end: keep it for the next token.
                         None => {
@@ -669,16 +596,8 @@ mod tests {
 
     #[test]
     fn partition_leftmost_longest() {
-        let tokens: Vec<String> = ["<a>", "<ab>", "x", "<u>"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let types = vec![
-            TOKEN_TYPE_CONTROL,
-            TOKEN_TYPE_CONTROL,
-            TOKEN_TYPE_NORMAL,
-            TOKEN_TYPE_USER_DEFINED,
-        ];
+        let tokens: Vec<String> = ["<a>", "<ab>", "x", "<u>"].iter().map(|s| s.to_string()).collect();
+        let types = vec![TOKEN_TYPE_CONTROL, TOKEN_TYPE_CONTROL, TOKEN_TYPE_NORMAL, TOKEN_TYPE_USER_DEFINED];
         let m = SpecialMatcher::new(&tokens, &types);
         assert_eq!(
             m.partition("1<ab>2<a><u>3", true),
@@ -694,11 +613,7 @@ mod tests {
         // Without parse_special only the USER_DEFINED token is split off.
         assert_eq!(
             m.partition("1<ab>2<a><u>3", false),
-            vec![
-                Fragment::Text("1<ab>2<a>"),
-                Fragment::Token(3),
-                Fragment::Text("3")
-            ]
+            vec![Fragment::Text("1<ab>2<a>"), Fragment::Token(3), Fragment::Text("3")]
         );
         assert_eq!(m.partition("", true), vec![]);
     }
@@ -740,10 +655,7 @@ mod tests {
     fn tiny_bpe_encodes_and_decodes() {
         let tok = Tokenizer::from_metadata(tiny_bpe()).unwrap();
         // "ab" merges; " " is byte 0x20 -> its byte char; "c" stays a single byte token.
-        assert_eq!(
-            tok.encode("ab c<|end|>", false, true).unwrap(),
-            [256, 32, 99, 257]
-        );
+        assert_eq!(tok.encode("ab c<|end|>", false, true).unwrap(), [256, 32, 99, 257]);
         assert_eq!(tok.decode(&[256, 32, 99, 257], true).unwrap(), "ab c");
         assert!(tok.is_eog(257));
     }

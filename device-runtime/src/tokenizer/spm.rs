@@ -38,9 +38,7 @@ impl PartialOrd for Bigram {
 impl Ord for Bigram {
     /// Max-heap order: higher score first, then the smaller left index (llama.cpp's comparator).
     fn cmp(&self, other: &Self) -> Ordering {
-        self.score
-            .total_cmp(&other.score)
-            .then_with(|| other.left.cmp(&self.left))
+        self.score.total_cmp(&other.score).then_with(|| other.left.cmp(&self.left))
     }
 }
 
@@ -84,23 +82,13 @@ pub(crate) fn tokenize(
     }
 
     let mut queue = BinaryHeap::new();
-    let try_add = |queue: &mut BinaryHeap<Bigram>,
-                   symbols: &[Symbol],
-                   left: Option<usize>,
-                   right: Option<usize>| {
-        let (Some(l), Some(r)) = (left, right) else {
-            return;
-        };
+    let try_add = |queue: &mut BinaryHeap<Bigram>, symbols: &[Symbol], left: Option<usize>, right: Option<usize>| {
+        let (Some(l), Some(r)) = (left, right) else { return };
         let (sl, sr) = (symbols[l], symbols[r]);
         let merged = &text[sl.start..sr.start + sr.len];
         if let Some(&id) = vocab.get(merged) {
             let score = scores.get(id as usize).copied().unwrap_or(0.0);
-            queue.push(Bigram {
-                left: l,
-                right: r,
-                score,
-                size: merged.len(),
-            });
+            queue.push(Bigram { left: l, right: r, score, size: merged.len() });
         }
     };
     for i in 1..symbols.len() {

@@ -18,11 +18,7 @@ pub fn assets_dir() -> PathBuf {
 /// The shipped SmolLM2 Q4_1 file; panics (the test fails) when missing.
 pub fn smollm2_path() -> PathBuf {
     let p = assets_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/fetch-assets.sh (or set LLAMANAS_ASSETS)",
-        p.display()
-    );
+    assert!(p.is_file(), "{} is missing: run scripts/fetch-assets.sh (or set LLAMANAS_ASSETS)", p.display());
     p
 }
 
@@ -35,8 +31,7 @@ pub fn derived(variant: &str) -> PathBuf {
     let dir = assets_dir().join("derived");
     let p = dir.join(format!("smollm2-{variant}.gguf"));
     if !p.is_file() {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../scripts/ref/make_reference_ggufs.py");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/ref/make_reference_ggufs.py");
         let out = std::process::Command::new("python3")
             .arg(&script)
             .arg(&dir)
@@ -45,15 +40,8 @@ pub fn derived(variant: &str) -> PathBuf {
             .arg("--only")
             .arg(variant)
             .output()
-            .expect(
-                "python3 is needed to make the reference files (scripts/test.sh installs gguf-py)",
-            );
-        assert!(
-            out.status.success(),
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .expect("python3 is needed to make the reference files (scripts/test.sh installs gguf-py)");
+        assert!(out.status.success(), "{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
     }
     assert!(p.is_file(), "{} was not made", p.display());
     p
@@ -75,12 +63,7 @@ pub fn reference_logits(f: &GgufFile, tokens: &[u32]) -> Vec<Vec<f32>> {
         let v = u(k);
         match v.as_u32() {
             Some(x) => vec![x as usize; nl],
-            None => v
-                .as_u32_vec()
-                .unwrap()
-                .into_iter()
-                .map(|x| x as usize)
-                .collect(),
+            None => v.as_u32_vec().unwrap().into_iter().map(|x| x as usize).collect(),
         }
     };
     let ffn = per_layer("feed_forward_length");
@@ -88,35 +71,18 @@ pub fn reference_logits(f: &GgufFile, tokens: &[u32]) -> Vec<Vec<f32>> {
     let nkv = per_layer("attention.head_count_kv");
     let hd = d / nh.iter().copied().find(|&h| h > 0).unwrap();
     let eps = u("attention.layer_norm_rms_epsilon").as_f32().unwrap();
-    let base = f
-        .get(&format!("{arch}.rope.freq_base"))
-        .and_then(|v| v.as_f32())
-        .unwrap_or(10000.0) as f64;
+    let base = f.get(&format!("{arch}.rope.freq_base")).and_then(|v| v.as_f32()).unwrap_or(10000.0) as f64;
     let emb = f32_of(f, "token_embd.weight");
     let nv = emb.len() / d;
-    let out_w = if f.tensor("output.weight").is_some() {
-        f32_of(f, "output.weight")
-    } else {
-        emb.clone()
-    };
+    let out_w = if f.tensor("output.weight").is_some() { f32_of(f, "output.weight") } else { emb.clone() };
     let n = tokens.len();
     let rms = |x: &[f32], w: &[f32]| -> Vec<f32> {
         let ms = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / x.len() as f64;
         let s = 1.0 / (ms + eps as f64).sqrt();
-        x.iter()
-            .zip(w)
-            .map(|(a, b)| (*a as f64 * s) as f32 * b)
-            .collect()
+        x.iter().zip(w).map(|(a, b)| (*a as f64 * s) as f32 * b).collect()
     };
     let matvec = |w: &[f32], x: &[f32]| -> Vec<f32> {
-        w.chunks_exact(x.len())
-            .map(|r| {
-                r.iter()
-                    .zip(x)
-                    .map(|(a, b)| *a as f64 * *b as f64)
-                    .sum::<f64>() as f32
-            })
-            .collect()
+        w.chunks_exact(x.len()).map(|r| r.iter().zip(x).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() as f32).collect()
     };
     let rope = |v: &mut [f32], pos: usize| {
         for h in v.chunks_exact_mut(hd) {
@@ -128,20 +94,11 @@ pub fn reference_logits(f: &GgufFile, tokens: &[u32]) -> Vec<Vec<f32>> {
             }
         }
     };
-    let mut x: Vec<Vec<f32>> = tokens
-        .iter()
-        .map(|&t| emb[t as usize * d..(t as usize + 1) * d].to_vec())
-        .collect();
+    let mut x: Vec<Vec<f32>> = tokens.iter().map(|&t| emb[t as usize * d..(t as usize + 1) * d].to_vec()).collect();
     for l in 0..nl {
         let w = |s: &str| f32_of(f, &format!("blk.{l}.{s}.weight"));
         if nh[l] > 0 && nkv[l] > 0 {
-            let (an, wq, wk, wv, wo) = (
-                w("attn_norm"),
-                w("attn_q"),
-                w("attn_k"),
-                w("attn_v"),
-                w("attn_output"),
-            );
+            let (an, wq, wk, wv, wo) = (w("attn_norm"), w("attn_q"), w("attn_k"), w("attn_v"), w("attn_output"));
             let mut ks = vec![];
             let mut vs = vec![];
             let mut qs = vec![];
@@ -160,13 +117,7 @@ pub fn reference_logits(f: &GgufFile, tokens: &[u32]) -> Vec<Vec<f32>> {
                     let g = j / (nh[l] / nkv[l]);
                     let q = &qs[p][j * hd..(j + 1) * hd];
                     let sc: Vec<f64> = (0..=p)
-                        .map(|s| {
-                            q.iter()
-                                .zip(&ks[s][g * hd..(g + 1) * hd])
-                                .map(|(a, b)| *a as f64 * *b as f64)
-                                .sum::<f64>()
-                                / (hd as f64).sqrt()
-                        })
+                        .map(|s| q.iter().zip(&ks[s][g * hd..(g + 1) * hd]).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() / (hd as f64).sqrt())
                         .collect();
                     let m = sc.iter().cloned().fold(f64::MIN, f64::max);
                     let z: f64 = sc.iter().map(|s| (s - m).exp()).sum();
@@ -186,11 +137,7 @@ pub fn reference_logits(f: &GgufFile, tokens: &[u32]) -> Vec<Vec<f32>> {
             for xt in x.iter_mut() {
                 let h = rms(xt, &fnw);
                 let (g, up) = (matvec(&wg, &h), matvec(&wu, &h));
-                let a: Vec<f32> = g
-                    .iter()
-                    .zip(&up)
-                    .map(|(g, u)| (*g as f64 / (1.0 + (-*g as f64).exp()) * *u as f64) as f32)
-                    .collect();
+                let a: Vec<f32> = g.iter().zip(&up).map(|(g, u)| (*g as f64 / (1.0 + (-*g as f64).exp()) * *u as f64) as f32).collect();
                 let y = matvec(&wd, &a);
                 xt.iter_mut().zip(y).for_each(|(a, b)| *a += b);
             }
@@ -198,18 +145,14 @@ pub fn reference_logits(f: &GgufFile, tokens: &[u32]) -> Vec<Vec<f32>> {
     }
     let on = f32_of(f, "output_norm.weight");
     let _ = n;
-    x.iter()
-        .map(|xt| matvec(&out_w[..nv * d], &rms(xt, &on)))
-        .collect()
+    x.iter().map(|xt| matvec(&out_w[..nv * d], &rms(xt, &on))).collect()
 }
 
 /// Deterministic pseudo-random values in [-1, 1).
 pub fn rnd(seed: &mut u64, n: usize, scale: f32) -> Vec<f32> {
     (0..n)
         .map(|_| {
-            *seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (((*seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0) * scale
         })
         .collect()
@@ -225,12 +168,7 @@ pub struct TinyLayer {
 
 /// A tiny synthetic model (d = 64, head_dim 16, vocab 40, F32 or Q8_0 matrices) as GGUF bytes. `arch` is
 /// written as is; per-layer values are arrays when `arch == "deci"`. `mutate` may edit the writer last.
-pub fn tiny_gguf(
-    arch: &str,
-    layers: &[TinyLayer],
-    wty: GgmlType,
-    mutate: impl FnOnce(&mut GgufWriter<'static>),
-) -> Vec<u8> {
+pub fn tiny_gguf(arch: &str, layers: &[TinyLayer], wty: GgmlType, mutate: impl FnOnce(&mut GgufWriter<'static>)) -> Vec<u8> {
     let (d, hd, nv) = (64u64, 16u64, 40u64);
     let mut seed = 7u64;
     let mut w = GgufWriter::new();
@@ -243,11 +181,7 @@ pub fn tiny_gguf(
     w.add_metadata(&k("attention.layer_norm_rms_epsilon"), MetaValue::F32(1e-5));
     w.add_metadata(&k("rope.freq_base"), MetaValue::F32(10000.0));
     let per = |f: &dyn Fn(&TinyLayer) -> u32| -> MetaValue {
-        if arch == "deci" {
-            MetaValue::u32_array(&layers.iter().map(f).collect::<Vec<_>>())
-        } else {
-            MetaValue::U32(f(&layers[0]))
-        }
+        if arch == "deci" { MetaValue::u32_array(&layers.iter().map(f).collect::<Vec<_>>()) } else { MetaValue::U32(f(&layers[0])) }
     };
     w.add_metadata(&k("feed_forward_length"), per(&|l| l.n_ff));
     w.add_metadata(&k("attention.head_count"), per(&|l| l.n_head));
@@ -258,17 +192,9 @@ pub fn tiny_gguf(
             _ => device_runtime::quant::quantize::quantize(ty, v).unwrap(),
         }
     };
-    let mut add = |w: &mut GgufWriter<'static>,
-                   name: &str,
-                   dims: &[u64],
-                   ty: GgmlType,
-                   scale: f32,
-                   offset: f32| {
+    let mut add = |w: &mut GgufWriter<'static>, name: &str, dims: &[u64], ty: GgmlType, scale: f32, offset: f32| {
         let n: u64 = dims.iter().product();
-        let v: Vec<f32> = rnd(&mut seed, n as usize, scale)
-            .into_iter()
-            .map(|x| x + offset)
-            .collect();
+        let v: Vec<f32> = rnd(&mut seed, n as usize, scale).into_iter().map(|x| x + offset).collect();
         w.add_tensor(name, dims, ty, enc(&v, ty)).unwrap();
     };
     add(&mut w, "token_embd.weight", &[d, nv], wty, 1.0, 0.0);
@@ -299,41 +225,19 @@ pub fn tiny_gguf(
 /// token (decode), and continuing after a truncated cache that held other tokens (KV-cache reuse, as the
 /// scorer does). The regression test of the scoring bug of 2026-11-30, where the AVX2 Q4 kernels summed in
 /// a batch-size dependent order and KV-reuse scoring differed from a full prefill by up to 0.11 nats.
-pub fn assert_batch_invariant(
-    model: &device_runtime::engine::Model,
-    tokens: &[u32],
-    kernels: &[device_runtime::quant::dot::KernelPath],
-) {
+pub fn assert_batch_invariant(model: &device_runtime::engine::Model, tokens: &[u32], kernels: &[device_runtime::quant::dot::KernelPath]) {
     use device_runtime::engine::{Logits, Session, SessionOptions};
     let n = tokens.len();
     let nv = model.config.n_vocab;
     let same = |what: &str, got: &[f32], want: &[f32]| {
         assert_eq!(got.len(), want.len(), "{what}: length");
-        if let Some(i) = got
-            .iter()
-            .zip(want)
-            .position(|(a, b)| a.to_bits() != b.to_bits())
-        {
-            panic!(
-                "{what}: position {} logit {}: {} vs {} in one call",
-                i / nv,
-                i % nv,
-                got[i],
-                want[i]
-            );
+        if let Some(i) = got.iter().zip(want).position(|(a, b)| a.to_bits() != b.to_bits()) {
+            panic!("{what}: position {} logit {}: {} vs {} in one call", i / nv, i % nv, got[i], want[i]);
         }
     };
     for &k in kernels {
-        let opts = SessionOptions {
-            n_ctx: 2 * n + 8,
-            threads: 1,
-            n_batch: 512,
-            kernels: k,
-        };
-        let want = Session::new(model, opts)
-            .unwrap()
-            .prefill(tokens, Logits::All)
-            .unwrap();
+        let opts = SessionOptions { n_ctx: 2 * n + 8, threads: 1, n_batch: 512, kernels: k };
+        let want = Session::new(model, opts).unwrap().prefill(tokens, Logits::All).unwrap();
         for split in 1..n {
             let mut s = Session::new(model, opts).unwrap();
             let mut got = s.prefill(&tokens[..split], Logits::All).unwrap();
@@ -341,16 +245,10 @@ pub fn assert_batch_invariant(
             same(&format!("{k:?} split at {split}"), &got, &want);
         }
         for n_batch in [1, 2, 3, 5, 8] {
-            let got = Session::new(model, SessionOptions { n_batch, ..opts })
-                .unwrap()
-                .prefill(tokens, Logits::All)
-                .unwrap();
+            let got = Session::new(model, SessionOptions { n_batch, ..opts }).unwrap().prefill(tokens, Logits::All).unwrap();
             same(&format!("{k:?} n_batch {n_batch}"), &got, &want);
         }
-        let got = Session::new(model, SessionOptions { threads: 2, ..opts })
-            .unwrap()
-            .prefill(tokens, Logits::All)
-            .unwrap();
+        let got = Session::new(model, SessionOptions { threads: 2, ..opts }).unwrap().prefill(tokens, Logits::All).unwrap();
         same(&format!("{k:?} 2 threads"), &got, &want);
         let mut s = Session::new(model, opts).unwrap();
         let got: Vec<f32> = tokens.iter().flat_map(|&t| s.decode(t).unwrap()).collect();
@@ -359,22 +257,12 @@ pub fn assert_batch_invariant(
         for keep in [1, n / 2, n - 1] {
             let mut s = Session::new(model, opts).unwrap();
             let mut other = tokens[..keep].to_vec();
-            other.extend(
-                tokens
-                    .iter()
-                    .rev()
-                    .take(n - keep + 3)
-                    .map(|t| (t + 1) % nv as u32),
-            );
+            other.extend(tokens.iter().rev().take(n - keep + 3).map(|t| (t + 1) % nv as u32));
             s.prefill(&other, Logits::Last).unwrap();
             s.truncate(keep);
             let from = (n - keep) / 2;
             let got = s.prefill(&tokens[keep..], Logits::From(from)).unwrap();
-            same(
-                &format!("{k:?} reuse after {keep}, logits from {from}"),
-                &got,
-                &want[(keep + from) * nv..],
-            );
+            same(&format!("{k:?} reuse after {keep}, logits from {from}"), &got, &want[(keep + from) * nv..]);
         }
     }
 }

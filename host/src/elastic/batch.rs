@@ -24,10 +24,7 @@ impl TokenBatch {
     ///
     /// Errors: [`ElasticError::Batch`] when there are no sequences or a sequence is empty.
     pub fn new(seqs: &[Vec<u32>]) -> Result<TokenBatch, ElasticError> {
-        let targets: Vec<Vec<bool>> = seqs
-            .iter()
-            .map(|s| (0..s.len()).map(|t| t > 0).collect())
-            .collect();
+        let targets: Vec<Vec<bool>> = seqs.iter().map(|s| (0..s.len()).map(|t| t > 0).collect()).collect();
         Self::with_targets(seqs, &targets)
     }
 
@@ -37,19 +34,12 @@ impl TokenBatch {
     ///
     /// Errors: [`ElasticError::Batch`] when there are no sequences, a sequence is empty, or a target mask's
     /// length differs from its sequence's.
-    pub fn with_targets(
-        seqs: &[Vec<u32>],
-        targets: &[Vec<bool>],
-    ) -> Result<TokenBatch, ElasticError> {
+    pub fn with_targets(seqs: &[Vec<u32>], targets: &[Vec<bool>]) -> Result<TokenBatch, ElasticError> {
         if seqs.is_empty() {
             return Err(ElasticError::Batch("no sequences".into()));
         }
         if targets.len() != seqs.len() {
-            return Err(ElasticError::Batch(format!(
-                "{} sequences but {} target masks",
-                seqs.len(),
-                targets.len()
-            )));
+            return Err(ElasticError::Batch(format!("{} sequences but {} target masks", seqs.len(), targets.len())));
         }
         let seq_len = seqs.iter().map(Vec::len).max().unwrap_or(0);
         if let Some(b) = seqs.iter().position(Vec::is_empty) {

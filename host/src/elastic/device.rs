@@ -105,11 +105,7 @@ pub struct AdapterSummary {
 
 impl fmt::Display for AdapterSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({}, {} {}",
-            self.name, self.device_type, self.backend, self.driver
-        )?;
+        write!(f, "{} ({}, {} {}", self.name, self.device_type, self.backend, self.driver)?;
         if !self.driver_info.is_empty() {
             write!(f, " {}", self.driver_info)?;
         }
@@ -139,11 +135,7 @@ impl HostDevice {
             (DeviceName::Wgpu, Some(a)) => format!("wgpu (WGSL) on {a}"),
             (DeviceName::Wgpu, None) => "wgpu (adapter unknown)".to_string(),
         };
-        if self.training {
-            format!("{base}, autodiff")
-        } else {
-            base
-        }
+        if self.training { format!("{base}, autodiff") } else { base }
     }
 }
 
@@ -171,12 +163,7 @@ pub fn host_device(name: DeviceName, training: bool) -> Result<HostDevice, Devic
         }
     };
     let device = if training { device.autodiff() } else { device };
-    Ok(HostDevice {
-        device,
-        name,
-        adapter,
-        training,
-    })
+    Ok(HostDevice { device, name, adapter, training })
 }
 
 /// Whether this build has the `wgpu` feature (so [`DeviceName::Wgpu`] can work).
@@ -213,9 +200,7 @@ fn wgpu_device() -> Result<(Device, AdapterSummary), DeviceError> {
     });
     match adapter {
         Ok(a) => Ok((Device::wgpu(DeviceKind::DefaultDevice), a.clone())),
-        Err(message) => Err(DeviceError::WgpuUnavailable {
-            message: message.clone(),
-        }),
+        Err(message) => Err(DeviceError::WgpuUnavailable { message: message.clone() }),
     }
 }
 
@@ -229,33 +214,19 @@ mod tests {
         assert_eq!("WGPU".parse::<DeviceName>().unwrap(), DeviceName::Wgpu);
         assert_eq!(DeviceName::Wgpu.to_string(), "wgpu");
         let e = "cuda".parse::<DeviceName>().unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "unknown device `cuda`: expected `cpu` or `wgpu`"
-        );
-        assert!(matches!(
-            device_by_name("gpu", false),
-            Err(DeviceError::Unknown { .. })
-        ));
+        assert_eq!(e.to_string(), "unknown device `cuda`: expected `cpu` or `wgpu`");
+        assert!(matches!(device_by_name("gpu", false), Err(DeviceError::Unknown { .. })));
     }
 
     #[test]
     fn cpu_device_runs_and_trains() {
         use burn::tensor::Tensor;
         let d = device_by_name("cpu", true).unwrap();
-        assert_eq!(
-            (d.name, d.training, d.adapter.is_none()),
-            (DeviceName::Cpu, true, true)
-        );
+        assert_eq!((d.name, d.training, d.adapter.is_none()), (DeviceName::Cpu, true, true));
         assert_eq!(d.describe(), "cpu (burn flex backend), autodiff");
         let x = Tensor::<1>::from_floats([1.0, 2.0, 3.0], &d.device).require_grad();
         let g = x.clone().square().sum().backward();
-        let gx = x
-            .grad(&g)
-            .unwrap()
-            .into_data()
-            .try_into_vec::<f32>()
-            .unwrap();
+        let gx = x.grad(&g).unwrap().into_data().try_into_vec::<f32>().unwrap();
         assert_eq!(gx, vec![2.0, 4.0, 6.0]); // d/dx sum x² = 2x
     }
 
@@ -264,9 +235,6 @@ mod tests {
     fn wgpu_without_the_feature_says_how_to_rebuild() {
         let e = device_by_name("wgpu", false).unwrap_err();
         assert!(matches!(e, DeviceError::WgpuNotBuilt));
-        assert!(
-            e.to_string().contains("rebuild with --features wgpu"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("rebuild with --features wgpu"), "{e}");
     }
 }

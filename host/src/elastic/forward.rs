@@ -35,14 +35,7 @@ fn rmsnorm(x: Tensor<2>, w: Tensor<1>, eps: f32) -> Tensor<2> {
 /// dims `i` rotates, `sin` holds `-sin θ_i` on the first and `+sin θ_i` on the second element of the pair,
 /// so that `rope(x) = x * cos + pairswap(x) * sin`. Dims beyond `rope_dim` get cos 1, sin 0 (not rotated).
 /// `θ_i = pos * base^(-2i/rope_dim)`, computed in f64 as the runtime's `ops::rope_table`.
-fn rope_tables(
-    t: usize,
-    hd: usize,
-    rope_dim: usize,
-    base: f32,
-    neox: bool,
-    device: &Device,
-) -> (Tensor<2>, Tensor<2>) {
+fn rope_tables(t: usize, hd: usize, rope_dim: usize, base: f32, neox: bool, device: &Device) -> (Tensor<2>, Tensor<2>) {
     let mut cos = vec![1f32; t * hd];
     let mut sin = vec![0f32; t * hd];
     let half = rope_dim / 2;
@@ -50,11 +43,7 @@ fn rope_tables(
         for i in 0..half {
             let theta = p as f64 * (base as f64).powf(-2.0 * i as f64 / rope_dim as f64);
             let (c, s) = (theta.cos() as f32, theta.sin() as f32);
-            let (a, b) = if neox {
-                (i, i + half)
-            } else {
-                (2 * i, 2 * i + 1)
-            };
+            let (a, b) = if neox { (i, i + half) } else { (2 * i, 2 * i + 1) };
             cos[p * hd + a] = c;
             cos[p * hd + b] = c;
             sin[p * hd + a] = -s;
@@ -75,8 +64,8 @@ struct Ctx {
     rope_dim: usize,
     neox: bool,
     eps: f32,
-    cos: Tensor<4>,  // [1, T, 1, hd]
-    sin: Tensor<4>,  // [1, T, 1, hd]
+    cos: Tensor<4>, // [1, T, 1, hd]
+    sin: Tensor<4>, // [1, T, 1, hd]
     mask: Tensor<4>, // [1, 1, T, T]
 }
 
@@ -95,10 +84,7 @@ impl Ctx {
             }
             Tensor::cat(parts, 3)
         } else {
-            x.clone()
-                .reshape([b, t, h, hd / 2, 2])
-                .flip([4])
-                .reshape([b, t, h, hd])
+            x.clone().reshape([b, t, h, hd / 2, 2]).flip([4]).reshape([b, t, h, hd])
         };
         x * self.cos.clone() + swapped * self.sin.clone()
     }
@@ -111,18 +97,11 @@ impl ElasticModel {
     ///
     /// Errors: [`ElasticError::Arch`] when `subnet` does not fit the model ([`SubnetConfig::validate`]),
     /// [`ElasticError::Batch`] for a token id outside the vocabulary.
-    pub fn hidden(
-        &self,
-        batch: &TokenBatch,
-        subnet: &SubnetConfig,
-    ) -> Result<Tensor<2>, ElasticError> {
+    pub fn hidden(&self, batch: &TokenBatch, subnet: &SubnetConfig) -> Result<Tensor<2>, ElasticError> {
         let c = &self.config;
         subnet.validate(c)?;
         if let Some(&bad) = batch.tokens().iter().find(|&&t| t as usize >= c.n_vocab) {
-            return Err(ElasticError::Batch(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                c.n_vocab
-            )));
+            return Err(ElasticError::Batch(format!("token id {bad} is outside the vocabulary of {}", c.n_vocab)));
         }
         let device = self.device();
         let (b, t, hd) = (batch.batch(), batch.seq_len(), c.head_dim);
@@ -172,15 +151,9 @@ impl ElasticModel {
     /// token `t + 1`). Padded positions hold values that mean nothing.
     ///
     /// Errors: as [`ElasticModel::hidden`].
-    pub fn forward(
-        &self,
-        batch: &TokenBatch,
-        subnet: &SubnetConfig,
-    ) -> Result<Tensor<3>, ElasticError> {
+    pub fn forward(&self, batch: &TokenBatch, subnet: &SubnetConfig) -> Result<Tensor<3>, ElasticError> {
         let h = self.hidden(batch, subnet)?;
-        Ok(self
-            .head(h)
-            .reshape([batch.batch(), batch.seq_len(), self.config.n_vocab]))
+        Ok(self.head(h).reshape([batch.batch(), batch.seq_len(), self.config.n_vocab]))
     }
 }
 
@@ -202,11 +175,7 @@ fn cols(w: Tensor<2>, n: usize) -> Tensor<2> {
 fn attention(blk: &ElasticBlock, ctx: &Ctx, x: Tensor<2>, kv: usize, g: usize) -> Tensor<2> {
     let (b, t, hd) = (ctx.b, ctx.t, ctx.hd);
     let nq = kv * g;
-    let w = |p: &Option<burn::module::Param<Tensor<2>>>| {
-        p.as_ref()
-            .expect("attention weights of a layer with KV heads")
-            .val()
-    };
+    let w = |p: &Option<burn::module::Param<Tensor<2>>>| p.as_ref().expect("attention weights of a layer with KV heads").val();
     let h = rmsnorm(x, blk.attn_norm.as_ref().expect("attn_norm").val(), ctx.eps);
     let q = h.clone().matmul(rows(w(&blk.wq), nq * hd).transpose()); // [N, nq*hd]
     let k = h.clone().matmul(rows(w(&blk.wk), kv * hd).transpose()); // [N, kv*hd]
@@ -215,28 +184,20 @@ fn attention(blk: &ElasticBlock, ctx: &Ctx, x: Tensor<2>, kv: usize, g: usize) -
     let k = ctx.rope(k.reshape([b, t, kv, hd]));
     // Query head j = group * g + i belongs to KV group j / g: lay the g heads of a group along the rows so one
     // batched product per group serves them all, with no copy of K or V.
-    let q = q
-        .reshape([b, t, kv, g, hd])
-        .permute([0, 2, 3, 1, 4])
-        .reshape([b, kv, g * t, hd]);
+    let q = q.reshape([b, t, kv, g, hd]).permute([0, 2, 3, 1, 4]).reshape([b, kv, g * t, hd]);
     let k = k.swap_dims(1, 2); // [B, kv, T, hd]
     let v = v.reshape([b, t, kv, hd]).swap_dims(1, 2);
     let scores = q.matmul(k.transpose()).mul_scalar(1.0 / (hd as f32).sqrt()); // [B, kv, g*T, T]
     let scores = scores.reshape([b, kv * g, t, t]) + ctx.mask.clone();
     let p = softmax(scores, 3).reshape([b, kv, g * t, t]);
     let o = p.matmul(v); // [B, kv, g*T, hd]
-    let o = o
-        .reshape([b, kv, g, t, hd])
-        .permute([0, 3, 1, 2, 4])
-        .reshape([b * t, nq * hd]);
+    let o = o.reshape([b, kv, g, t, hd]).permute([0, 3, 1, 2, 4]).reshape([b * t, nq * hd]);
     o.matmul(cols(w(&blk.wo), nq * hd).transpose())
 }
 
 /// The FFN sub-block's output `[N, d]` (before the residual add) with the first `f` neurons.
 fn feed_forward(blk: &ElasticBlock, ctx: &Ctx, x: Tensor<2>, f: usize) -> Tensor<2> {
-    let w = |p: &Option<burn::module::Param<Tensor<2>>>| {
-        p.as_ref().expect("FFN weights of a layer with FFN").val()
-    };
+    let w = |p: &Option<burn::module::Param<Tensor<2>>>| p.as_ref().expect("FFN weights of a layer with FFN").val();
     let h = rmsnorm(x, blk.ffn_norm.as_ref().expect("ffn_norm").val(), ctx.eps);
     let gate = h.clone().matmul(rows(w(&blk.gate), f).transpose());
     let up = h.matmul(rows(w(&blk.up), f).transpose());

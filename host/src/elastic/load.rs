@@ -50,10 +50,7 @@ fn weights_path(path: &Path) -> Result<std::path::PathBuf, ElasticError> {
     } else if path.is_file() {
         Ok(path.to_path_buf())
     } else {
-        Err(ElasticError::Path {
-            path: path.display().to_string(),
-            reason: "no such file or folder".into(),
-        })
+        Err(ElasticError::Path { path: path.display().to_string(), reason: "no such file or folder".into() })
     }
 }
 
@@ -80,15 +77,10 @@ impl ElasticModel {
         let (d, hd) = (config.d_model, config.head_dim);
         // Dequantize tensor `name` with ggml dims `[cols, rows]` (or `[cols]` when rows == 0).
         let read = |name: &str, cols: usize, rows: usize| -> Result<Vec<f32>, ElasticError> {
-            let t = f.tensor(name).ok_or_else(|| ElasticError::MissingTensor {
-                file: file.clone(),
-                tensor: name.to_owned(),
-            })?;
-            let expected: Vec<u64> = if rows == 0 {
-                vec![cols as u64]
-            } else {
-                vec![cols as u64, rows as u64]
-            };
+            let t = f
+                .tensor(name)
+                .ok_or_else(|| ElasticError::MissingTensor { file: file.clone(), tensor: name.to_owned() })?;
+            let expected: Vec<u64> = if rows == 0 { vec![cols as u64] } else { vec![cols as u64, rows as u64] };
             if t.dims != expected {
                 return Err(ElasticError::Shape {
                     file: file.clone(),
@@ -99,45 +91,30 @@ impl ElasticModel {
             }
             let n = cols * rows.max(1);
             let mut out = vec![0f32; n];
-            quant::dequantize(t.ty, f.tensor_data(t), &mut out).map_err(|source| {
-                ElasticError::Quant {
-                    file: file.clone(),
-                    tensor: name.to_owned(),
-                    source,
-                }
+            quant::dequantize(t.ty, f.tensor_data(t), &mut out).map_err(|source| ElasticError::Quant {
+                file: file.clone(),
+                tensor: name.to_owned(),
+                source,
             })?;
             Ok(out)
         };
-        let mat =
-            |name: &str, rows: usize, cols: usize| -> Result<Param<Tensor<2>>, ElasticError> {
-                let v = read(name, cols, rows)?;
-                Ok(Param::from_tensor(Tensor::from_data(
-                    TensorData::new(v, [rows, cols]),
-                    device,
-                )))
-            };
+        let mat = |name: &str, rows: usize, cols: usize| -> Result<Param<Tensor<2>>, ElasticError> {
+            let v = read(name, cols, rows)?;
+            Ok(Param::from_tensor(Tensor::from_data(TensorData::new(v, [rows, cols]), device)))
+        };
         let vector = |name: &str, n: usize| -> Result<Param<Tensor<1>>, ElasticError> {
             let v = read(name, n, 0)?;
-            Ok(Param::from_tensor(Tensor::from_data(
-                TensorData::new(v, [n]),
-                device,
-            )))
+            Ok(Param::from_tensor(Tensor::from_data(TensorData::new(v, [n]), device)))
         };
         let tok_embd = mat("token_embd.weight", config.n_vocab, d)?;
-        let output = if config.tied_embeddings {
-            None
-        } else {
-            Some(mat("output.weight", config.n_vocab, d)?)
-        };
+        let output = if config.tied_embeddings { None } else { Some(mat("output.weight", config.n_vocab, d)?) };
         let output_norm = vector("output_norm.weight", d)?;
         let mut blocks = Vec::with_capacity(config.n_layers);
         for l in 0..config.n_layers {
             let p = |s: &str| format!("blk.{l}.{s}.weight");
             let (nh, nkv, ffn) = (config.n_heads[l], config.n_kv_heads[l], config.ffn[l]);
             let attn = nh > 0 && nkv > 0;
-            let opt_mat = |on: bool, s: &str, rows: usize, cols: usize| {
-                on.then(|| mat(&p(s), rows, cols)).transpose()
-            };
+            let opt_mat = |on: bool, s: &str, rows: usize, cols: usize| on.then(|| mat(&p(s), rows, cols)).transpose();
             let opt_vec = |on: bool, s: &str| on.then(|| vector(&p(s), d)).transpose();
             blocks.push(ElasticBlock {
                 attn_norm: opt_vec(attn, "attn_norm")?,
@@ -151,13 +128,7 @@ impl ElasticModel {
                 down: opt_mat(ffn > 0, "ffn_down", d, ffn)?,
             });
         }
-        Ok(ElasticModel {
-            tok_embd,
-            output,
-            output_norm,
-            blocks,
-            config,
-        })
+        Ok(ElasticModel { tok_embd, output, output_norm, blocks, config })
     }
 
     /// Every weight with its GGUF name and ggml dims (`[cols, rows]` for matrices, `[n]` for norms), in the
@@ -173,8 +144,7 @@ impl ElasticModel {
             Ok(())
         };
         push2("token_embd.weight".into(), &self.tok_embd)?;
-        let mut vecs: Vec<(String, Tensor<1>)> =
-            vec![("output_norm.weight".into(), self.output_norm.val())];
+        let mut vecs: Vec<(String, Tensor<1>)> = vec![("output_norm.weight".into(), self.output_norm.val())];
         if let Some(o) = &self.output {
             push2("output.weight".into(), o)?;
         }
@@ -183,12 +153,7 @@ impl ElasticModel {
             if let Some(n) = &b.attn_norm {
                 vecs.push((p("attn_norm"), n.val()));
             }
-            for (s, w) in [
-                ("attn_q", &b.wq),
-                ("attn_k", &b.wk),
-                ("attn_v", &b.wv),
-                ("attn_output", &b.wo),
-            ] {
+            for (s, w) in [("attn_q", &b.wq), ("attn_k", &b.wk), ("attn_v", &b.wv), ("attn_output", &b.wo)] {
                 if let Some(w) = w {
                     push2(p(s), w)?;
                 }
@@ -196,11 +161,7 @@ impl ElasticModel {
             if let Some(n) = &b.ffn_norm {
                 vecs.push((p("ffn_norm"), n.val()));
             }
-            for (s, w) in [
-                ("ffn_gate", &b.gate),
-                ("ffn_up", &b.up),
-                ("ffn_down", &b.down),
-            ] {
+            for (s, w) in [("ffn_gate", &b.gate), ("ffn_up", &b.up), ("ffn_down", &b.down)] {
                 if let Some(w) = w {
                     push2(p(s), w)?;
                 }
@@ -220,12 +181,7 @@ impl ElasticModel {
     ///
     /// Errors: [`ElasticError::Readback`], [`ElasticError::Quant`] (F16 conversion), [`ElasticError::Gguf`]
     /// (writing or renaming failed).
-    pub fn save_gguf(
-        &self,
-        template: &GgufFile,
-        out: impl AsRef<Path>,
-        ty: SaveType,
-    ) -> Result<u64, ElasticError> {
+    pub fn save_gguf(&self, template: &GgufFile, out: impl AsRef<Path>, ty: SaveType) -> Result<u64, ElasticError> {
         let out = out.as_ref();
         let mut w = GgufWriter::new();
         for (k, v) in template.metadata() {
@@ -239,11 +195,7 @@ impl ElasticModel {
             }),
         );
         for (name, dims, v) in self.named_weights()? {
-            let tty = if dims.len() == 1 {
-                GgmlType::F32
-            } else {
-                ty.ggml()
-            };
+            let tty = if dims.len() == 1 { GgmlType::F32 } else { ty.ggml() };
             let bytes = quant::quantize(tty, &v).map_err(|source| ElasticError::Quant {
                 file: out.display().to_string(),
                 tensor: name.clone(),
@@ -263,7 +215,5 @@ impl ElasticModel {
 
 /// Read a tensor back as f32 values (row-major).
 pub(crate) fn read_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, ElasticError> {
-    t.into_data()
-        .try_into_vec::<f32>()
-        .map_err(|e| ElasticError::Readback(format!("{e:?}")))
+    t.into_data().try_into_vec::<f32>().map_err(|e| ElasticError::Readback(format!("{e:?}")))
 }

@@ -23,35 +23,22 @@ impl ElasticModel {
     /// row-major order ([`TokenBatch::target_positions`]). Only those rows go through the output head.
     ///
     /// Errors: as [`ElasticModel::hidden`], and [`ElasticError::Batch`] when the batch has no target.
-    pub fn target_logits(
-        &self,
-        batch: &TokenBatch,
-        subnet: &SubnetConfig,
-    ) -> Result<Tensor<2>, ElasticError> {
+    pub fn target_logits(&self, batch: &TokenBatch, subnet: &SubnetConfig) -> Result<Tensor<2>, ElasticError> {
         let (pos, _) = batch.target_positions();
         if pos.is_empty() {
-            return Err(ElasticError::Batch(
-                "no target tokens (sequences of one token, or all masked)".into(),
-            ));
+            return Err(ElasticError::Batch("no target tokens (sequences of one token, or all masked)".into()));
         }
         let h = self.hidden(batch, subnet)?;
         let device = self.device();
         let n = pos.len();
-        let idx = Tensor::<1, Int>::from_data(
-            TensorData::new(pos.into_iter().map(|p| p as i64).collect(), [n]),
-            &device,
-        );
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(pos.into_iter().map(|p| p as i64).collect(), [n]), &device);
         Ok(self.head(h.select(0, idx)))
     }
 
     /// Log-probability of each target token: `[n_targets]` (nats), row-major order.
     ///
     /// Errors: as [`ElasticModel::target_logits`].
-    pub fn target_logprobs(
-        &self,
-        batch: &TokenBatch,
-        subnet: &SubnetConfig,
-    ) -> Result<Tensor<1>, ElasticError> {
+    pub fn target_logprobs(&self, batch: &TokenBatch, subnet: &SubnetConfig) -> Result<Tensor<1>, ElasticError> {
         let logits = self.target_logits(batch, subnet)?;
         Ok(gather_targets(logits, batch))
     }
@@ -62,10 +49,7 @@ impl ElasticModel {
     /// Errors: as [`ElasticModel::target_logits`].
     pub fn loss(&self, batch: &TokenBatch, subnet: &SubnetConfig) -> Result<LmLoss, ElasticError> {
         let lp = self.target_logprobs(batch, subnet)?;
-        Ok(LmLoss {
-            loss: lp.mean().neg(),
-            n_targets: batch.n_targets(),
-        })
+        Ok(LmLoss { loss: lp.mean().neg(), n_targets: batch.n_targets() })
     }
 }
 
@@ -74,10 +58,7 @@ pub(crate) fn gather_targets(logits: Tensor<2>, batch: &TokenBatch) -> Tensor<1>
     let (_, ids) = batch.target_positions();
     let n = ids.len();
     let device = logits.device();
-    let ids = Tensor::<2, Int>::from_data(
-        TensorData::new(ids.into_iter().map(|t| t as i64).collect(), [n, 1]),
-        &device,
-    );
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids.into_iter().map(|t| t as i64).collect(), [n, 1]), &device);
     log_softmax(logits, 1).gather(1, ids).reshape([n])
 }
 
@@ -124,16 +105,11 @@ pub fn perplexity(
     batch: usize,
 ) -> Result<PerplexityResult, ElasticError> {
     if n_ctx < 4 || batch == 0 {
-        return Err(ElasticError::Batch(format!(
-            "perplexity context {n_ctx} (at least 4) or batch {batch} (at least 1)"
-        )));
+        return Err(ElasticError::Batch(format!("perplexity context {n_ctx} (at least 4) or batch {batch} (at least 1)")));
     }
     let mut n_chunks = tokens.len() / n_ctx;
     if n_chunks == 0 {
-        return Err(ElasticError::Batch(format!(
-            "{} tokens is less than one chunk of {n_ctx}",
-            tokens.len()
-        )));
+        return Err(ElasticError::Batch(format!("{} tokens is less than one chunk of {n_ctx}", tokens.len())));
     }
     if max_chunks > 0 {
         n_chunks = n_chunks.min(max_chunks);
@@ -159,10 +135,5 @@ pub fn perplexity(
         nll -= lp.iter().map(|&x| x as f64).sum::<f64>();
         count += lp.len();
     }
-    Ok(PerplexityResult {
-        ppl: (nll / count as f64).exp(),
-        nll,
-        count,
-        n_chunks,
-    })
+    Ok(PerplexityResult { ppl: (nll / count as f64).exp(), nll, count, n_chunks })
 }

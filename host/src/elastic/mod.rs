@@ -52,9 +52,7 @@ mod loss;
 mod tests;
 
 pub use batch::TokenBatch;
-pub use device::{
-    AdapterSummary, DeviceError, DeviceName, HostDevice, WGPU_BUILT, device_by_name, host_device,
-};
+pub use device::{AdapterSummary, DeviceError, DeviceName, HostDevice, WGPU_BUILT, device_by_name, host_device};
 pub use load::SaveType;
 pub use loss::{LmLoss, PerplexityResult, kl_divergence, perplexity};
 
@@ -92,9 +90,7 @@ pub enum ElasticError {
         tensor: String,
     },
     /// A tensor's dimensions differ from what the configuration implies.
-    #[error(
-        "{file}: tensor {tensor}: dims {got:?}, expected {expected:?} (ggml order, ne[0] first)"
-    )]
+    #[error("{file}: tensor {tensor}: dims {got:?}, expected {expected:?} (ggml order, ne[0] first)")]
     Shape {
         /// File name.
         file: String,

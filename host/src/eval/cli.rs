@@ -84,25 +84,14 @@ pub struct PplReport {
 
 /// Run `llamanas eval`; prints the report and returns it.
 pub fn run(args: &EvalArgs) -> Result<EvalReport> {
-    ensure!(
-        !args.tasks.is_empty() || args.ppl.is_some(),
-        "eval: give --tasks and/or --ppl FILE"
-    );
+    ensure!(!args.tasks.is_empty() || args.ppl.is_some(), "eval: give --tasks and/or --ppl FILE");
     let path = crate::export::base_gguf(&args.input)?;
     let assets = args.assets.clone().unwrap_or_else(data::assets_dir);
-    let scorer = Scorer::with_assets(
-        &path,
-        &assets,
-        &args.tasks,
-        args.limit,
-        args.seed,
-        args.threads,
-    )
-    .with_context(|| format!("preparing the tasks for {}", path.display()))?;
+    let scorer = Scorer::with_assets(&path, &assets, &args.tasks, args.limit, args.seed, args.threads)
+        .with_context(|| format!("preparing the tasks for {}", path.display()))?;
     let cfg: Option<SubnetConfig> = match &args.subnet {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("{}: cannot read", p.display()))?;
+            let text = std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
             Some(serde_json::from_str(&text).with_context(|| {
                 format!("{}: not a sub-network config ({{\"layers\":[...],\"ffn\":[...],\"kv_heads\":[...]}})", p.display())
             })?)
@@ -112,33 +101,27 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
     let model = match (&cfg, args.quant) {
         (None, None) => Model::load(&path)?,
         (c, q) => {
-            let base =
-                GgufFile::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            let base = GgufFile::open(&path).with_context(|| format!("opening {}", path.display()))?;
             let full = ModelConfig::from_gguf(&base)?.full_subnet();
             let c = c.clone().unwrap_or(full);
             let q = match q {
                 Some(q) => q,
                 None => super::native_quant(&base)?,
             };
-            subnet_model(&base, &c, q)
-                .with_context(|| format!("{}: building sub-network {}", path.display(), c.id()))?
+            subnet_model(&base, &c, q).with_context(|| format!("{}: building sub-network {}", path.display(), c.id()))?
         }
     };
     let mut scores = Vec::new();
     for t in scorer.tasks() {
         let pb = ProgressBar::new(t.docs.len() as u64);
         pb.set_style(
-            ProgressStyle::with_template(
-                "{msg:>14} [{bar:30}] {pos}/{len} docs {elapsed_precise} eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{msg:>14} [{bar:30}] {pos}/{len} docs {elapsed_precise} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
         );
         pb.set_message(t.spec.name());
-        let s = super::score_task(&model, t, scorer.n_ctx(), scorer.threads(), &|d| {
-            pb.set_position(d as u64)
-        })
-        .with_context(|| format!("scoring {} on {}", path.display(), t.spec))?;
+        let s = super::score_task(&model, t, scorer.n_ctx(), scorer.threads(), &|d| pb.set_position(d as u64))
+            .with_context(|| format!("scoring {} on {}", path.display(), t.spec))?;
         pb.finish_and_clear();
         scores.push(s);
     }
@@ -166,43 +149,15 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
 }
 
 fn run_ppl(model: &Model, path: &Path, file: &Path, args: &EvalArgs) -> Result<PplReport> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("{}: cannot read", file.display()))?;
+    let text = std::fs::read_to_string(file).with_context(|| format!("{}: cannot read", file.display()))?;
     let gguf = GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let tok =
-        Tokenizer::from_gguf(&gguf).with_context(|| format!("{}: tokenizer", path.display()))?;
-    let tokens = tok
-        .encode(&text, true, false)
-        .with_context(|| format!("{}: tokenizing", file.display()))?;
-    let bos = if tok.metadata().add_bos {
-        tok.bos()
-    } else {
-        None
-    };
-    let mut s = Session::new(
-        model,
-        SessionOptions {
-            n_ctx: args.ppl_ctx,
-            threads: args.threads,
-            ..Default::default()
-        },
-    )?;
-    let p = perplexity(
-        &mut s,
-        &tokens,
-        args.ppl_ctx,
-        bos,
-        args.ppl_chunks,
-        |_, _| {},
-    )
-    .with_context(|| format!("perplexity of {}", file.display()))?;
-    Ok(PplReport {
-        file: file.display().to_string(),
-        n_ctx: args.ppl_ctx,
-        chunks: p.n_chunks,
-        tokens: p.count,
-        ppl: p.ppl,
-    })
+    let tok = Tokenizer::from_gguf(&gguf).with_context(|| format!("{}: tokenizer", path.display()))?;
+    let tokens = tok.encode(&text, true, false).with_context(|| format!("{}: tokenizing", file.display()))?;
+    let bos = if tok.metadata().add_bos { tok.bos() } else { None };
+    let mut s = Session::new(model, SessionOptions { n_ctx: args.ppl_ctx, threads: args.threads, ..Default::default() })?;
+    let p = perplexity(&mut s, &tokens, args.ppl_ctx, bos, args.ppl_chunks, |_, _| {})
+        .with_context(|| format!("perplexity of {}", file.display()))?;
+    Ok(PplReport { file: file.display().to_string(), n_ctx: args.ppl_ctx, chunks: p.n_chunks, tokens: p.count, ppl: p.ppl })
 }
 
 fn print_table(r: &EvalReport) {
@@ -233,9 +188,6 @@ fn print_table(r: &EvalReport) {
         }
     }
     if let Some(p) = &r.perplexity {
-        println!(
-            "perplexity of {}: {:.4} ({} chunks of {} tokens, {} tokens scored)",
-            p.file, p.ppl, p.chunks, p.n_ctx, p.tokens
-        );
+        println!("perplexity of {}: {:.4} ({} chunks of {} tokens, {} tokens scored)", p.file, p.ppl, p.chunks, p.n_ctx, p.tokens);
     }
 }

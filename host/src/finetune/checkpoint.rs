@@ -42,15 +42,10 @@ pub struct Checkpoint {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FinetuneError> {
     use std::io::Write;
     let parent = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp, "create"))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(io_err(&tmp, "write"))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(io_err(&tmp, "write"))?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(io_err(path, "rename into place"))
 }
@@ -59,15 +54,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FinetuneError> {
 /// any tensor of `template` the model does not produce copied unchanged.
 ///
 /// Errors: [`FinetuneError::Gguf`] (bad dims, write failure).
-pub fn write_gguf<M: ElasticLm>(
-    model: &M,
-    template: &GgufFile,
-    path: &Path,
-) -> Result<(), FinetuneError> {
-    let gerr = |source| FinetuneError::Gguf {
-        path: path.display().to_string(),
-        source,
-    };
+pub fn write_gguf<M: ElasticLm>(model: &M, template: &GgufFile, path: &Path) -> Result<(), FinetuneError> {
+    let gerr = |source| FinetuneError::Gguf { path: path.display().to_string(), source };
     let tensors = model.gguf_tensors();
     let mut w = GgufWriter::new();
     for (k, v) in template.metadata() {
@@ -79,19 +67,16 @@ pub fn write_gguf<M: ElasticLm>(
     for t in template.tensors() {
         if let Some((name, dims, data)) = tensors.iter().find(|(n, _, _)| *n == t.name) {
             let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-            w.add_tensor(name, dims, GgmlType::F32, bytes)
-                .map_err(gerr)?;
+            w.add_tensor(name, dims, GgmlType::F32, bytes).map_err(gerr)?;
             written.insert(name.clone());
         } else {
-            w.add_tensor(&t.name, &t.dims, t.ty, template.tensor_data(t))
-                .map_err(gerr)?;
+            w.add_tensor(&t.name, &t.dims, t.ty, template.tensor_data(t)).map_err(gerr)?;
         }
     }
     for (name, dims, data) in &tensors {
         if !written.contains(name) {
             let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-            w.add_tensor(name, dims, GgmlType::F32, bytes)
-                .map_err(gerr)?;
+            w.add_tensor(name, dims, GgmlType::F32, bytes).map_err(gerr)?;
         }
     }
     w.write_atomic(path).map_err(gerr)?;
@@ -101,9 +86,7 @@ pub fn write_gguf<M: ElasticLm>(
 /// Keeps only the lines of the JSONL log whose `step` is at most `step` (steps after the last checkpoint are
 /// redone by a resumed run and logged again).
 pub fn truncate_log(path: &Path, step: u64) -> Result<(), FinetuneError> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
     let kept: String = text
         .lines()
         .filter(|l| {
@@ -120,9 +103,7 @@ pub fn truncate_log(path: &Path, step: u64) -> Result<(), FinetuneError> {
 impl Checkpoint {
     /// The checkpoints of output folder `out` (`out/checkpoints/`).
     pub fn new(out: &Path) -> Checkpoint {
-        Checkpoint {
-            dir: out.join("checkpoints"),
-        }
+        Checkpoint { dir: out.join("checkpoints") }
     }
 
     /// `out/checkpoints`.
@@ -133,8 +114,7 @@ impl Checkpoint {
     /// Removes all checkpoints (a fresh run).
     pub fn clear(&self) -> Result<(), FinetuneError> {
         if self.dir.exists() {
-            std::fs::remove_dir_all(&self.dir)
-                .map_err(io_err(&self.dir, "remove old checkpoints"))?;
+            std::fs::remove_dir_all(&self.dir).map_err(io_err(&self.dir, "remove old checkpoints"))?;
         }
         Ok(())
     }
@@ -144,26 +124,14 @@ impl Checkpoint {
     /// Errors: [`FinetuneError::Checkpoint`] when `latest.json` or the `state.json` it names is unreadable.
     pub fn latest(&self) -> Result<Option<TrainState>, FinetuneError> {
         let latest = self.dir.join("latest.json");
-        let Ok(text) = std::fs::read_to_string(&latest) else {
-            return Ok(None);
-        };
-        let bad = |reason: String| FinetuneError::Checkpoint {
-            path: latest.display().to_string(),
-            reason,
-        };
+        let Ok(text) = std::fs::read_to_string(&latest) else { return Ok(None) };
+        let bad = |reason: String| FinetuneError::Checkpoint { path: latest.display().to_string(), reason };
         let l: Latest = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
         let state_path = self.dir.join(&l.dir).join("state.json");
-        let text = std::fs::read_to_string(&state_path)
-            .map_err(|e| bad(format!("{}: {e}", state_path.display())))?;
-        let s: TrainState = serde_json::from_str(&text)
-            .map_err(|e| bad(format!("{}: {e}", state_path.display())))?;
+        let text = std::fs::read_to_string(&state_path).map_err(|e| bad(format!("{}: {e}", state_path.display())))?;
+        let s: TrainState = serde_json::from_str(&text).map_err(|e| bad(format!("{}: {e}", state_path.display())))?;
         if s.step != l.step {
-            return Err(bad(format!(
-                "names step {} but {} holds step {}",
-                l.step,
-                state_path.display(),
-                s.step
-            )));
+            return Err(bad(format!("names step {} but {} holds step {}", l.step, state_path.display(), s.step)));
         }
         Ok(Some(s))
     }
@@ -181,10 +149,7 @@ impl Checkpoint {
         device: &Device,
     ) -> Result<(M, burn::optim::ModuleOptimizer), FinetuneError> {
         let d = self.step_dir(state.step);
-        let bad = |reason: String| FinetuneError::Checkpoint {
-            path: d.display().to_string(),
-            reason,
-        };
+        let bad = |reason: String| FinetuneError::Checkpoint { path: d.display().to_string(), reason };
         let model = load(&d.join("supernet.gguf"), device).map_err(&bad)?;
         let optim = adamw(state.config.weight_decay)
             .load(d.join("optimizer.bpk"))
@@ -209,25 +174,19 @@ impl Checkpoint {
         std::fs::create_dir_all(&tmp).map_err(io_err(&tmp, "create folder"))?;
         write_gguf(model, template, &tmp.join("supernet.gguf"))?;
         let opt_path = tmp.join("optimizer.bpk");
-        optim
-            .save(&opt_path)
-            .map_err(|e| FinetuneError::Checkpoint {
-                path: opt_path.display().to_string(),
-                reason: format!("cannot save optimizer state: {e:?}"),
-            })?;
-        let text = serde_json::to_string_pretty(state)
-            .map_err(|e| FinetuneError::Invalid(e.to_string()))?;
+        optim.save(&opt_path).map_err(|e| FinetuneError::Checkpoint {
+            path: opt_path.display().to_string(),
+            reason: format!("cannot save optimizer state: {e:?}"),
+        })?;
+        let text = serde_json::to_string_pretty(state).map_err(|e| FinetuneError::Invalid(e.to_string()))?;
         write_atomic(&tmp.join("state.json"), text.as_bytes())?;
         let fin = self.dir.join(&name);
         if fin.exists() {
             std::fs::remove_dir_all(&fin).map_err(io_err(&fin, "remove old checkpoint"))?;
         }
         std::fs::rename(&tmp, &fin).map_err(io_err(&fin, "rename checkpoint into place"))?;
-        let latest = serde_json::to_string(&Latest {
-            dir: name.clone(),
-            step: state.step,
-        })
-        .map_err(|e| FinetuneError::Invalid(e.to_string()))?;
+        let latest = serde_json::to_string(&Latest { dir: name.clone(), step: state.step })
+            .map_err(|e| FinetuneError::Invalid(e.to_string()))?;
         write_atomic(&self.dir.join("latest.json"), latest.as_bytes())?;
         // Older checkpoints are no longer needed.
         if let Ok(rd) = std::fs::read_dir(&self.dir) {

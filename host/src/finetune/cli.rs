@@ -10,10 +10,8 @@ use device_runtime::tokenizer::Tokenizer;
 use super::data::{self, DataSource};
 use super::sample::SubnetPlan;
 use super::train::ElasticLm;
-use super::{
-    FinetuneError, TrainConfig, TrainInputs, TrainSummary, run_training, supernet_gguf_path,
-};
 use crate::elastic::DeviceName;
+use super::{FinetuneError, TrainConfig, TrainInputs, TrainSummary, run_training, supernet_gguf_path};
 use crate::space::SearchSpace;
 
 /// Sub-network plan presets.
@@ -102,10 +100,7 @@ impl FinetuneArgs {
     /// The training configuration these arguments describe.
     pub fn train_config(&self) -> TrainConfig {
         let (plan, distill) = match self.preset {
-            Preset::Sandwich => (
-                SubnetPlan::sandwich(self.random_subnets),
-                self.distill_weight,
-            ),
+            Preset::Sandwich => (SubnetPlan::sandwich(self.random_subnets), self.distill_weight),
             Preset::LlamaNas => (SubnetPlan::llama_nas(), 0.0),
         };
         TrainConfig {
@@ -133,8 +128,7 @@ impl FinetuneArgs {
 pub fn search_space(supernet: &Path, m: &ModelConfig) -> Result<SearchSpace, FinetuneError> {
     let p = supernet.join("supernet.json");
     if supernet.is_dir() && p.exists() {
-        let meta = crate::store::SupernetMeta::read(&p)
-            .map_err(|e| FinetuneError::Invalid(e.to_string()))?;
+        let meta = crate::store::SupernetMeta::read(&p).map_err(|e| FinetuneError::Invalid(e.to_string()))?;
         return Ok(meta.search_space);
     }
     Ok(SearchSpace::default_for(m))
@@ -147,9 +141,7 @@ pub fn read_supernet_json(input: &Path) -> Result<Option<serde_json::Value>, Fin
         return Ok(None);
     }
     let text = std::fs::read_to_string(&p).map_err(super::io_err(&p, "read"))?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| FinetuneError::Invalid(format!("{}: {e}", p.display())))
+    serde_json::from_str(&text).map(Some).map_err(|e| FinetuneError::Invalid(format!("{}: {e}", p.display())))
 }
 
 /// Runs `llamanas finetune` with the model type `M`: `load` builds it from a super-network GGUF on a device.
@@ -161,22 +153,13 @@ pub fn run<M: ElasticLm>(
     use anyhow::Context;
     let gguf_path = supernet_gguf_path(&args.supernet);
     if let (Ok(a), Ok(b)) = (args.out.canonicalize(), args.supernet.canonicalize())
-        && (a == b
-            || gguf_path
-                .parent()
-                .is_some_and(|p| p.canonicalize().is_ok_and(|p| p == a)))
+        && (a == b || gguf_path.parent().is_some_and(|p| p.canonicalize().is_ok_and(|p| p == a)))
     {
-        anyhow::bail!(
-            "--out {} is the input super-network's folder: choose a new folder",
-            args.out.display()
-        );
+        anyhow::bail!("--out {} is the input super-network's folder: choose a new folder", args.out.display());
     }
-    let template =
-        GgufFile::open(&gguf_path).with_context(|| format!("opening {}", gguf_path.display()))?;
-    let mcfg = ModelConfig::from_gguf(&template)
-        .with_context(|| format!("reading {}", gguf_path.display()))?;
-    let tok = Tokenizer::from_gguf(&template)
-        .with_context(|| format!("tokenizer of {}", gguf_path.display()))?;
+    let template = GgufFile::open(&gguf_path).with_context(|| format!("opening {}", gguf_path.display()))?;
+    let mcfg = ModelConfig::from_gguf(&template).with_context(|| format!("reading {}", gguf_path.display()))?;
+    let tok = Tokenizer::from_gguf(&template).with_context(|| format!("tokenizer of {}", gguf_path.display()))?;
     let json = read_supernet_json(&args.supernet)?;
     let space = search_space(&args.supernet, &mcfg)?;
     let src = DataSource::from_path(&args.data);
@@ -200,26 +183,9 @@ pub fn run<M: ElasticLm>(
             space.n_layers
         );
     }
-    let init =
-        || load(&gguf_path, device).map_err(|e| format!("loading {}: {e}", gguf_path.display()));
-    let inputs = TrainInputs {
-        template: &template,
-        supernet_json: json,
-        space,
-        train: &ds.train,
-        pad,
-        data_note,
-    };
+    let init = || load(&gguf_path, device).map_err(|e| format!("loading {}: {e}", gguf_path.display()));
+    let inputs = TrainInputs { template: &template, supernet_json: json, space, train: &ds.train, pad, data_note };
     let cfg = args.train_config();
-    let s = run_training(
-        init,
-        load,
-        &inputs,
-        &cfg,
-        args.resume,
-        &args.out,
-        device,
-        !args.quiet,
-    )?;
+    let s = run_training(init, load, &inputs, &cfg, args.resume, &args.out, device, !args.quiet)?;
     Ok(s)
 }

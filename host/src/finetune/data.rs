@@ -28,9 +28,7 @@ pub enum DataError {
         source: std::io::Error,
     },
     /// The file is not Alpaca-format JSON (an array of objects with `instruction`, optional `input`, `output`).
-    #[error(
-        "{file}: not Alpaca-format JSON (an array of {{instruction, input, output}}): {reason}"
-    )]
+    #[error("{file}: not Alpaca-format JSON (an array of {{instruction, input, output}}): {reason}")]
     Format {
         /// The file.
         file: String,
@@ -97,9 +95,7 @@ pub enum DataSource {
 impl DataSource {
     /// `.json` files are Alpaca data, other files plain text.
     pub fn from_path(p: &Path) -> DataSource {
-        if p.extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
-        {
+        if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
             DataSource::Alpaca(p.to_path_buf())
         } else {
             DataSource::Text(p.to_path_buf())
@@ -120,14 +116,8 @@ impl DataSource {
 /// `output`).
 pub fn read_alpaca(path: &Path) -> Result<Vec<AlpacaItem>, DataError> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-        file: file.clone(),
-        source,
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| DataError::Format {
-        file,
-        reason: e.to_string(),
-    })
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io { file: file.clone(), source })?;
+    serde_json::from_slice(&bytes).map_err(|e| DataError::Format { file, reason: e.to_string() })
 }
 
 /// The user message of an Alpaca item: the instruction, then a blank line and the input when there is one
@@ -148,40 +138,18 @@ pub fn alpaca_user_text(item: &AlpacaItem) -> String {
 ///
 /// Errors: [`DataError::Render`] when the template fails or the full conversation does not start with the
 /// prompt (a template this scheme cannot split).
-pub fn render_alpaca(
-    tok: &Tokenizer,
-    item: &AlpacaItem,
-    max_len: usize,
-    file: &str,
-    idx: usize,
-) -> Result<Example, DataError> {
-    let err = |reason: String| DataError::Render {
-        file: file.to_string(),
-        item: idx,
-        reason,
-    };
+pub fn render_alpaca(tok: &Tokenizer, item: &AlpacaItem, max_len: usize, file: &str, idx: usize) -> Result<Example, DataError> {
+    let err = |reason: String| DataError::Render { file: file.to_string(), item: idx, reason };
     let user = ChatMessage::new("user", alpaca_user_text(item));
-    let prompt = apply_model_chat_template(tok, std::slice::from_ref(&user), true)
+    let prompt = apply_model_chat_template(tok, std::slice::from_ref(&user), true).map_err(|e| err(e.to_string()))?;
+    let full = apply_model_chat_template(tok, &[user, ChatMessage::new("assistant", item.output.clone())], false)
         .map_err(|e| err(e.to_string()))?;
-    let full = apply_model_chat_template(
-        tok,
-        &[user, ChatMessage::new("assistant", item.output.clone())],
-        false,
-    )
-    .map_err(|e| err(e.to_string()))?;
     let Some(rest) = full.strip_prefix(&prompt) else {
-        return Err(err(
-            "the rendered conversation does not start with the rendered prompt".into(),
-        ));
+        return Err(err("the rendered conversation does not start with the rendered prompt".into()));
     };
-    let mut tokens = tok
-        .encode(&prompt, false, true)
-        .map_err(|e| err(e.to_string()))?;
+    let mut tokens = tok.encode(&prompt, false, true).map_err(|e| err(e.to_string()))?;
     let n_prompt = tokens.len();
-    tokens.extend(
-        tok.encode(rest, false, true)
-            .map_err(|e| err(e.to_string()))?,
-    );
+    tokens.extend(tok.encode(rest, false, true).map_err(|e| err(e.to_string()))?);
     let mut target: Vec<bool> = (0..tokens.len()).map(|i| i >= n_prompt).collect();
     tokens.truncate(max_len);
     target.truncate(max_len);
@@ -196,10 +164,7 @@ pub fn pack_text(tokens: &[u32], seq_len: usize) -> Vec<Example> {
     }
     tokens
         .chunks_exact(seq_len)
-        .map(|w| Example {
-            tokens: w.to_vec(),
-            target: (0..seq_len).map(|i| i > 0).collect(),
-        })
+        .map(|w| Example { tokens: w.to_vec(), target: (0..seq_len).map(|i| i > 0).collect() })
         .collect()
 }
 
@@ -220,12 +185,7 @@ pub struct Dataset {
 /// when f > 0) is held out.
 ///
 /// Errors: those of reading and rendering; [`DataError::TooSmall`] when no training example remains.
-pub fn load(
-    src: &DataSource,
-    tok: &Tokenizer,
-    seq_len: usize,
-    held_out: f64,
-) -> Result<Dataset, DataError> {
+pub fn load(src: &DataSource, tok: &Tokenizer, seq_len: usize, held_out: f64) -> Result<Dataset, DataError> {
     let file = src.path().display().to_string();
     let mut examples = match src {
         DataSource::Alpaca(p) => {
@@ -237,36 +197,21 @@ pub fn load(
             v
         }
         DataSource::Text(p) => {
-            let bytes = std::fs::read(p).map_err(|source| DataError::Io {
-                file: file.clone(),
-                source,
-            })?;
-            let text = String::from_utf8(bytes).map_err(|e| DataError::Format {
-                file: file.clone(),
-                reason: format!("not UTF-8 text: {e}"),
-            })?;
+            let bytes = std::fs::read(p).map_err(|source| DataError::Io { file: file.clone(), source })?;
+            let text = String::from_utf8(bytes)
+                .map_err(|e| DataError::Format { file: file.clone(), reason: format!("not UTF-8 text: {e}") })?;
             let toks = tok
                 .encode(&text, false, false)
-                .map_err(|e| DataError::Render {
-                    file: file.clone(),
-                    item: 0,
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| DataError::Render { file: file.clone(), item: 0, reason: e.to_string() })?;
             pack_text(&toks, seq_len)
         }
     };
     let n = examples.len();
-    let n_held = if held_out > 0.0 {
-        ((n as f64 * held_out).ceil() as usize).max(1)
-    } else {
-        0
-    };
+    let n_held = if held_out > 0.0 { ((n as f64 * held_out).ceil() as usize).max(1) } else { 0 };
     if n_held >= n {
         return Err(DataError::TooSmall {
             file,
-            reason: format!(
-                "{n} examples of at most {seq_len} tokens: none left for training after the held-out split"
-            ),
+            reason: format!("{n} examples of at most {seq_len} tokens: none left for training after the held-out split"),
         });
     }
     let held = examples.split_off(n - n_held);
@@ -274,16 +219,9 @@ pub fn load(
     examples.retain(|e| e.n_targets() > 0);
     let skipped = before - examples.len();
     if examples.is_empty() {
-        return Err(DataError::TooSmall {
-            file,
-            reason: format!("no example has a target token within {seq_len} tokens"),
-        });
+        return Err(DataError::TooSmall { file, reason: format!("no example has a target token within {seq_len} tokens") });
     }
-    Ok(Dataset {
-        train: examples,
-        held_out: held,
-        skipped,
-    })
+    Ok(Dataset { train: examples, held_out: held, skipped })
 }
 
 /// A batch of `B` sequences of `T` tokens, row-major, right-padded.
@@ -305,12 +243,7 @@ impl Batch {
     /// Builds a right-padded batch (`pad` fills the tail of short rows).
     pub fn from_examples(examples: &[&Example], pad: u32) -> Batch {
         let b = examples.len();
-        let t = examples
-            .iter()
-            .map(|e| e.tokens.len())
-            .max()
-            .unwrap_or(0)
-            .max(2);
+        let t = examples.iter().map(|e| e.tokens.len()).max().unwrap_or(0).max(2);
         let mut tokens = vec![pad; b * t];
         let mut weights = vec![0f32; b * (t - 1)];
         let mut targets = vec![0u32; b * (t - 1)];
@@ -323,13 +256,7 @@ impl Batch {
                 }
             }
         }
-        Batch {
-            b,
-            t,
-            tokens,
-            weights,
-            targets,
-        }
+        Batch { b, t, tokens, weights, targets }
     }
 
     /// Number of predictions that count in the loss.
@@ -392,10 +319,7 @@ mod tests {
         let ex = pack_text(&toks, 4);
         assert_eq!(ex.len(), 2);
         assert_eq!(ex[1].tokens, vec![4, 5, 6, 7]);
-        let short = Example {
-            tokens: vec![9, 8, 7],
-            target: vec![false, false, true],
-        };
+        let short = Example { tokens: vec![9, 8, 7], target: vec![false, false, true] };
         let b = Batch::from_examples(&[&ex[0], &short], 99);
         assert_eq!((b.b, b.t), (2, 4));
         assert_eq!(b.tokens, vec![0, 1, 2, 3, 9, 8, 7, 99]);
@@ -408,12 +332,7 @@ mod tests {
     fn batch_order_is_a_permutation_per_epoch_and_repeatable() {
         let o = BatchOrder::new(10, 7);
         let mut all: Vec<usize> = (0..5).flat_map(|k| o.micro_batch(k, 2)).collect();
-        assert_eq!(
-            all.clone(),
-            (0..5)
-                .flat_map(|k| BatchOrder::new(10, 7).micro_batch(k, 2))
-                .collect::<Vec<_>>()
-        );
+        assert_eq!(all.clone(), (0..5).flat_map(|k| BatchOrder::new(10, 7).micro_batch(k, 2)).collect::<Vec<_>>());
         all.sort();
         assert_eq!(all, (0..10).collect::<Vec<_>>());
         // A batch straddling two epochs.

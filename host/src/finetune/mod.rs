@@ -70,10 +70,7 @@ pub enum FinetuneError {
     },
 }
 
-pub(crate) fn io_err(
-    path: &Path,
-    op: &'static str,
-) -> impl FnOnce(std::io::Error) -> FinetuneError {
+pub(crate) fn io_err(path: &Path, op: &'static str) -> impl FnOnce(std::io::Error) -> FinetuneError {
     let path = path.display().to_string();
     move |source| FinetuneError::Io { path, op, source }
 }
@@ -113,12 +110,7 @@ pub struct TrainConfig {
 impl TrainConfig {
     /// The fields that define the training trajectory (run-control fields cleared), compared on resume.
     fn trajectory(&self) -> TrainConfig {
-        TrainConfig {
-            steps: 0,
-            save_every: 0,
-            max_steps_this_run: None,
-            ..self.clone()
-        }
+        TrainConfig { steps: 0, save_every: 0, max_steps_this_run: None, ..self.clone() }
     }
 }
 
@@ -193,18 +185,13 @@ pub fn run_training<M: ElasticLm>(
     progress: bool,
 ) -> Result<TrainSummary, FinetuneError> {
     if cfg.steps == 0 || cfg.batch == 0 || cfg.grad_accum == 0 {
-        return Err(FinetuneError::Invalid(
-            "--steps, --batch and --grad-accum must be positive".into(),
-        ));
+        return Err(FinetuneError::Invalid("--steps, --batch and --grad-accum must be positive".into()));
     }
     if inputs.train.is_empty() {
         return Err(FinetuneError::Invalid("no training examples".into()));
     }
     if !(0.0..1.0).contains(&cfg.distill_weight) {
-        return Err(FinetuneError::Invalid(format!(
-            "--distill-weight {} must be in [0, 1)",
-            cfg.distill_weight
-        )));
+        return Err(FinetuneError::Invalid(format!("--distill-weight {} must be in [0, 1)", cfg.distill_weight)));
     }
     std::fs::create_dir_all(out).map_err(io_err(out, "create folder"))?;
     let ckpt = Checkpoint::new(out);
@@ -237,14 +224,9 @@ pub fn run_training<M: ElasticLm>(
     };
 
     let order = BatchOrder::new(inputs.train.len(), cfg.seed);
-    let step_cfg = StepConfig {
-        distill_weight: cfg.distill_weight,
-        clip_norm: cfg.clip_norm,
-    };
+    let step_cfg = StepConfig { distill_weight: cfg.distill_weight, clip_norm: cfg.clip_norm };
     let warmup = cfg.warmup.min(cfg.steps);
-    let stop = cfg
-        .max_steps_this_run
-        .map_or(cfg.steps, |m| (start + m).min(cfg.steps));
+    let stop = cfg.max_steps_this_run.map_or(cfg.steps, |m| (start + m).min(cfg.steps));
     let log_path = out.join("finetune.jsonl");
     let mut log = std::fs::OpenOptions::new()
         .create(true)
@@ -254,10 +236,8 @@ pub fn run_training<M: ElasticLm>(
     let bar = progress.then(|| {
         let b = indicatif::ProgressBar::new(cfg.steps);
         b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} steps [{elapsed_precise} < {eta_precise}] {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed_precise} < {eta_precise}] {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         b.set_position(start);
         b.reset_eta();
@@ -293,11 +273,8 @@ pub fn run_training<M: ElasticLm>(
             tokens: stats.tokens_processed,
             seconds: secs,
         };
-        let json =
-            serde_json::to_string(&line).map_err(|e| FinetuneError::Invalid(e.to_string()))?;
-        writeln!(log, "{json}")
-            .and_then(|_| log.flush())
-            .map_err(io_err(&log_path, "write log"))?;
+        let json = serde_json::to_string(&line).map_err(|e| FinetuneError::Invalid(e.to_string()))?;
+        writeln!(log, "{json}").and_then(|_| log.flush()).map_err(io_err(&log_path, "write log"))?;
         last_losses = stats.losses;
         if let Some(b) = &bar {
             let tps = tokens_run as f64 / t_run.elapsed().as_secs_f64().max(1e-9);
@@ -311,10 +288,7 @@ pub fn run_training<M: ElasticLm>(
                 &model,
                 &optim,
                 inputs.template,
-                &TrainState {
-                    step,
-                    config: cfg.clone(),
-                },
+                &TrainState { step, config: cfg.clone() },
             )?;
         }
     }
@@ -343,10 +317,7 @@ pub fn write_supernet<M: ElasticLm>(
 ) -> Result<(), FinetuneError> {
     let gguf = out.join("supernet.gguf");
     checkpoint::write_gguf(model, inputs.template, &gguf)?;
-    let mut json = inputs
-        .supernet_json
-        .clone()
-        .unwrap_or_else(|| serde_json::json!({}));
+    let mut json = inputs.supernet_json.clone().unwrap_or_else(|| serde_json::json!({}));
     let note = serde_json::json!({
         "method": "InstaTune (LLaMA-NAS modified form when plan = full + 1 random, no distillation)",
         "config": cfg,
@@ -359,18 +330,13 @@ pub fn write_supernet<M: ElasticLm>(
     if let Some(obj) = json.as_object_mut() {
         obj.insert("finetune".into(), note);
     }
-    let text =
-        serde_json::to_string_pretty(&json).map_err(|e| FinetuneError::Invalid(e.to_string()))?;
+    let text = serde_json::to_string_pretty(&json).map_err(|e| FinetuneError::Invalid(e.to_string()))?;
     checkpoint::write_atomic(&out.join("supernet.json"), text.as_bytes())
 }
 
 /// The GGUF of a super-network argument: `DIR/supernet.gguf` for a folder, else the file itself.
 pub fn supernet_gguf_path(input: &Path) -> PathBuf {
-    if input.is_dir() {
-        input.join("supernet.gguf")
-    } else {
-        input.to_path_buf()
-    }
+    if input.is_dir() { input.join("supernet.gguf") } else { input.to_path_buf() }
 }
 
 #[cfg(test)]

@@ -79,22 +79,10 @@ pub fn random_subnet(space: &SearchSpace, rng: &mut SplitMix64) -> SubnetConfig 
             v
         }
     };
-    let pick = |c: &Vec<usize>, rng: &mut SplitMix64| {
-        c[rng.below(c.len().max(1) as u64) as usize % c.len().max(1)]
-    };
-    let ffn = layers
-        .iter()
-        .map(|&l| pick(&space.ffn_choices[l], rng))
-        .collect();
-    let kv_heads = layers
-        .iter()
-        .map(|&l| pick(&space.kv_choices[l], rng))
-        .collect();
-    SubnetConfig {
-        layers,
-        ffn,
-        kv_heads,
-    }
+    let pick = |c: &Vec<usize>, rng: &mut SplitMix64| c[rng.below(c.len().max(1) as u64) as usize % c.len().max(1)];
+    let ffn = layers.iter().map(|&l| pick(&space.ffn_choices[l], rng)).collect();
+    let kv_heads = layers.iter().map(|&l| pick(&space.kv_choices[l], rng)).collect();
+    SubnetConfig { layers, ffn, kv_heads }
 }
 
 /// Which sub-networks each step trains (their gradients are summed).
@@ -112,21 +100,13 @@ impl SubnetPlan {
     /// The sandwich rule (Yu and Huang 2019, "Universally Slimmable Networks"; InstaTune, Sridhar et al.
     /// 2023): largest + smallest + `k` random.
     pub fn sandwich(k: usize) -> SubnetPlan {
-        SubnetPlan {
-            largest: true,
-            smallest: true,
-            random: k,
-        }
+        SubnetPlan { largest: true, smallest: true, random: k }
     }
 
     /// LLaMA-NAS's modified InstaTune (Sarah et al. 2024, sec. 3): the full network and one random
     /// sub-network per step, no distillation.
     pub fn llama_nas() -> SubnetPlan {
-        SubnetPlan {
-            largest: true,
-            smallest: false,
-            random: 1,
-        }
+        SubnetPlan { largest: true, smallest: false, random: 1 }
     }
 
     /// The sub-networks of step `step`, the largest first; the random ones come from the stream `(seed, step)`.

@@ -58,10 +58,7 @@ fn examples() -> Vec<Example> {
             for _ in 1..12 {
                 t.push((3 * t.last().unwrap() + 1) % 32);
             }
-            Example {
-                target: (0..12).map(|i| i >= 4).collect(),
-                tokens: t,
-            }
+            Example { target: (0..12).map(|i| i >= 4).collect(), tokens: t }
         })
         .collect()
 }
@@ -78,31 +75,12 @@ fn template(model: &ToyLm) -> GgufFile {
 
 fn read_tensors(path: &Path) -> Vec<(String, Vec<u64>, Vec<f32>)> {
     let f = GgufFile::open(path).unwrap();
-    f.tensors()
-        .iter()
-        .map(|t| {
-            (
-                t.name.clone(),
-                t.dims.clone(),
-                f.tensor_f32(t).unwrap().to_vec(),
-            )
-        })
-        .collect()
+    f.tensors().iter().map(|t| (t.name.clone(), t.dims.clone(), f.tensor_f32(t).unwrap().to_vec())).collect()
 }
 
 fn load(path: &Path, device: &Device) -> Result<ToyLm, String> {
     let f = GgufFile::open(path).map_err(|e| e.to_string())?;
-    let t: Vec<_> = f
-        .tensors()
-        .iter()
-        .map(|t| {
-            (
-                t.name.clone(),
-                t.dims.clone(),
-                f.tensor_f32(t).unwrap().to_vec(),
-            )
-        })
-        .collect();
+    let t: Vec<_> = f.tensors().iter().map(|t| (t.name.clone(), t.dims.clone(), f.tensor_f32(t).unwrap().to_vec())).collect();
     ToyLm::from_tensors(&t, N_LAYERS, device).ok_or_else(|| "missing tensor".to_string())
 }
 
@@ -149,58 +127,22 @@ fn resumed_run_equals_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let c = train_cfg(7);
-    let sa = run_training(
-        || Ok(m0.clone()),
-        &load,
-        &inputs,
-        &c,
-        false,
-        &a,
-        &dev,
-        false,
-    )
-    .unwrap();
+    let sa = run_training(|| Ok(m0.clone()), &load, &inputs, &c, false, &a, &dev, false).unwrap();
     assert!(sa.finished && sa.steps_done == 7);
 
     // Interrupted after 3 steps (checkpoints at 2 and 3), then resumed in two parts.
-    let c3 = TrainConfig {
-        max_steps_this_run: Some(3),
-        ..c.clone()
-    };
-    let s1 = run_training(
-        || Ok(m0.clone()),
-        &load,
-        &inputs,
-        &c3,
-        false,
-        &b,
-        &dev,
-        false,
-    )
-    .unwrap();
+    let c3 = TrainConfig { max_steps_this_run: Some(3), ..c.clone() };
+    let s1 = run_training(|| Ok(m0.clone()), &load, &inputs, &c3, false, &b, &dev, false).unwrap();
     assert!(!s1.finished && s1.steps_done == 3);
     assert!(!b.join("supernet.gguf").exists());
     // A fresh model passed in must be ignored on resume.
     let other = ToyLm::random(&cfg(), 77, &dev);
-    let s2 = run_training(
-        || Ok(other.clone()),
-        &load,
-        &inputs,
-        &c3,
-        true,
-        &b,
-        &dev,
-        false,
-    )
-    .unwrap();
+    let s2 = run_training(|| Ok(other.clone()), &load, &inputs, &c3, true, &b, &dev, false).unwrap();
     assert_eq!(s2.steps_done, 6);
     let s3 = run_training(|| Ok(other), &load, &inputs, &c, true, &b, &dev, false).unwrap();
     assert!(s3.finished && s3.steps_done == 7);
 
-    let (ta, tb) = (
-        read_tensors(&a.join("supernet.gguf")),
-        read_tensors(&b.join("supernet.gguf")),
-    );
+    let (ta, tb) = (read_tensors(&a.join("supernet.gguf")), read_tensors(&b.join("supernet.gguf")));
     assert_eq!(ta.len(), tb.len());
     let mut max_diff = 0f32;
     for ((na, _, da), (nb, _, db)) in ta.iter().zip(&tb) {
@@ -212,13 +154,7 @@ fn resumed_run_equals_uninterrupted_run() {
     assert!(max_diff < 1e-6, "resumed weights differ by {max_diff}");
     // The weights moved.
     let t0 = m0.gguf_tensors();
-    assert!(
-        t0[0]
-            .2
-            .iter()
-            .zip(&ta[0].2)
-            .any(|(x, y)| (x - y).abs() > 1e-4)
-    );
+    assert!(t0[0].2.iter().zip(&ta[0].2).any(|(x, y)| (x - y).abs() > 1e-4));
     // Logs agree step for step.
     let (la, lb) = (read_log(&a), read_log(&b));
     assert_eq!(la.len(), 7);
@@ -231,31 +167,16 @@ fn resumed_run_equals_uninterrupted_run() {
         }
     }
     // supernet.json carries the note.
-    let j: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(a.join("supernet.json")).unwrap()).unwrap();
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("supernet.json")).unwrap()).unwrap();
     assert_eq!(j["schema_version"], 1);
     assert_eq!(j["finetune"]["config"]["steps"], 7);
     // Only the last checkpoint remains.
-    let left: Vec<_> = std::fs::read_dir(b.join("checkpoints"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let left: Vec<_> = std::fs::read_dir(b.join("checkpoints")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(left.len(), 2, "{left:?}");
 
     // Resuming with another trajectory configuration is refused.
     let other_seed = TrainConfig { seed: 6, ..c };
-    let err = run_training(
-        || Ok(m0),
-        &load,
-        &inputs,
-        &other_seed,
-        true,
-        &b,
-        &dev,
-        false,
-    )
-    .unwrap_err();
+    let err = run_training(|| Ok(m0), &load, &inputs, &other_seed, true, &b, &dev, false).unwrap_err();
     assert!(err.to_string().contains("another configuration"), "{err}");
 }
 
@@ -274,22 +195,8 @@ fn loss_decreases_for_all_subnets() {
         data_note: serde_json::json!("toy"),
     };
     let tmp = tempfile::tempdir().unwrap();
-    let c = TrainConfig {
-        save_every: 0,
-        plan: SubnetPlan::sandwich(2),
-        ..train_cfg(40)
-    };
-    run_training(
-        || Ok(m0),
-        &load,
-        &inputs,
-        &c,
-        false,
-        tmp.path(),
-        &dev,
-        false,
-    )
-    .unwrap();
+    let c = TrainConfig { save_every: 0, plan: SubnetPlan::sandwich(2), ..train_cfg(40) };
+    run_training(|| Ok(m0), &load, &inputs, &c, false, tmp.path(), &dev, false).unwrap();
     let log = read_log(tmp.path());
     let first = &log[0].losses;
     let last = &log[log.len() - 1].losses;

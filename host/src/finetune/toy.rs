@@ -29,13 +29,8 @@ impl ToyLm {
     pub fn random(cfg: &ModelConfig, seed: u64, device: &Device) -> ToyLm {
         let mut rng = SplitMix64::new(seed);
         let mut mat = |rows: usize, cols: usize, scale: f32| {
-            let v: Vec<f32> = (0..rows * cols)
-                .map(|_| (rng.unit() as f32 * 2.0 - 1.0) * scale)
-                .collect();
-            Param::from_tensor(Tensor::<2>::from_data(
-                TensorData::new(v, [rows, cols]),
-                device,
-            ))
+            let v: Vec<f32> = (0..rows * cols).map(|_| (rng.unit() as f32 * 2.0 - 1.0) * scale).collect();
+            Param::from_tensor(Tensor::<2>::from_data(TensorData::new(v, [rows, cols]), device))
         };
         let d = cfg.d_model;
         let embd = mat(cfg.n_vocab, d, 1.0);
@@ -49,18 +44,11 @@ impl ToyLm {
     }
 
     /// Builds the model from GGUF-named tensors (as [`ElasticLm::gguf_tensors`] gives them).
-    pub fn from_tensors(
-        t: &[(String, Vec<u64>, Vec<f32>)],
-        n_layers: usize,
-        device: &Device,
-    ) -> Option<ToyLm> {
+    pub fn from_tensors(t: &[(String, Vec<u64>, Vec<f32>)], n_layers: usize, device: &Device) -> Option<ToyLm> {
         let get = |name: &str| {
             t.iter().find(|(n, _, _)| n == name).map(|(_, dims, data)| {
                 let shape = [dims[1] as usize, dims[0] as usize];
-                Param::from_tensor(Tensor::<2>::from_data(
-                    TensorData::new(data.clone(), shape),
-                    device,
-                ))
+                Param::from_tensor(Tensor::<2>::from_data(TensorData::new(data.clone(), shape), device))
             })
         };
         let embd = get("token_embd.weight")?;
@@ -76,11 +64,7 @@ impl ToyLm {
 
 fn to_vec(t: Tensor<2>) -> (Vec<u64>, Vec<f32>) {
     let [r, c] = t.dims();
-    let data = t
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .unwrap_or_default();
+    let data = t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
     (vec![c as u64, r as u64], data)
 }
 
@@ -97,9 +81,7 @@ impl ElasticLm for ToyLm {
             let a = relu(h.clone().matmul(w1.transpose()));
             h = h + a.matmul(w2.transpose()).mul_scalar(0.5);
         }
-        h.matmul(emb.transpose())
-            .div_scalar((d as f32).sqrt())
-            .reshape([b, t, v])
+        h.matmul(emb.transpose()).div_scalar((d as f32).sqrt()).reshape([b, t, v])
     }
 
     fn gguf_tensors(&self) -> Vec<(String, Vec<u64>, Vec<f32>)> {

@@ -101,12 +101,7 @@ pub fn masked_nll(logp: Tensor<2>, batch: &Batch, device: &Device) -> Tensor<1> 
 
 /// Mean over target positions of KL(p_teacher || p_student) = sum_v p_t (log p_t - log p_s), the in-place
 /// distillation loss of InstaTune / OFA (teacher: the full network's detached distribution), a `[1]` tensor.
-pub fn masked_kl(
-    student_logp: Tensor<2>,
-    teacher_logp: Tensor<2>,
-    batch: &Batch,
-    device: &Device,
-) -> Tensor<1> {
+pub fn masked_kl(student_logp: Tensor<2>, teacher_logp: Tensor<2>, batch: &Batch, device: &Device) -> Tensor<1> {
     let n = batch.b * (batch.t - 1);
     let w = Tensor::<2>::from_data(TensorData::new(batch.weights.clone(), [n, 1]), device);
     let pt = teacher_logp.clone().exp();
@@ -151,10 +146,7 @@ pub fn train_step<M: ElasticLm>(
     device: &Device,
 ) -> (M, StepStats) {
     let mut acc = GradientsAccumulator::<M>::new();
-    let mut stats = StepStats {
-        losses: vec![0.0; subnets.len()],
-        ..Default::default()
-    };
+    let mut stats = StepStats { losses: vec![0.0; subnets.len()], ..Default::default() };
     let n_micro = micro_batches.len().max(1) as f32;
     for batch in micro_batches {
         let tokens = tokens_tensor(batch, device);
@@ -165,12 +157,9 @@ pub fn train_step<M: ElasticLm>(
             let ce = masked_nll(logp.clone(), batch, device);
             stats.losses[i] += ce.clone().into_scalar::<f32>() as f64 / n_micro as f64;
             let loss = match (&teacher, i) {
-                (Some(t), i) if i > 0 && cfg.distill_weight > 0.0 => {
-                    ce.mul_scalar(1.0 - cfg.distill_weight).add(
-                        masked_kl(logp.clone(), t.clone(), batch, device)
-                            .mul_scalar(cfg.distill_weight),
-                    )
-                }
+                (Some(t), i) if i > 0 && cfg.distill_weight > 0.0 => ce
+                    .mul_scalar(1.0 - cfg.distill_weight)
+                    .add(masked_kl(logp.clone(), t.clone(), batch, device).mul_scalar(cfg.distill_weight)),
                 _ => ce,
             };
             if i == 0 && cfg.distill_weight > 0.0 && subnets.len() > 1 {
@@ -186,11 +175,7 @@ pub fn train_step<M: ElasticLm>(
     if let Some(max) = cfg.clip_norm
         && stats.grad_norm > max as f64
     {
-        scale_grads(
-            &model,
-            &mut grads,
-            (max as f64 / (stats.grad_norm + 1e-6)) as f32,
-        );
+        scale_grads(&model, &mut grads, (max as f64 / (stats.grad_norm + 1e-6)) as f32);
     }
     let model = optim.step(lr, model, grads);
     (model, stats)
@@ -200,43 +185,26 @@ pub fn train_step<M: ElasticLm>(
 /// 2023), decoupled weight decay `weight_decay`; no per-tensor clipping (clipping is global, in
 /// [`train_step`]).
 pub fn adamw(weight_decay: f32) -> burn::optim::ModuleOptimizer {
-    AdamWConfig::new()
-        .with_beta_2(0.95)
-        .with_epsilon(1e-8)
-        .with_weight_decay(weight_decay)
-        .init()
+    AdamWConfig::new().with_beta_2(0.95).with_epsilon(1e-8).with_weight_decay(weight_decay).init()
 }
 
 /// The shared elastic super-network of [`crate::elastic`] is what the trainer fine-tunes.
 impl ElasticLm for crate::elastic::ElasticModel {
     fn forward_subnet(&self, tokens: Tensor<2, Int>, subnet: &SubnetConfig) -> Tensor<3> {
         let [_, t] = tokens.dims();
-        let ids: Vec<i64> = tokens
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec::<i64>()
-            .expect("token ids read back");
-        let seqs: Vec<Vec<u32>> = ids
-            .chunks(t.max(1))
-            .map(|c| c.iter().map(|&x| x as u32).collect())
-            .collect();
-        let batch =
-            crate::elastic::TokenBatch::new(&seqs).expect("a rectangular batch of token ids");
-        self.forward(&batch, subnet)
-            .expect("the trainer samples sub-networks of this super-network's space")
+        let ids: Vec<i64> = tokens.into_data().convert::<i64>().try_into_vec::<i64>().expect("token ids read back");
+        let seqs: Vec<Vec<u32>> = ids.chunks(t.max(1)).map(|c| c.iter().map(|&x| x as u32).collect()).collect();
+        let batch = crate::elastic::TokenBatch::new(&seqs).expect("a rectangular batch of token ids");
+        self.forward(&batch, subnet).expect("the trainer samples sub-networks of this super-network's space")
     }
 
     fn gguf_tensors(&self) -> Vec<(String, Vec<u64>, Vec<f32>)> {
-        self.named_weights()
-            .expect("weights read back from the device")
+        self.named_weights().expect("weights read back from the device")
     }
 }
 
 /// Load an [`crate::elastic::ElasticModel`] (a super-network folder, its `supernet.gguf`, a checkpoint or any
 /// llama/deci GGUF) for the trainer.
-pub fn load_elastic(
-    path: &std::path::Path,
-    device: &Device,
-) -> Result<crate::elastic::ElasticModel, String> {
+pub fn load_elastic(path: &std::path::Path, device: &Device) -> Result<crate::elastic::ElasticModel, String> {
     crate::elastic::ElasticModel::load(path, device).map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -9,19 +9,13 @@ use super::nsga2::dominates;
 /// (exact; cost grows as `n^(d-1) log n`: meant for 2 and 3).
 pub fn hypervolume(points: &[Vec<f64>], reference: &[f64]) -> f64 {
     let d = reference.len();
-    let mut pts: Vec<Vec<f64>> = points
-        .iter()
-        .filter(|p| p.len() == d && p.iter().zip(reference).all(|(a, r)| a < r))
-        .cloned()
-        .collect();
+    let mut pts: Vec<Vec<f64>> =
+        points.iter().filter(|p| p.len() == d && p.iter().zip(reference).all(|(a, r)| a < r)).cloned().collect();
     // Keep the non-dominated, distinct points.
     pts.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     pts.dedup();
-    let nd: Vec<Vec<f64>> = pts
-        .iter()
-        .filter(|p| !pts.iter().any(|q| dominates(q, p)))
-        .cloned()
-        .collect();
+    let nd: Vec<Vec<f64>> =
+        pts.iter().filter(|p| !pts.iter().any(|q| dominates(q, p))).cloned().collect();
     hv(nd, reference)
 }
 
@@ -47,21 +41,13 @@ fn hv(mut pts: Vec<Vec<f64>>, r: &[f64]) -> f64 {
             pts.sort_by(|a, b| a[d - 1].total_cmp(&b[d - 1]));
             let mut vol = 0.0;
             for i in 0..pts.len() {
-                let top = if i + 1 < pts.len() {
-                    pts[i + 1][d - 1]
-                } else {
-                    r[d - 1]
-                };
+                let top = if i + 1 < pts.len() { pts[i + 1][d - 1] } else { r[d - 1] };
                 let depth = top - pts[i][d - 1];
                 if depth <= 0.0 {
                     continue;
                 }
                 let slice: Vec<Vec<f64>> = pts[..=i].iter().map(|p| p[..d - 1].to_vec()).collect();
-                let nd: Vec<Vec<f64>> = slice
-                    .iter()
-                    .filter(|p| !slice.iter().any(|q| dominates(q, p)))
-                    .cloned()
-                    .collect();
+                let nd: Vec<Vec<f64>> = slice.iter().filter(|p| !slice.iter().any(|q| dominates(q, p))).cloned().collect();
                 vol += hv(nd, &r[..d - 1]) * depth;
             }
             vol
@@ -76,49 +62,21 @@ mod tests {
     #[test]
     fn two_objectives_by_hand() {
         // Staircase (1,3), (2,2), (3,1) to (4,4): 3*1 + 2*1 + 1*1 ... = columns: x in [1,2): 1, [2,3): 2, [3,4): 3
-        assert_eq!(
-            hypervolume(
-                &[vec![1.0, 3.0], vec![2.0, 2.0], vec![3.0, 1.0]],
-                &[4.0, 4.0]
-            ),
-            6.0
-        );
+        assert_eq!(hypervolume(&[vec![1.0, 3.0], vec![2.0, 2.0], vec![3.0, 1.0]], &[4.0, 4.0]), 6.0);
         // dominated and outside points do not count
-        assert_eq!(
-            hypervolume(
-                &[vec![1.0, 1.0], vec![2.0, 2.0], vec![5.0, 0.0]],
-                &[4.0, 4.0]
-            ),
-            9.0
-        );
+        assert_eq!(hypervolume(&[vec![1.0, 1.0], vec![2.0, 2.0], vec![5.0, 0.0]], &[4.0, 4.0]), 9.0);
         assert_eq!(hypervolume(&[], &[1.0, 1.0]), 0.0);
     }
 
     #[test]
     fn three_objectives_by_hand() {
         // One point: a box.
-        assert_eq!(
-            hypervolume(&[vec![1.0, 2.0, 3.0]], &[4.0, 4.0, 4.0]),
-            3.0 * 2.0 * 1.0
-        );
+        assert_eq!(hypervolume(&[vec![1.0, 2.0, 3.0]], &[4.0, 4.0, 4.0]), 3.0 * 2.0 * 1.0);
         // Two boxes (0,0,2) and (2,2,0) in [0,4]^3: 4*4*2 + 2*2*4 - overlap 2*2*2 = 32 + 16 - 8 = 40.
-        assert_eq!(
-            hypervolume(
-                &[vec![0.0, 0.0, 2.0], vec![2.0, 2.0, 0.0]],
-                &[4.0, 4.0, 4.0]
-            ),
-            40.0
-        );
+        assert_eq!(hypervolume(&[vec![0.0, 0.0, 2.0], vec![2.0, 2.0, 0.0]], &[4.0, 4.0, 4.0]), 40.0);
         // Three unit-corner points of the unit cube's diagonal plane: inclusion-exclusion by hand.
         // (0,1,1),(1,0,1),(1,1,0) with ref (2,2,2): each box 2*1*1 = 2; pairwise overlaps 1*1*1 = 1; triple 1.
-        let v = hypervolume(
-            &[
-                vec![0.0, 1.0, 1.0],
-                vec![1.0, 0.0, 1.0],
-                vec![1.0, 1.0, 0.0],
-            ],
-            &[2.0, 2.0, 2.0],
-        );
+        let v = hypervolume(&[vec![0.0, 1.0, 1.0], vec![1.0, 0.0, 1.0], vec![1.0, 1.0, 0.0]], &[2.0, 2.0, 2.0]);
         assert_eq!(v, 3.0 * 2.0 - 3.0 * 1.0 + 1.0);
     }
 }

@@ -211,21 +211,13 @@ impl Settings {
     pub fn check(&self) -> Result<(), SearchError> {
         let d: HashSet<_> = self.objectives.iter().collect();
         if !(2..=3).contains(&self.objectives.len()) || d.len() != self.objectives.len() {
-            return Err(SearchError::Settings(format!(
-                "choose 2 or 3 distinct objectives, got {:?}",
-                self.objectives
-            )));
+            return Err(SearchError::Settings(format!("choose 2 or 3 distinct objectives, got {:?}", self.objectives)));
         }
         if self.population < 2 {
-            return Err(SearchError::Settings(format!(
-                "population {} is too small (at least 2)",
-                self.population
-            )));
+            return Err(SearchError::Settings(format!("population {} is too small (at least 2)", self.population)));
         }
         if self.evals == 0 {
-            return Err(SearchError::Settings(
-                "the budget of evaluations is 0".into(),
-            ));
+            return Err(SearchError::Settings("the budget of evaluations is 0".into()));
         }
         Ok(())
     }
@@ -259,12 +251,8 @@ pub fn normalized(e: &Evaluation, objectives: &[Objective], r: &Reference) -> Ve
         .iter()
         .map(|o| match o {
             Objective::Accuracy => 1.0 - e.accuracy.unwrap_or(0.0),
-            Objective::Latency => {
-                e.latency_ms.unwrap_or(f64::INFINITY) / r.latency_ms.unwrap_or(1.0)
-            }
-            Objective::Size => {
-                e.size_bytes.map_or(f64::INFINITY, |s| s as f64) / r.size_bytes.unwrap_or(1) as f64
-            }
+            Objective::Latency => e.latency_ms.unwrap_or(f64::INFINITY) / r.latency_ms.unwrap_or(1.0),
+            Objective::Size => e.size_bytes.map_or(f64::INFINITY, |s| s as f64) / r.size_bytes.unwrap_or(1) as f64,
         })
         .collect()
 }
@@ -272,10 +260,7 @@ pub fn normalized(e: &Evaluation, objectives: &[Objective], r: &Reference) -> Ve
 /// Indices of the non-dominated evaluations (duplicates in objective space all kept).
 pub fn front_of(evals: &[Evaluation], objectives: &[Objective], r: &Reference) -> Vec<usize> {
     let f: Vec<Vec<f64>> = evals.iter().map(|e| normalized(e, objectives, r)).collect();
-    nsga2::non_dominated_sort(&f)
-        .into_iter()
-        .next()
-        .unwrap_or_default()
+    nsga2::non_dominated_sort(&f).into_iter().next().unwrap_or_default()
 }
 
 /// A search run: the space, the objectives' implementations, the evaluations.
@@ -321,27 +306,20 @@ impl<'a> Search<'a> {
             evals: Vec::new(),
             done: HashSet::new(),
             history: Vec::new(),
-            reference: Reference {
-                latency_ms: None,
-                size_bytes: None,
-            },
+            reference: Reference { latency_ms: None, size_bytes: None },
             rng,
             observer: Box::new(|_| Ok(())),
         };
         let base = s.enc.space().largest();
         let g = s.enc.encode(&base)?;
         let (l, z) = s.exact_of(&g, &base)?;
-        s.reference = Reference {
-            latency_ms: l,
-            size_bytes: z,
-        };
+        s.reference = Reference { latency_ms: l, size_bytes: z };
         Ok(s)
     }
 
     /// Evaluations of an earlier run of the same settings, reused by id instead of measured again.
     pub fn with_cache(mut self, earlier: impl IntoIterator<Item = Evaluation>) -> Self {
-        self.cache
-            .extend(earlier.into_iter().map(|e| (e.id.clone(), e)));
+        self.cache.extend(earlier.into_iter().map(|e| (e.id.clone(), e)));
         self
     }
 
@@ -361,11 +339,7 @@ impl<'a> Search<'a> {
     }
 
     /// Latency and size for the predictor-only loop: exact values when known, else the fast size.
-    fn inner_costs(
-        &mut self,
-        g: &[usize],
-        cfg: &SubnetConfig,
-    ) -> Result<(Option<f64>, Option<u64>), SearchError> {
+    fn inner_costs(&mut self, g: &[usize], cfg: &SubnetConfig) -> Result<(Option<f64>, Option<u64>), SearchError> {
         if let Some(v) = self.exact.get(g) {
             return Ok(*v);
         }
@@ -378,42 +352,22 @@ impl<'a> Search<'a> {
     }
 
     /// Latency and size of `cfg` for the chosen objectives (`None` for the others); `fast` uses the fast size.
-    fn compute_costs(
-        &mut self,
-        cfg: &SubnetConfig,
-        fast: bool,
-    ) -> Result<(Option<f64>, Option<u64>), SearchError> {
+    fn compute_costs(&mut self, cfg: &SubnetConfig, fast: bool) -> Result<(Option<f64>, Option<u64>), SearchError> {
         let lat = if self.has(Objective::Latency) {
-            Some(self.cost.latency_ms(cfg).map_err(|e| SearchError::Cost {
-                what: "latency",
-                id: cfg.id(),
-                source: e,
-            })?)
+            Some(self.cost.latency_ms(cfg).map_err(|e| SearchError::Cost { what: "latency", id: cfg.id(), source: e })?)
         } else {
             None
         };
         let size = if self.has(Objective::Size) {
-            let s = if fast {
-                self.cost.size_bytes_fast(cfg)
-            } else {
-                self.cost.size_bytes(cfg)
-            };
-            Some(s.map_err(|e| SearchError::Cost {
-                what: "size",
-                id: cfg.id(),
-                source: e,
-            })?)
+            let s = if fast { self.cost.size_bytes_fast(cfg) } else { self.cost.size_bytes(cfg) };
+            Some(s.map_err(|e| SearchError::Cost { what: "size", id: cfg.id(), source: e })?)
         } else {
             None
         };
         Ok((lat, size))
     }
 
-    fn exact_of(
-        &mut self,
-        g: &[usize],
-        cfg: &SubnetConfig,
-    ) -> Result<(Option<f64>, Option<u64>), SearchError> {
+    fn exact_of(&mut self, g: &[usize], cfg: &SubnetConfig) -> Result<(Option<f64>, Option<u64>), SearchError> {
         if let Some(v) = self.exact.get(g) {
             return Ok(*v);
         }
@@ -424,22 +378,14 @@ impl<'a> Search<'a> {
 
     /// A random admissible canonical genotype.
     fn random_genes(&mut self) -> Result<Vec<usize>, SearchError> {
-        let mut g: Vec<usize> = self
-            .card
-            .iter()
-            .map(|&c| self.rng.gen_range(0..c))
-            .collect();
+        let mut g: Vec<usize> = self.card.iter().map(|&c| self.rng.gen_range(0..c)).collect();
         let rng = &mut self.rng;
         self.enc.repair(&mut g, |n| rng.gen_range(0..n));
         Ok(self.enc.canonical(&g)?)
     }
 
     /// Up to `n` random genotypes not evaluated yet and not in `avoid` (fewer if the space runs out).
-    fn random_batch(
-        &mut self,
-        n: usize,
-        avoid: &HashSet<Vec<usize>>,
-    ) -> Result<Vec<Vec<usize>>, SearchError> {
+    fn random_batch(&mut self, n: usize, avoid: &HashSet<Vec<usize>>) -> Result<Vec<Vec<usize>>, SearchError> {
         let mut out: Vec<Vec<usize>> = Vec::with_capacity(n);
         let mut tries = 0;
         while out.len() < n && tries < 1000 * n.max(1) {
@@ -470,24 +416,11 @@ impl<'a> Search<'a> {
             let cfg = self.enc.decode(g)?;
             let id = cfg.id();
             let (ev, fresh) = match self.cache.get(&id) {
-                Some(e) if e.genes == *g => (
-                    Evaluation {
-                        index: self.evals.len(),
-                        batch: b,
-                        ..e.clone()
-                    },
-                    false,
-                ),
+                Some(e) if e.genes == *g => (Evaluation { index: self.evals.len(), batch: b, ..e.clone() }, false),
                 _ => {
                     let t0 = Instant::now();
                     let acc = if self.has(Objective::Accuracy) {
-                        let a = self
-                            .oracle
-                            .accuracy(&cfg)
-                            .map_err(|e| SearchError::Accuracy {
-                                id: id.clone(),
-                                source: e,
-                            })?;
+                        let a = self.oracle.accuracy(&cfg).map_err(|e| SearchError::Accuracy { id: id.clone(), source: e })?;
                         Some(a)
                     } else {
                         None
@@ -507,17 +440,12 @@ impl<'a> Search<'a> {
                     (ev, true)
                 }
             };
-            (self.observer)(Event::Evaluated { eval: &ev, fresh })
-                .map_err(SearchError::Observer)?;
+            (self.observer)(Event::Evaluated { eval: &ev, fresh }).map_err(SearchError::Observer)?;
             self.done.insert(g.clone());
             self.evals.push(ev);
         }
         let hv = self.hypervolume();
-        let p = HvPoint {
-            batch: b,
-            evals: self.evals.len(),
-            hypervolume: hv,
-        };
+        let p = HvPoint { batch: b, evals: self.evals.len(), hypervolume: hv };
         (self.observer)(Event::Batch(&p)).map_err(SearchError::Observer)?;
         self.history.push(p);
         Ok(())
@@ -525,11 +453,7 @@ impl<'a> Search<'a> {
 
     /// Hypervolume of all real evaluations so far.
     pub fn hypervolume(&self) -> f64 {
-        let pts: Vec<Vec<f64>> = self
-            .evals
-            .iter()
-            .map(|e| normalized(e, &self.s.objectives, &self.reference))
-            .collect();
+        let pts: Vec<Vec<f64>> = self.evals.iter().map(|e| normalized(e, &self.s.objectives, &self.reference)).collect();
         hypervolume(&pts, &vec![1.0; self.s.objectives.len()])
     }
 
@@ -576,17 +500,10 @@ impl<'a> Search<'a> {
                 let seed = self.rng.r#gen();
                 let mut ga = Nsga2::new(bounds, params, seed);
                 let objs = self.s.objectives.clone();
-                ga.init(
-                    self.evals
-                        .iter()
-                        .map(|e| (Self::to_f(&e.genes), normalized(e, &objs, &self.reference)))
-                        .collect(),
-                );
+                ga.init(self.evals.iter().map(|e| (Self::to_f(&e.genes), normalized(e, &objs, &self.reference))).collect());
                 while self.remaining() > 0 {
                     let done = &self.done;
-                    let off = ga.offspring(Self::repair_fn(&self.enc), |x| {
-                        done.contains(&Self::to_g(x))
-                    });
+                    let off = ga.offspring(Self::repair_fn(&self.enc), |x| done.contains(&Self::to_g(x)));
                     if off.is_empty() {
                         break;
                     }
@@ -611,12 +528,7 @@ impl<'a> Search<'a> {
             }
         }
         let front = front_of(&self.evals, &self.s.objectives, &self.reference);
-        Ok(Outcome {
-            evaluations: self.evals,
-            history: self.history,
-            front,
-            reference: self.reference,
-        })
+        Ok(Outcome { evaluations: self.evals, history: self.history, front, reference: self.reference })
     }
 
     /// One LINAS loop before the real evaluations: fit the accuracy predictor, run NSGA-II on predicted and
@@ -624,22 +536,10 @@ impl<'a> Search<'a> {
     fn linas_batch(&mut self) -> Result<Vec<Vec<usize>>, SearchError> {
         let objs = self.s.objectives.clone();
         let predictor = if self.has(Objective::Accuracy) {
-            let x: Vec<Vec<f64>> = self
-                .evals
-                .iter()
-                .map(|e| predictor::one_hot(&e.genes, &self.card))
-                .collect();
-            let y: Vec<f64> = self
-                .evals
-                .iter()
-                .map(|e| e.accuracy.unwrap_or(0.0))
-                .collect();
+            let x: Vec<Vec<f64>> = self.evals.iter().map(|e| predictor::one_hot(&e.genes, &self.card)).collect();
+            let y: Vec<f64> = self.evals.iter().map(|e| e.accuracy.unwrap_or(0.0)).collect();
             let sel = predictor::select(&predictor::default_candidates(), &x, &y, 5, self.s.seed);
-            let ev = Event::Predictor {
-                batch: self.history.len(),
-                kind: sel.predictor.kind(),
-                mape: sel.mape,
-            };
+            let ev = Event::Predictor { batch: self.history.len(), kind: sel.predictor.kind(), mape: sel.mape };
             (self.observer)(ev).map_err(SearchError::Observer)?;
             Some(sel.predictor)
         } else {
@@ -653,9 +553,7 @@ impl<'a> Search<'a> {
         let predicted = |s: &mut Self, g: &[usize]| -> Result<Vec<f64>, SearchError> {
             let cfg = s.enc.decode(g)?;
             let (lat, size) = s.inner_costs(g, &cfg)?;
-            let acc = predictor
-                .as_ref()
-                .map(|m| m.predict(&predictor::one_hot(g, &s.card)).clamp(0.0, 1.0));
+            let acc = predictor.as_ref().map(|m| m.predict(&predictor::one_hot(g, &s.card)).clamp(0.0, 1.0));
             let e = Evaluation {
                 index: 0,
                 batch: 0,
@@ -731,9 +629,7 @@ mod tests {
             .iter()
             .zip(&c.ffn)
             .zip(&c.kv_heads)
-            .map(|((&l, &f), &k)| {
-                (1.0 / (1.0 + 0.3 * l as f64)) * (0.6 * f as f64 / 1024.0 + 0.4 * k as f64 / 3.0)
-            })
+            .map(|((&l, &f), &k)| (1.0 / (1.0 + 0.3 * l as f64)) * (0.6 * f as f64 / 1024.0 + 0.4 * k as f64 / 3.0))
             .sum()
     }
 
@@ -751,20 +647,10 @@ mod tests {
 
     impl CostModel for Costs {
         fn latency_ms(&mut self, c: &SubnetConfig) -> Result<f64, BoxError> {
-            Ok(1.0
-                + c.ffn
-                    .iter()
-                    .zip(&c.kv_heads)
-                    .map(|(&f, &k)| 0.2 + 0.5 * f as f64 / 1024.0 + 0.1 * k as f64)
-                    .sum::<f64>())
+            Ok(1.0 + c.ffn.iter().zip(&c.kv_heads).map(|(&f, &k)| 0.2 + 0.5 * f as f64 / 1024.0 + 0.1 * k as f64).sum::<f64>())
         }
         fn size_bytes(&mut self, c: &SubnetConfig) -> Result<u64, BoxError> {
-            Ok(1000
-                + c.ffn
-                    .iter()
-                    .zip(&c.kv_heads)
-                    .map(|(&f, &k)| (3 * f + 200 * k) as u64)
-                    .sum::<u64>())
+            Ok(1000 + c.ffn.iter().zip(&c.kv_heads).map(|(&f, &k)| (3 * f + 200 * k) as u64).sum::<u64>())
         }
     }
 
@@ -781,10 +667,7 @@ mod tests {
 
     fn run(algo: Algo, seed: u64) -> Outcome {
         let (mut o, mut c) = (Synthetic { calls: 0 }, Costs);
-        Search::new(space().encoding(), settings(algo, seed), &mut o, &mut c)
-            .unwrap()
-            .run()
-            .unwrap()
+        Search::new(space().encoding(), settings(algo, seed), &mut o, &mut c).unwrap().run().unwrap()
     }
 
     #[test]
@@ -794,21 +677,13 @@ mod tests {
         for seed in 0..3 {
             let (l, r) = (run(Algo::Linas, seed), run(Algo::Random, seed));
             assert_eq!((l.evaluations.len(), r.evaluations.len()), (60, 60));
-            let (hl, hr) = (
-                l.history.last().unwrap().hypervolume,
-                r.history.last().unwrap().hypervolume,
-            );
+            let (hl, hr) = (l.history.last().unwrap().hypervolume, r.history.last().unwrap().hypervolume);
             lines.push(format!("seed {seed}: linas {hl:.4} random {hr:.4}"));
             assert!(hl > hr, "{}", lines.join("; "));
             lin += hl;
             rnd += hr;
         }
-        eprintln!(
-            "{}; mean linas {:.4} random {:.4}",
-            lines.join("; "),
-            lin / 3.0,
-            rnd / 3.0
-        );
+        eprintln!("{}; mean linas {:.4} random {:.4}", lines.join("; "), lin / 3.0, rnd / 3.0);
     }
 
     #[test]
@@ -821,27 +696,16 @@ mod tests {
         assert_eq!(o.evaluations[0].config, space().largest());
         assert!(o.front.contains(&0));
         // hypervolume never decreases
-        assert!(
-            o.history
-                .windows(2)
-                .all(|w| w[1].hypervolume >= w[0].hypervolume)
-        );
+        assert!(o.history.windows(2).all(|w| w[1].hypervolume >= w[0].hypervolume));
     }
 
     #[test]
     fn same_seed_same_run_and_resume_loses_nothing() {
         let full = run(Algo::Linas, 3);
         let key = |o: &Outcome| -> Vec<(String, Option<f64>, Option<f64>)> {
-            o.evaluations
-                .iter()
-                .map(|e| (e.id.clone(), e.accuracy, e.latency_ms))
-                .collect()
+            o.evaluations.iter().map(|e| (e.id.clone(), e.accuracy, e.latency_ms)).collect()
         };
-        assert_eq!(
-            key(&run(Algo::Linas, 3)),
-            key(&full),
-            "same seed, same run (timings aside)"
-        );
+        assert_eq!(key(&run(Algo::Linas, 3)), key(&full), "same seed, same run (timings aside)");
         // Interrupted run: the observer fails after 23 fresh evaluations (a kill); what it saw is kept.
         let mut kept: Vec<Evaluation> = Vec::new();
         {
@@ -867,17 +731,10 @@ mod tests {
             .with_cache(kept)
             .run()
             .unwrap();
-        assert_eq!(
-            o.calls,
-            60 - 23,
-            "only the unfinished evaluations are measured again"
-        );
+        assert_eq!(o.calls, 60 - 23, "only the unfinished evaluations are measured again");
         assert_eq!(resumed.evaluations.len(), full.evaluations.len());
         for (a, b) in resumed.evaluations.iter().zip(&full.evaluations) {
-            assert_eq!(
-                (&a.id, a.accuracy, a.latency_ms),
-                (&b.id, b.accuracy, b.latency_ms)
-            );
+            assert_eq!((&a.id, a.accuracy, a.latency_ms), (&b.id, b.accuracy, b.latency_ms));
         }
     }
 
@@ -886,10 +743,7 @@ mod tests {
         let (mut o, mut c) = (Synthetic { calls: 0 }, Costs);
         let mut s = settings(Algo::Linas, 0);
         s.objectives = vec![Objective::Accuracy];
-        assert!(matches!(
-            Search::new(space().encoding(), s, &mut o, &mut c),
-            Err(SearchError::Settings(_))
-        ));
+        assert!(matches!(Search::new(space().encoding(), s, &mut o, &mut c), Err(SearchError::Settings(_))));
         assert!("speed".parse::<Objective>().is_err());
         assert_eq!("latency".parse::<Objective>(), Ok(Objective::Latency));
     }

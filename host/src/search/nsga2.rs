@@ -26,20 +26,12 @@ pub struct Bounds {
 impl Bounds {
     /// Integer genes `0..card[i]` (cardinalities `>= 1`).
     pub fn integer(card: &[usize]) -> Bounds {
-        Bounds {
-            lower: vec![0.0; card.len()],
-            upper: card.iter().map(|&c| (c.max(1) - 1) as f64).collect(),
-            integer: true,
-        }
+        Bounds { lower: vec![0.0; card.len()], upper: card.iter().map(|&c| (c.max(1) - 1) as f64).collect(), integer: true }
     }
 
     /// Continuous variables in `[lo, hi]^n`.
     pub fn real(n: usize, lo: f64, hi: f64) -> Bounds {
-        Bounds {
-            lower: vec![lo; n],
-            upper: vec![hi; n],
-            integer: false,
-        }
+        Bounds { lower: vec![lo; n], upper: vec![hi; n], integer: false }
     }
 
     /// Number of variables.
@@ -50,11 +42,7 @@ impl Bounds {
     /// The bounds variation works in: integer variables get half a unit on each side so that rounding gives
     /// every value an equal share.
     fn varied(&self, i: usize) -> (f64, f64) {
-        if self.integer {
-            (self.lower[i] - 0.5, self.upper[i] + 0.5 - 1e-9)
-        } else {
-            (self.lower[i], self.upper[i])
-        }
+        if self.integer { (self.lower[i] - 0.5, self.upper[i] + 0.5 - 1e-9) } else { (self.lower[i], self.upper[i]) }
     }
 
     fn fix(&self, x: &mut [f64]) {
@@ -98,13 +86,7 @@ pub struct Params {
 impl Params {
     /// Defaults with population `pop_size`.
     pub fn new(pop_size: usize) -> Params {
-        Params {
-            pop_size,
-            p_crossover: 0.9,
-            eta_c: 15.0,
-            p_mutation: None,
-            eta_m: 20.0,
-        }
+        Params { pop_size, p_crossover: 0.9, eta_c: 15.0, p_mutation: None, eta_m: 20.0 }
     }
 }
 
@@ -229,20 +211,13 @@ fn select(mut cands: Vec<Individual>, n: usize) -> Vec<Individual> {
         }
     }
     let mut slots: Vec<Option<Individual>> = cands.into_iter().map(Some).collect();
-    keep.iter()
-        .map(|&i| slots[i].take().expect("selected once"))
-        .collect()
+    keep.iter().map(|&i| slots[i].take().expect("selected once")).collect()
 }
 
 impl Nsga2 {
     /// A new run; `seed` fixes every random choice.
     pub fn new(bounds: Bounds, params: Params, seed: u64) -> Nsga2 {
-        Nsga2 {
-            params,
-            bounds,
-            pop: Vec::new(),
-            rng: StdRng::seed_from_u64(seed),
-        }
+        Nsga2 { params, bounds, pop: Vec::new(), rng: StdRng::seed_from_u64(seed) }
     }
 
     /// The random generator (for the caller's initial sampling, so one seed fixes the whole run).
@@ -257,15 +232,7 @@ impl Nsga2 {
 
     /// Set the (evaluated) initial population: the best `pop_size` of `members` by rank and crowding.
     pub fn init(&mut self, members: Vec<(Vec<f64>, Vec<f64>)>) {
-        let cands = members
-            .into_iter()
-            .map(|(x, f)| Individual {
-                x,
-                f,
-                rank: 0,
-                crowding: 0.0,
-            })
-            .collect();
+        let cands = members.into_iter().map(|(x, f)| Individual { x, f, rank: 0, crowding: 0.0 }).collect();
         self.pop = select(cands, self.params.pop_size);
     }
 
@@ -355,21 +322,14 @@ impl Nsga2 {
     /// none equal to a population member, to another offspring, or rejected by `is_known` (e.g. already
     /// evaluated). `repair` maps a varied point to an admissible one (identity when all points are). Fewer than
     /// `pop_size` are returned only when 100 rounds of mating find no more new points (a nearly exhausted space).
-    pub fn offspring(
-        &mut self,
-        mut repair: impl FnMut(&mut Vec<f64>, &mut StdRng),
-        is_known: impl Fn(&[f64]) -> bool,
-    ) -> Vec<Vec<f64>> {
+    pub fn offspring(&mut self, mut repair: impl FnMut(&mut Vec<f64>, &mut StdRng), is_known: impl Fn(&[f64]) -> bool) -> Vec<Vec<f64>> {
         let n = self.params.pop_size;
         let mut out: Vec<Vec<f64>> = Vec::with_capacity(n);
         if self.pop.is_empty() {
             return out;
         }
-        let mut seen: std::collections::HashSet<Vec<u64>> = self
-            .pop
-            .iter()
-            .map(|i| i.x.iter().map(|v| v.to_bits()).collect())
-            .collect();
+        let mut seen: std::collections::HashSet<Vec<u64>> =
+            self.pop.iter().map(|i| i.x.iter().map(|v| v.to_bits()).collect()).collect();
         let key = |x: &[f64]| -> Vec<u64> { x.iter().map(|v| (*v + 0.0).to_bits()).collect() };
         let mut rounds = 0;
         while out.len() < n && rounds < 100 * n.div_ceil(2) {
@@ -402,12 +362,7 @@ impl Nsga2 {
     /// Tell: the evaluated offspring join the population and the best `pop_size` survive.
     pub fn survive(&mut self, offspring: Vec<(Vec<f64>, Vec<f64>)>) {
         let mut cands = std::mem::take(&mut self.pop);
-        cands.extend(offspring.into_iter().map(|(x, f)| Individual {
-            x,
-            f,
-            rank: 0,
-            crowding: 0.0,
-        }));
+        cands.extend(offspring.into_iter().map(|(x, f)| Individual { x, f, rank: 0, crowding: 0.0 }));
         self.pop = select(cands, self.params.pop_size);
     }
 }
@@ -423,9 +378,7 @@ pub fn minimize(
 ) -> Nsga2 {
     let mut g = Nsga2::new(bounds, params, seed);
     let n = g.params.pop_size;
-    let xs: Vec<Vec<f64>> = (0..n)
-        .map(|_| g.bounds.clone().sample(&mut g.rng))
-        .collect();
+    let xs: Vec<Vec<f64>> = (0..n).map(|_| g.bounds.clone().sample(&mut g.rng)).collect();
     let fs = eval(&xs);
     g.init(xs.into_iter().zip(fs).collect());
     for _ in 0..generations {
@@ -447,19 +400,13 @@ mod tests {
     fn zdt(x: &[f64], second: bool) -> Vec<f64> {
         let f1 = x[0];
         let g = 1.0 + 9.0 * x[1..].iter().sum::<f64>() / (x.len() - 1) as f64;
-        let f2 = if second {
-            g * (1.0 - (f1 / g).powi(2))
-        } else {
-            g * (1.0 - (f1 / g).sqrt())
-        };
+        let f2 = if second { g * (1.0 - (f1 / g).powi(2)) } else { g * (1.0 - (f1 / g).sqrt()) };
         vec![f1, f2]
     }
 
     fn run_zdt(second: bool, bounds: Bounds, scale: f64) -> f64 {
         let g = minimize(bounds, Params::new(200), 300, 1, |xs| {
-            xs.iter()
-                .map(|x| zdt(&x.iter().map(|v| v / scale).collect::<Vec<_>>(), second))
-                .collect()
+            xs.iter().map(|x| zdt(&x.iter().map(|v| v / scale).collect::<Vec<_>>(), second)).collect()
         });
         let front: Vec<Vec<f64>> = g.front().iter().map(|i| i.f.clone()).collect();
         hypervolume(&front, &[1.0, 1.0])
@@ -488,17 +435,8 @@ mod tests {
 
     #[test]
     fn sort_and_crowding_by_hand() {
-        let f = vec![
-            vec![1.0, 5.0],
-            vec![2.0, 3.0],
-            vec![3.0, 4.0],
-            vec![4.0, 1.0],
-            vec![5.0, 5.0],
-        ];
-        assert_eq!(
-            non_dominated_sort(&f),
-            vec![vec![0, 1, 3], vec![2], vec![4]]
-        );
+        let f = vec![vec![1.0, 5.0], vec![2.0, 3.0], vec![3.0, 4.0], vec![4.0, 1.0], vec![5.0, 5.0]];
+        assert_eq!(non_dominated_sort(&f), vec![vec![0, 1, 3], vec![2], vec![4]]);
         let cd = crowding_distance(&f, &[0, 1, 3]);
         // middle point: (4-1)/(4-1) + (5-1)/(5-1) = 2
         assert_eq!(cd, vec![f64::INFINITY, 2.0, f64::INFINITY]);
@@ -508,17 +446,13 @@ mod tests {
     #[test]
     fn offspring_are_integer_new_and_unique() {
         let mut g = Nsga2::new(Bounds::integer(&[2, 3, 5]), Params::new(6), 7);
-        let xs: Vec<Vec<f64>> = (0..6)
-            .map(|_| g.bounds.clone().sample(&mut g.rng))
-            .collect();
+        let xs: Vec<Vec<f64>> = (0..6).map(|_| g.bounds.clone().sample(&mut g.rng)).collect();
         let fs: Vec<Vec<f64>> = xs.iter().map(|x| vec![x[0] + x[1], x[2] - x[1]]).collect();
         g.init(xs.iter().cloned().zip(fs).collect());
         let off = g.offspring(|_, _| {}, |x| x[0] == 0.0);
         assert!(!off.is_empty());
         for (i, o) in off.iter().enumerate() {
-            assert!(
-                o.iter().all(|v| v.fract() == 0.0) && o[0] == 1.0 && o[1] <= 2.0 && o[2] <= 4.0
-            );
+            assert!(o.iter().all(|v| v.fract() == 0.0) && o[0] == 1.0 && o[1] <= 2.0 && o[2] <= 4.0);
             assert!(!xs.contains(o) && !off[..i].contains(o));
         }
     }

@@ -33,22 +33,8 @@ pub struct ExactCosts {
 impl ExactCosts {
     /// Costs for sub-networks of `base` exported at `quant`; `latency` (with the decode `context` in tokens)
     /// when latency is an objective.
-    pub fn new(
-        base: GgufFile,
-        quant: ExportQuant,
-        latency: Option<LatencyModel>,
-        context: usize,
-    ) -> ExactCosts {
-        ExactCosts {
-            base,
-            quant,
-            latency,
-            context,
-            sizes: HashMap::new(),
-            block_bytes: HashMap::new(),
-            full: None,
-            shapes: None,
-        }
+    pub fn new(base: GgufFile, quant: ExportQuant, latency: Option<LatencyModel>, context: usize) -> ExactCosts {
+        ExactCosts { base, quant, latency, context, sizes: HashMap::new(), block_bytes: HashMap::new(), full: None, shapes: None }
     }
 
     /// The base GGUF.
@@ -60,27 +46,13 @@ impl ExactCosts {
 impl ExactCosts {
     /// Tensor-data bytes (each tensor padded to the 32-byte GGUF alignment) of base layer `l` at FFN width
     /// `ffn` and `kv` KV heads, from the tensor infos of a one-layer export plan (cached by shape).
-    fn layer_bytes(
-        &mut self,
-        mc: &device_runtime::arch::ModelConfig,
-        l: usize,
-        ffn: usize,
-        kv: usize,
-    ) -> Result<u64, BoxError> {
+    fn layer_bytes(&mut self, mc: &device_runtime::arch::ModelConfig, l: usize, ffn: usize, kv: usize) -> Result<u64, BoxError> {
         let key = (mc.ffn[l], mc.n_kv_heads[l], mc.n_heads[l], ffn, kv);
         if let Some(&b) = self.block_bytes.get(&key) {
             return Ok(b);
         }
-        let one = SubnetConfig {
-            layers: vec![l],
-            ffn: vec![ffn],
-            kv_heads: vec![kv],
-        };
-        let prov = Provenance {
-            base_sha256: String::new(),
-            run: None,
-            objectives: None,
-        };
+        let one = SubnetConfig { layers: vec![l], ffn: vec![ffn], kv_heads: vec![kv] };
+        let prov = Provenance { base_sha256: String::new(), run: None, objectives: None };
         let plan = ExportPlan::new(&self.base, &one, self.quant, &prov)?;
         let mut bytes = 0u64;
         for (name, dims, ty) in plan.tensor_infos() {
@@ -127,10 +99,7 @@ impl CostModel for ExactCosts {
     }
 
     fn latency_ms(&mut self, cfg: &SubnetConfig) -> Result<f64, BoxError> {
-        let m = self
-            .latency
-            .as_ref()
-            .ok_or("latency is an objective but no --profile was given")?;
+        let m = self.latency.as_ref().ok_or("latency is an objective but no --profile was given")?;
         Ok(m.decode_ms(cfg, self.context)?)
     }
 
@@ -177,18 +146,9 @@ impl PerplexityOracle {
         let s = std::fs::read_to_string(text).map_err(|e| format!("{}: {e}", text.display()))?;
         let tokens = tok.encode(&s, true, false)?;
         if tokens.len() < ctx {
-            return Err(format!(
-                "{}: {} tokens, fewer than one chunk of {ctx}",
-                text.display(),
-                tokens.len()
-            )
-            .into());
+            return Err(format!("{}: {} tokens, fewer than one chunk of {ctx}", text.display(), tokens.len()).into());
         }
-        let bos = if tok.metadata().add_bos {
-            tok.bos()
-        } else {
-            None
-        };
+        let bos = if tok.metadata().add_bos { tok.bos() } else { None };
         Ok(PerplexityOracle {
             base,
             tokens,
@@ -215,38 +175,15 @@ impl AccuracyOracle for PerplexityOracle {
     }
 
     fn accuracy(&mut self, cfg: &SubnetConfig) -> Result<f64, BoxError> {
-        let plan = ExportPlan::new(
-            &self.base,
-            cfg,
-            self.quant,
-            &Provenance {
-                base_sha256: String::new(),
-                run: None,
-                objectives: None,
-            },
-        )?;
+        let plan = ExportPlan::new(&self.base, cfg, self.quant, &Provenance { base_sha256: String::new(), run: None, objectives: None })?;
         std::fs::create_dir_all(&self.work_dir)?;
-        let path = self
-            .work_dir
-            .join(format!(".eval-{}-{}.gguf", cfg.id(), std::process::id()));
+        let path = self.work_dir.join(format!(".eval-{}-{}.gguf", cfg.id(), std::process::id()));
         plan.write(&path)?;
         let res = (|| -> Result<f64, BoxError> {
             let model = Model::load(&path)?;
-            let opts = SessionOptions {
-                n_ctx: self.ctx,
-                threads: self.threads,
-                n_batch: self.ctx,
-                ..Default::default()
-            };
+            let opts = SessionOptions { n_ctx: self.ctx, threads: self.threads, n_batch: self.ctx, ..Default::default() };
             let mut s = Session::new(&model, opts)?;
-            let p = perplexity(
-                &mut s,
-                &self.tokens,
-                self.ctx,
-                self.bos,
-                self.chunks,
-                |_, _| {},
-            )?;
+            let p = perplexity(&mut s, &self.tokens, self.ctx, self.bos, self.chunks, |_, _| {})?;
             Ok(1.0 / p.ppl)
         })();
         let _ = std::fs::remove_file(&path);
@@ -266,26 +203,11 @@ impl BenchmarkOracle {
     /// Load and tokenize the tasks once.
     ///
     /// Errors: unknown task, missing data, unreadable GGUF (from `llamanas::eval`).
-    pub fn new(
-        base: &Path,
-        task: &str,
-        limit: Option<usize>,
-        seed: u64,
-        threads: usize,
-        quant: ExportQuant,
-    ) -> Result<BenchmarkOracle, BoxError> {
+    pub fn new(base: &Path, task: &str, limit: Option<usize>, seed: u64, threads: usize, quant: ExportQuant) -> Result<BenchmarkOracle, BoxError> {
         let tasks = crate::data::TaskSpec::parse_list(task)?;
-        let scorer =
-            crate::eval::Scorer::new(base, &tasks, limit, seed, threads)?.with_quant(quant);
-        let items: Vec<String> = scorer
-            .tasks()
-            .iter()
-            .map(|t| format!("{} {} items", t.spec.name(), t.docs.len()))
-            .collect();
-        let desc = format!(
-            "acc_norm on {} (seed {seed}), sub-networks at {quant}",
-            items.join(", ")
-        );
+        let scorer = crate::eval::Scorer::new(base, &tasks, limit, seed, threads)?.with_quant(quant);
+        let items: Vec<String> = scorer.tasks().iter().map(|t| format!("{} {} items", t.spec.name(), t.docs.len())).collect();
+        let desc = format!("acc_norm on {} (seed {seed}), sub-networks at {quant}", items.join(", "));
         Ok(BenchmarkOracle { scorer, desc })
     }
 }

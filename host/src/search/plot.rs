@@ -24,30 +24,11 @@ fn axes(e: &Evaluation, objectives: &[Objective]) -> (f64, f64) {
 }
 
 /// Write the plot to `path` (temporary file + rename).
-pub fn pareto_svg(
-    path: &Path,
-    evals: &[Evaluation],
-    front: &[usize],
-    objectives: &[Objective],
-    base: &SubnetConfig,
-) -> Result<()> {
-    let x_label = if objectives.contains(&Objective::Latency) {
-        "decode latency (ms/token)"
-    } else {
-        "GGUF size (MiB)"
-    };
-    let y_label = if objectives.contains(&Objective::Accuracy) {
-        "accuracy (%)"
-    } else {
-        "GGUF size (MiB)"
-    };
+pub fn pareto_svg(path: &Path, evals: &[Evaluation], front: &[usize], objectives: &[Objective], base: &SubnetConfig) -> Result<()> {
+    let x_label = if objectives.contains(&Objective::Latency) { "decode latency (ms/token)" } else { "GGUF size (MiB)" };
+    let y_label = if objectives.contains(&Objective::Accuracy) { "accuracy (%)" } else { "GGUF size (MiB)" };
     let pts: Vec<(f64, f64)> = evals.iter().map(|e| axes(e, objectives)).collect();
-    let (mut x0, mut x1, mut y0, mut y1) = (
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-        f64::INFINITY,
-        f64::NEG_INFINITY,
-    );
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, f64::NEG_INFINITY, f64::INFINITY, f64::NEG_INFINITY);
     for &(x, y) in &pts {
         x0 = x0.min(x);
         x1 = x1.max(x);
@@ -64,21 +45,13 @@ pub fn pareto_svg(
         let err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
         root.fill(&WHITE).map_err(|e| err(&e))?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(
-                "Search: all evaluations and the Pareto front",
-                ("sans-serif", 20),
-            )
+            .caption("Search: all evaluations and the Pareto front", ("sans-serif", 20))
             .margin(15)
             .x_label_area_size(45)
             .y_label_area_size(60)
             .build_cartesian_2d((x0 - dx)..(x1 + dx), (y0 - dy)..(y1 + dy))
             .map_err(|e| err(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc(x_label)
-            .y_desc(y_label)
-            .draw()
-            .map_err(|e| err(&e))?;
+        chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(|e| err(&e))?;
         let grey = RGBColor(150, 150, 150);
         chart
             .draw_series(pts.iter().map(|&p| Circle::new(p, 3, grey.filled())))
@@ -94,11 +67,7 @@ pub fn pareto_svg(
             .legend(|(x, y)| Circle::new((x, y), 5, RED.filled()));
         if let Some(i) = evals.iter().position(|e| e.config == *base) {
             chart
-                .draw_series(std::iter::once(TriangleMarker::new(
-                    pts[i],
-                    9,
-                    BLUE.filled(),
-                )))
+                .draw_series(std::iter::once(TriangleMarker::new(pts[i], 9, BLUE.filled())))
                 .map_err(|e| err(&e))?
                 .label("base model")
                 .legend(|(x, y)| TriangleMarker::new((x, y), 7, BLUE.filled()));

@@ -30,13 +30,7 @@ pub fn one_hot(genes: &[usize], card: &[usize]) -> Vec<f64> {
 /// Mean absolute percentage error, % (`100/n Σ |p - y| / |y|`, `|y|` floored at 1e-12).
 pub fn mape(pred: &[f64], y: &[f64]) -> f64 {
     let n = y.len().max(1) as f64;
-    100.0
-        * pred
-            .iter()
-            .zip(y)
-            .map(|(p, t)| (p - t).abs() / t.abs().max(1e-12))
-            .sum::<f64>()
-        / n
+    100.0 * pred.iter().zip(y).map(|(p, t)| (p - t).abs() / t.abs().max(1e-12)).sum::<f64>() / n
 }
 
 /// A predictor kind and its hyper-parameters.
@@ -63,9 +57,7 @@ impl std::fmt::Display for Kind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Kind::Ridge { lambda } => write!(f, "ridge(lambda={lambda})"),
-            Kind::Svr { c, gamma, epsilon } => {
-                write!(f, "svr-rbf(C={c}, gamma={gamma}xscale, eps={epsilon})")
-            }
+            Kind::Svr { c, gamma, epsilon } => write!(f, "svr-rbf(C={c}, gamma={gamma}xscale, eps={epsilon})"),
         }
     }
 }
@@ -73,17 +65,10 @@ impl std::fmt::Display for Kind {
 /// The default candidates: ridge with λ in {0.01, 0.1, 1, 10}, SVR with C in {1, 10, 100} and γ factor in
 /// {0.5, 1, 2}, ε = 0.05.
 pub fn default_candidates() -> Vec<Kind> {
-    let mut v: Vec<Kind> = [0.01, 0.1, 1.0, 10.0]
-        .iter()
-        .map(|&lambda| Kind::Ridge { lambda })
-        .collect();
+    let mut v: Vec<Kind> = [0.01, 0.1, 1.0, 10.0].iter().map(|&lambda| Kind::Ridge { lambda }).collect();
     for c in [1.0, 10.0, 100.0] {
         for gamma in [0.5, 1.0, 2.0] {
-            v.push(Kind::Svr {
-                c,
-                gamma,
-                epsilon: 0.05,
-            });
+            v.push(Kind::Svr { c, gamma, epsilon: 0.05 });
         }
     }
     v
@@ -140,13 +125,8 @@ impl Predictor {
         let y_mean = y.iter().sum::<f64>() / n.max(1) as f64;
         match kind {
             Kind::Ridge { lambda } => {
-                let x_mean: Vec<f64> = (0..p)
-                    .map(|j| x.iter().map(|r| r[j]).sum::<f64>() / n as f64)
-                    .collect();
-                let xc: Vec<Vec<f64>> = x
-                    .iter()
-                    .map(|r| r.iter().zip(&x_mean).map(|(a, m)| a - m).collect())
-                    .collect();
+                let x_mean: Vec<f64> = (0..p).map(|j| x.iter().map(|r| r[j]).sum::<f64>() / n as f64).collect();
+                let xc: Vec<Vec<f64>> = x.iter().map(|r| r.iter().zip(&x_mean).map(|(a, m)| a - m).collect()).collect();
                 let mut k = vec![0.0; n * n];
                 for i in 0..n {
                     for j in 0..=i {
@@ -158,15 +138,7 @@ impl Predictor {
                 }
                 let yc: Vec<f64> = y.iter().map(|v| v - y_mean).collect();
                 let coef = cholesky_solve(&k, &yc, n).unwrap_or_else(|| vec![0.0; n]);
-                Predictor {
-                    kind,
-                    xs: xc,
-                    coef,
-                    x_mean,
-                    y_mean,
-                    y_scale: 1.0,
-                    gamma: 0.0,
-                }
+                Predictor { kind, xs: xc, coef, x_mean, y_mean, y_scale: 1.0, gamma: 0.0 }
             }
             Kind::Svr { c, gamma, epsilon } => {
                 let var_y = y.iter().map(|v| (v - y_mean).powi(2)).sum::<f64>() / n.max(1) as f64;
@@ -207,15 +179,7 @@ impl Predictor {
                         break;
                     }
                 }
-                Predictor {
-                    kind,
-                    xs: x.to_vec(),
-                    coef: beta,
-                    x_mean: Vec::new(),
-                    y_mean,
-                    y_scale,
-                    gamma: g,
-                }
+                Predictor { kind, xs: x.to_vec(), coef: beta, x_mean: Vec::new(), y_mean, y_scale, gamma: g }
             }
         }
     }
@@ -231,12 +195,7 @@ impl Predictor {
             Kind::Ridge { .. } => {
                 let xc: Vec<f64> = x.iter().zip(&self.x_mean).map(|(a, m)| a - m).collect();
                 self.y_mean
-                    + self
-                        .xs
-                        .iter()
-                        .zip(&self.coef)
-                        .map(|(r, a)| a * r.iter().zip(&xc).map(|(u, v)| u * v).sum::<f64>())
-                        .sum::<f64>()
+                    + self.xs.iter().zip(&self.coef).map(|(r, a)| a * r.iter().zip(&xc).map(|(u, v)| u * v).sum::<f64>()).sum::<f64>()
             }
             Kind::Svr { .. } => {
                 let s: f64 = self
@@ -260,18 +219,8 @@ pub fn cv_mape(kind: Kind, x: &[Vec<f64>], y: &[f64], k: usize, seed: u64) -> f6
     idx.shuffle(&mut StdRng::seed_from_u64(seed));
     let (mut pred, mut truth) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for f in 0..k {
-        let test: Vec<usize> = idx
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % k == f)
-            .map(|(_, &j)| j)
-            .collect();
-        let train: Vec<usize> = idx
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % k != f)
-            .map(|(_, &j)| j)
-            .collect();
+        let test: Vec<usize> = idx.iter().enumerate().filter(|(i, _)| i % k == f).map(|(_, &j)| j).collect();
+        let train: Vec<usize> = idx.iter().enumerate().filter(|(i, _)| i % k != f).map(|(_, &j)| j).collect();
         if test.is_empty() || train.is_empty() {
             continue;
         }
@@ -300,31 +249,13 @@ pub struct Selection {
 /// Choose among `candidates` by `k`-fold CV MAPE (ties: the earlier candidate) and fit it on all rows. With
 /// fewer than 4 rows there is nothing to validate: the first candidate is fitted.
 pub fn select(candidates: &[Kind], x: &[Vec<f64>], y: &[f64], k: usize, seed: u64) -> Selection {
-    let first = candidates
-        .first()
-        .copied()
-        .unwrap_or(Kind::Ridge { lambda: 1.0 });
+    let first = candidates.first().copied().unwrap_or(Kind::Ridge { lambda: 1.0 });
     if x.len() < 4 {
-        return Selection {
-            predictor: Predictor::fit(first, x, y),
-            scores: Vec::new(),
-            mape: f64::NAN,
-        };
+        return Selection { predictor: Predictor::fit(first, x, y), scores: Vec::new(), mape: f64::NAN };
     }
-    let scores: Vec<(Kind, f64)> = candidates
-        .iter()
-        .map(|&c| (c, cv_mape(c, x, y, k, seed)))
-        .collect();
-    let (best, m) =
-        scores.iter().fold(
-            (first, f64::INFINITY),
-            |acc, &(c, s)| if s < acc.1 { (c, s) } else { acc },
-        );
-    Selection {
-        predictor: Predictor::fit(best, x, y),
-        scores,
-        mape: m,
-    }
+    let scores: Vec<(Kind, f64)> = candidates.iter().map(|&c| (c, cv_mape(c, x, y, k, seed))).collect();
+    let (best, m) = scores.iter().fold((first, f64::INFINITY), |acc, &(c, s)| if s < acc.1 { (c, s) } else { acc });
+    Selection { predictor: Predictor::fit(best, x, y), scores, mape: m }
 }
 
 #[cfg(test)]
@@ -332,11 +263,7 @@ mod tests {
     use super::*;
     use rand::Rng;
 
-    fn data(
-        n: usize,
-        seed: u64,
-        f: impl Fn(&[usize]) -> f64,
-    ) -> (Vec<Vec<f64>>, Vec<f64>, Vec<usize>) {
+    fn data(n: usize, seed: u64, f: impl Fn(&[usize]) -> f64) -> (Vec<Vec<f64>>, Vec<f64>, Vec<usize>) {
         let card = vec![2, 3, 4, 5, 3, 2, 4, 5];
         let mut rng = StdRng::seed_from_u64(seed);
         let (mut x, mut y) = (Vec::new(), Vec::new());
@@ -350,11 +277,7 @@ mod tests {
 
     fn additive(g: &[usize]) -> f64 {
         // a known additive function of the genes: 10 + Σ (i+1) * 0.3 * g_i
-        10.0 + g
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| (i + 1) as f64 * 0.3 * v as f64)
-            .sum::<f64>()
+        10.0 + g.iter().enumerate().map(|(i, &v)| (i + 1) as f64 * 0.3 * v as f64).sum::<f64>()
     }
 
     fn interacting(g: &[usize]) -> f64 {
@@ -365,10 +288,7 @@ mod tests {
 
     #[test]
     fn one_hot_layout() {
-        assert_eq!(
-            one_hot(&[1, 0, 2], &[2, 2, 3]),
-            vec![0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-        );
+        assert_eq!(one_hot(&[1, 0, 2], &[2, 2, 3]), vec![0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0]);
         assert!((mape(&[110.0, 90.0], &[100.0, 100.0]) - 10.0).abs() < 1e-12);
     }
 
@@ -381,39 +301,20 @@ mod tests {
         assert!(mape(&pred, &ty) < 0.5, "ridge MAPE {}", mape(&pred, &ty));
         // selection picks a ridge for an additive target
         let s = select(&default_candidates(), &x, &y, 5, 0);
-        assert!(
-            matches!(s.predictor.kind(), Kind::Ridge { .. }),
-            "{}",
-            s.predictor.kind()
-        );
+        assert!(matches!(s.predictor.kind(), Kind::Ridge { .. }), "{}", s.predictor.kind());
     }
 
     #[test]
     fn svr_fits_interactions_better_than_ridge() {
         let (x, y, _) = data(150, 3, interacting);
         let (tx, ty, _) = data(300, 4, interacting);
-        let svr = Predictor::fit(
-            Kind::Svr {
-                c: 10.0,
-                gamma: 1.0,
-                epsilon: 0.05,
-            },
-            &x,
-            &y,
-        );
+        let svr = Predictor::fit(Kind::Svr { c: 10.0, gamma: 1.0, epsilon: 0.05 }, &x, &y);
         let ridge = Predictor::fit(Kind::Ridge { lambda: 0.1 }, &x, &y);
         let e_svr = mape(&tx.iter().map(|r| svr.predict(r)).collect::<Vec<_>>(), &ty);
-        let e_ridge = mape(
-            &tx.iter().map(|r| ridge.predict(r)).collect::<Vec<_>>(),
-            &ty,
-        );
+        let e_ridge = mape(&tx.iter().map(|r| ridge.predict(r)).collect::<Vec<_>>(), &ty);
         assert!(e_svr < 0.8 * e_ridge, "SVR {e_svr}% vs ridge {e_ridge}%");
         let s = select(&default_candidates(), &x, &y, 5, 0);
-        assert!(
-            matches!(s.predictor.kind(), Kind::Svr { .. }),
-            "{}",
-            s.predictor.kind()
-        );
+        assert!(matches!(s.predictor.kind(), Kind::Svr { .. }), "{}", s.predictor.kind());
     }
 
     #[test]
@@ -421,15 +322,7 @@ mod tests {
         let x = vec![vec![0.0, 1.0], vec![1.0, 0.0]];
         let m = select(&default_candidates(), &x, &[3.0, 3.0], 5, 0);
         assert!((m.predictor.predict(&[0.0, 1.0]) - 3.0).abs() < 1e-9);
-        let s = Predictor::fit(
-            Kind::Svr {
-                c: 1.0,
-                gamma: 1.0,
-                epsilon: 0.0,
-            },
-            &x,
-            &[3.0, 3.0],
-        );
+        let s = Predictor::fit(Kind::Svr { c: 1.0, gamma: 1.0, epsilon: 0.0 }, &x, &[3.0, 3.0]);
         assert!((s.predict(&[1.0, 0.0]) - 3.0).abs() < 1e-9);
     }
 }

@@ -14,9 +14,7 @@ use device_runtime::profile::{LatencyModel, Profile};
 use device_runtime::subnet::ExportQuant;
 use serde::{Deserialize, Serialize};
 
-use super::linas::{
-    AccuracyOracle, Evaluation, Event, HvPoint, Objective, Outcome, Reference, Search, Settings,
-};
+use super::linas::{AccuracyOracle, Event, Evaluation, HvPoint, Objective, Outcome, Reference, Search, Settings};
 use super::objectives::{BenchmarkOracle, ExactCosts, PerplexityOracle};
 use crate::export::{ParetoEntry, ParetoFile, base_gguf};
 use crate::space::SearchSpace;
@@ -75,25 +73,17 @@ pub struct RunFile {
 
 /// Write `bytes` to `path` through a temporary file in the same folder and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 /// Read `evaluations.jsonl`. A last line cut short by a kill is dropped (the bool says so); any other bad
 /// line is an error naming the line.
 pub fn read_evaluations(path: &Path) -> Result<(Vec<Evaluation>, bool)> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let lines: Vec<&str> = text.split('\n').collect();
     let mut out = Vec::new();
     let mut dropped = false;
@@ -104,11 +94,7 @@ pub fn read_evaluations(path: &Path) -> Result<(Vec<Evaluation>, bool)> {
         match serde_json::from_str::<Evaluation>(line) {
             Ok(e) => out.push(e),
             Err(_) if i + 1 == lines.len() => dropped = true, // no final newline: an unfinished write
-            Err(e) => bail!(
-                "{}: line {}: not an evaluation ({e})",
-                path.display(),
-                i + 1
-            ),
+            Err(e) => bail!("{}: line {}: not an evaluation ({e})", path.display(), i + 1),
         }
     }
     Ok((out, dropped))
@@ -124,29 +110,14 @@ fn load_space(args: &SearchArgs, mc: &ModelConfig) -> Result<SearchSpace> {
     } else {
         SearchSpace::default_for(mc)
     };
-    space
-        .check(mc)
-        .with_context(|| format!("the search space does not fit {}", args.input.display()))?;
+    space.check(mc).with_context(|| format!("the search space does not fit {}", args.input.display()))?;
     Ok(space)
 }
 
-fn make_oracle(
-    args: &SearchArgs,
-    base: &Path,
-    quant: ExportQuant,
-    work_dir: &Path,
-) -> Result<Box<dyn AccuracyOracle>> {
+fn make_oracle(args: &SearchArgs, base: &Path, quant: ExportQuant, work_dir: &Path) -> Result<Box<dyn AccuracyOracle>> {
     if let Some(file) = args.task.strip_prefix("ppl:") {
-        let o = PerplexityOracle::new(
-            base,
-            Path::new(file),
-            quant,
-            128,
-            args.limit.unwrap_or(4),
-            args.threads,
-            work_dir,
-        )
-        .map_err(|e| anyhow::anyhow!("--task {}: {e}", args.task))?;
+        let o = PerplexityOracle::new(base, Path::new(file), quant, 128, args.limit.unwrap_or(4), args.threads, work_dir)
+            .map_err(|e| anyhow::anyhow!("--task {}: {e}", args.task))?;
         return Ok(Box::new(o));
     }
     let o = BenchmarkOracle::new(base, &args.task, args.limit, 0, args.threads, quant)
@@ -157,38 +128,24 @@ fn make_oracle(
 /// Run `llamanas search`.
 pub fn run(args: &SearchArgs) -> Result<Outcome> {
     let base_path = base_gguf(&args.input)?;
-    let base =
-        GgufFile::open(&base_path).with_context(|| format!("opening {}", base_path.display()))?;
-    let mc = ModelConfig::from_gguf(&base)
-        .with_context(|| format!("{}: not a LLaMA-family model", base_path.display()))?;
+    let base = GgufFile::open(&base_path).with_context(|| format!("opening {}", base_path.display()))?;
+    let mc = ModelConfig::from_gguf(&base).with_context(|| format!("{}: not a LLaMA-family model", base_path.display()))?;
     let space = load_space(args, &mc)?;
     args.settings.check()?;
     let objectives = &args.settings.objectives;
     let wants_latency = objectives.contains(&Objective::Latency);
     let (latency, quant) = match &args.profile {
         Some(p) => {
-            let prof =
-                Profile::load(p).with_context(|| format!("reading the profile {}", p.display()))?;
-            let q: ExportQuant = prof
-                .quant
-                .parse()
-                .map_err(|e| anyhow::anyhow!("{}: quant {:?}: {e}", p.display(), prof.quant))?;
+            let prof = Profile::load(p).with_context(|| format!("reading the profile {}", p.display()))?;
+            let q: ExportQuant = prof.quant.parse().map_err(|e| anyhow::anyhow!("{}: quant {:?}: {e}", p.display(), prof.quant))?;
             if let Some(want) = args.quant {
-                ensure!(
-                    want == q,
-                    "--quant {want} differs from the profile's quantization {q} ({})",
-                    p.display()
-                );
+                ensure!(want == q, "--quant {want} differs from the profile's quantization {q} ({})", p.display());
             }
-            let lm = LatencyModel::new(prof, &mc, q.name())
-                .with_context(|| format!("{}: cannot predict latencies", p.display()))?;
+            let lm = LatencyModel::new(prof, &mc, q.name()).with_context(|| format!("{}: cannot predict latencies", p.display()))?;
             (Some(lm), q)
         }
         None => {
-            ensure!(
-                !wants_latency,
-                "the latency objective needs --profile profiles/<device>.json"
-            );
+            ensure!(!wants_latency, "the latency objective needs --profile profiles/<device>.json");
             (None, args.quant.unwrap_or(ExportQuant::Q8_0))
         }
     };
@@ -206,27 +163,15 @@ pub fn run(args: &SearchArgs) -> Result<Outcome> {
     if args.dry_run {
         return dry_run(args, &space, &base_path, quant, &mut costs);
     }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let jsonl = args.out.join("evaluations.jsonl");
     let run_json = args.out.join("run.json");
     let mut earlier = Vec::new();
     if jsonl.exists() || run_json.exists() {
-        ensure!(
-            args.resume,
-            "{}: a run is already there: pass --resume to continue it, or choose another --out",
-            args.out.display()
-        );
-        let old: RunFile = serde_json::from_str(
-            &std::fs::read_to_string(&run_json)
-                .with_context(|| format!("reading {}", run_json.display()))?,
-        )
-        .with_context(|| format!("{}: not a run file", run_json.display()))?;
-        ensure!(
-            old == run_file,
-            "{}: the run was started with other settings; --resume needs the same ones",
-            run_json.display()
-        );
+        ensure!(args.resume, "{}: a run is already there: pass --resume to continue it, or choose another --out", args.out.display());
+        let old: RunFile = serde_json::from_str(&std::fs::read_to_string(&run_json).with_context(|| format!("reading {}", run_json.display()))?)
+            .with_context(|| format!("{}: not a run file", run_json.display()))?;
+        ensure!(old == run_file, "{}: the run was started with other settings; --resume needs the same ones", run_json.display());
         if jsonl.exists() {
             let (e, dropped) = read_evaluations(&jsonl)?;
             if dropped {
@@ -242,10 +187,7 @@ pub fn run(args: &SearchArgs) -> Result<Outcome> {
         }
         eprintln!("resuming: {} finished evaluations", earlier.len());
     } else {
-        write_atomic(
-            &run_json,
-            (serde_json::to_string_pretty(&run_file)? + "\n").as_bytes(),
-        )?;
+        write_atomic(&run_json, (serde_json::to_string_pretty(&run_file)? + "\n").as_bytes())?;
     }
     let mut oracle: Box<dyn AccuracyOracle> = if objectives.contains(&Objective::Accuracy) {
         make_oracle(args, &base_path, quant, &args.out)?
@@ -253,53 +195,38 @@ pub fn run(args: &SearchArgs) -> Result<Outcome> {
         Box::new(NoAccuracy)
     };
     let describe = oracle.describe();
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&jsonl)
-        .with_context(|| format!("opening {}", jsonl.display()))?;
-    let bar = if args.progress {
-        indicatif::ProgressBar::new(args.settings.evals as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&jsonl).with_context(|| format!("opening {}", jsonl.display()))?;
+    let bar = if args.progress { indicatif::ProgressBar::new(args.settings.evals as u64) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {pos}/{len} evals, ETA {eta} {msg}",
-        )
-        .expect("template")
-        .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} evals, ETA {eta} {msg}")
+            .expect("template")
+            .progress_chars("=> "),
     );
     let mut predictors: Vec<String> = Vec::new();
     let t0 = Instant::now();
     let outcome = {
         let bar = &bar;
         let predictors = &mut predictors;
-        let search = Search::new(
-            space.encoding(),
-            args.settings.clone(),
-            oracle.as_mut(),
-            &mut costs,
-        )?
-        .with_cache(earlier)
-        .with_observer(move |ev| {
-            match ev {
-                Event::Evaluated { eval, fresh } => {
-                    if fresh {
-                        let mut line = serde_json::to_string(eval)?;
-                        line.push('\n');
-                        file.write_all(line.as_bytes())?;
-                        file.sync_data()?;
+        let search = Search::new(space.encoding(), args.settings.clone(), oracle.as_mut(), &mut costs)?
+            .with_cache(earlier)
+            .with_observer(move |ev| {
+                match ev {
+                    Event::Evaluated { eval, fresh } => {
+                        if fresh {
+                            let mut line = serde_json::to_string(eval)?;
+                            line.push('\n');
+                            file.write_all(line.as_bytes())?;
+                            file.sync_data()?;
+                        }
+                        bar.inc(1);
                     }
-                    bar.inc(1);
+                    Event::Batch(p) => bar.set_message(format!("hypervolume {:.4}", p.hypervolume)),
+                    Event::Predictor { batch, kind, mape } => {
+                        predictors.push(format!("batch {batch}: {kind}, CV MAPE {mape:.2}%"));
+                    }
                 }
-                Event::Batch(p) => bar.set_message(format!("hypervolume {:.4}", p.hypervolume)),
-                Event::Predictor { batch, kind, mape } => {
-                    predictors.push(format!("batch {batch}: {kind}, CV MAPE {mape:.2}%"));
-                }
-            }
-            Ok(())
-        });
+                Ok(())
+            });
         search.run()?
     };
     bar.finish();
@@ -320,60 +247,29 @@ impl AccuracyOracle for NoAccuracy {
     }
 }
 
-fn dry_run(
-    args: &SearchArgs,
-    space: &SearchSpace,
-    base: &Path,
-    quant: ExportQuant,
-    costs: &mut ExactCosts,
-) -> Result<Outcome> {
+fn dry_run(args: &SearchArgs, space: &SearchSpace, base: &Path, quant: ExportQuant, costs: &mut ExactCosts) -> Result<Outcome> {
     use super::linas::CostModel;
-    println!(
-        "space: {} layers ({:?}, at least {}), {} genes, {:.3e} sub-networks",
-        space.n_layers,
-        space.layer_mode,
-        space.min_layers,
-        space.encoding().n_genes(),
-        space.size()
-    );
+    println!("space: {} layers ({:?}, at least {}), {} genes, {:.3e} sub-networks", space.n_layers, space.layer_mode, space.min_layers, space.encoding().n_genes(), space.size());
     let big = space.largest();
     let size = costs.size_bytes(&big).map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!(
-        "base model at {quant}: {size} bytes ({:.2} MiB)",
-        size as f64 / 1048576.0
-    );
+    println!("base model at {quant}: {size} bytes ({:.2} MiB)", size as f64 / 1048576.0);
     if args.settings.objectives.contains(&Objective::Latency) {
         let l = costs.latency_ms(&big).map_err(|e| anyhow::anyhow!("{e}"))?;
-        println!(
-            "base model decode latency at context {}: {l:.3} ms/token ({:.1} tokens/s)",
-            args.context,
-            1000.0 / l
-        );
+        println!("base model decode latency at context {}: {l:.3} ms/token ({:.1} tokens/s)", args.context, 1000.0 / l);
     }
     if args.settings.objectives.contains(&Objective::Accuracy) {
         let mut o = make_oracle(args, base, quant, &std::env::temp_dir())?;
         let t0 = Instant::now();
         let a = o.accuracy(&big).map_err(|e| anyhow::anyhow!("{e}"))?;
         let s = t0.elapsed().as_secs_f64();
-        println!(
-            "accuracy of the base model ({}): {a:.4}, measured in {s:.1} s",
-            o.describe()
-        );
+        println!("accuracy of the base model ({}): {a:.4}, measured in {s:.1} s", o.describe());
         println!(
             "budget: {} evaluations x <= {s:.1} s = at most {:.1} min (smaller sub-networks are faster)",
             args.settings.evals,
             args.settings.evals as f64 * s / 60.0
         );
     }
-    Ok(Outcome {
-        evaluations: Vec::new(),
-        history: Vec::new(),
-        front: Vec::new(),
-        reference: Reference {
-            latency_ms: None,
-            size_bytes: None,
-        },
-    })
+    Ok(Outcome { evaluations: Vec::new(), history: Vec::new(), front: Vec::new(), reference: Reference { latency_ms: None, size_bytes: None } })
 }
 
 fn objectives_json(e: &Evaluation) -> serde_json::Map<String, serde_json::Value> {
@@ -393,11 +289,7 @@ fn objectives_json(e: &Evaluation) -> serde_json::Map<String, serde_json::Value>
 /// A value with 5 significant-looking decimals, or in scientific notation when it is below 0.001 (the 1/PPL
 /// stand-in accuracy and its hypervolumes are that small).
 fn fmt_small(v: f64) -> String {
-    if v != 0.0 && v.abs() < 1e-3 {
-        format!("{v:.3e}")
-    } else {
-        format!("{v:.5}")
-    }
+    if v != 0.0 && v.abs() < 1e-3 { format!("{v:.3e}") } else { format!("{v:.5}") }
 }
 
 fn fmt_opt<T: std::fmt::Display>(v: Option<T>) -> String {
@@ -414,9 +306,7 @@ fn write_outputs(
     mc: &ModelConfig,
 ) -> Result<()> {
     let out = &args.out;
-    let name = out
-        .file_name()
-        .map_or("search".into(), |n| n.to_string_lossy().into_owned());
+    let name = out.file_name().map_or("search".into(), |n| n.to_string_lossy().into_owned());
     // evaluations.jsonl, consistent with this run (same content as appended, in order).
     let mut jl = String::new();
     for e in &o.evaluations {
@@ -425,9 +315,7 @@ fn write_outputs(
     }
     write_atomic(&out.join("evaluations.jsonl"), jl.as_bytes())?;
     // evaluations.csv
-    let mut csv = String::from(
-        "index,batch,id,n_layers,params,accuracy,latency_ms,size_bytes,seconds,on_front,genes\n",
-    );
+    let mut csv = String::from("index,batch,id,n_layers,params,accuracy,latency_ms,size_bytes,seconds,on_front,genes\n");
     for (i, e) in o.evaluations.iter().enumerate() {
         let genes: Vec<String> = e.genes.iter().map(|g| g.to_string()).collect();
         csv.push_str(&format!(
@@ -453,34 +341,16 @@ fn write_outputs(
     write_atomic(&out.join("hypervolume.csv"), hv.as_bytes())?;
     // pareto.json: front sorted by the first objective.
     let mut front: Vec<&Evaluation> = o.front.iter().map(|&i| &o.evaluations[i]).collect();
-    front.sort_by(|a, b| {
-        b.accuracy
-            .unwrap_or(0.0)
-            .total_cmp(&a.accuracy.unwrap_or(0.0))
-            .then(a.index.cmp(&b.index))
-    });
+    front.sort_by(|a, b| b.accuracy.unwrap_or(0.0).total_cmp(&a.accuracy.unwrap_or(0.0)).then(a.index.cmp(&b.index)));
     let pf = ParetoFile {
         run: name.clone(),
         subnets: front
             .iter()
-            .map(|e| ParetoEntry {
-                id: e.id.clone(),
-                config: e.config.clone(),
-                objectives: objectives_json(e),
-            })
+            .map(|e| ParetoEntry { id: e.id.clone(), config: e.config.clone(), objectives: objectives_json(e) })
             .collect(),
     };
-    write_atomic(
-        &out.join("pareto.json"),
-        (serde_json::to_string_pretty(&pf)? + "\n").as_bytes(),
-    )?;
-    super::plot::pareto_svg(
-        &out.join("pareto.svg"),
-        &o.evaluations,
-        &o.front,
-        &run.settings.objectives,
-        &run.space.largest(),
-    )?;
+    write_atomic(&out.join("pareto.json"), (serde_json::to_string_pretty(&pf)? + "\n").as_bytes())?;
+    super::plot::pareto_svg(&out.join("pareto.svg"), &o.evaluations, &o.front, &run.settings.objectives, &run.space.largest())?;
     // report.md
     let mut r = String::new();
     r.push_str(&format!("# Search `{name}`\n\n"));
@@ -508,20 +378,13 @@ fn write_outputs(
             mc.subnet_params(&e.config) as f64 / 1e6,
             e.accuracy.map_or("-".into(), fmt_small),
             e.latency_ms.map_or("-".into(), |l| format!("{l:.3}")),
-            e.latency_ms
-                .map_or("-".into(), |l| format!("{:.1}", 1000.0 / l)),
-            e.size_bytes
-                .map_or("-".into(), |s| format!("{:.2}", s as f64 / 1048576.0)),
+            e.latency_ms.map_or("-".into(), |l| format!("{:.1}", 1000.0 / l)),
+            e.size_bytes.map_or("-".into(), |s| format!("{:.2}", s as f64 / 1048576.0)),
         ));
     }
     r.push_str("\n## Hypervolume after each batch\n\nObjectives normalized as 1 - accuracy, latency / base, size / base; reference point 1 in each.\n\n| batch | evaluations | hypervolume |\n|---|---|---|\n");
     for p in &o.history {
-        r.push_str(&format!(
-            "| {} | {} | {} |\n",
-            p.batch,
-            p.evals,
-            fmt_small(p.hypervolume)
-        ));
+        r.push_str(&format!("| {} | {} | {} |\n", p.batch, p.evals, fmt_small(p.hypervolume)));
     }
     if !predictors.is_empty() {
         r.push_str("\n## Accuracy predictors (LINAS)\n\n");

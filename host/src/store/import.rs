@@ -22,8 +22,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 
 use super::{
-    BaseModel, Calibration, GGUF_NAME, JSON_NAME, KEY_BASE_FILE, KEY_BASE_SHA256, KEY_REORDERED,
-    KEY_SCHEMA, LayerOrder, SCHEMA_VERSION, SupernetMeta, WeightDtype, Weights, check_output_dir,
+    BaseModel, Calibration, GGUF_NAME, JSON_NAME, KEY_BASE_FILE, KEY_BASE_SHA256, KEY_REORDERED, KEY_SCHEMA, LayerOrder,
+    SCHEMA_VERSION, SupernetMeta, WeightDtype, Weights, check_output_dir,
 };
 use crate::importance::{self, ActivationStats, BlockDims};
 use crate::space::SearchSpace;
@@ -105,25 +105,12 @@ struct AlpacaItem {
 /// (`alpaca-chat`, `alpaca-plain` or `text`).
 ///
 /// Errors: unreadable file, invalid JSON, invalid UTF-8, no tokens.
-pub fn calibration_tokens(
-    path: &Path,
-    tok: &Tokenizer,
-    max_tokens: usize,
-) -> Result<(Vec<u32>, &'static str)> {
-    let len = std::fs::metadata(path)
-        .with_context(|| format!("calibration text {}: cannot read", path.display()))?
-        .len();
-    ensure!(
-        len <= 1 << 30,
-        "calibration text {}: {len} bytes is larger than 1 GiB",
-        path.display()
-    );
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("calibration text {}: cannot read as UTF-8", path.display()))?;
+pub fn calibration_tokens(path: &Path, tok: &Tokenizer, max_tokens: usize) -> Result<(Vec<u32>, &'static str)> {
+    let len = std::fs::metadata(path).with_context(|| format!("calibration text {}: cannot read", path.display()))?.len();
+    ensure!(len <= 1 << 30, "calibration text {}: {len} bytes is larger than 1 GiB", path.display());
+    let text = std::fs::read_to_string(path).with_context(|| format!("calibration text {}: cannot read as UTF-8", path.display()))?;
     let mut tokens = Vec::new();
-    let is_json = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
     let format = if is_json {
         let items: Vec<AlpacaItem> = serde_json::from_str(&text).with_context(|| {
             format!("calibration text {}: not an Alpaca JSON list ([{{\"instruction\",\"input\",\"output\"}}, ...])", path.display())
@@ -133,56 +120,34 @@ pub fn calibration_tokens(
             if tokens.len() >= max_tokens {
                 break;
             }
-            let prompt = if it.input.is_empty() {
-                it.instruction.clone()
-            } else {
-                format!("{}\n\n{}", it.instruction, it.input)
-            };
+            let prompt = if it.input.is_empty() { it.instruction.clone() } else { format!("{}\n\n{}", it.instruction, it.input) };
             let (rendered, special) = if chat {
-                let msgs = [
-                    ChatMessage::new("user", prompt),
-                    ChatMessage::new("assistant", it.output.clone()),
-                ];
-                let r = apply_model_chat_template(tok, &msgs, false).with_context(|| {
-                    format!(
-                        "calibration text {}: item {i}: chat template",
-                        path.display()
-                    )
-                })?;
+                let msgs = [ChatMessage::new("user", prompt), ChatMessage::new("assistant", it.output.clone())];
+                let r = apply_model_chat_template(tok, &msgs, false)
+                    .with_context(|| format!("calibration text {}: item {i}: chat template", path.display()))?;
                 (r, true)
             } else {
                 (format!("{prompt}\n\n{}\n\n", it.output), false)
             };
-            let t = tok.encode(&rendered, !chat, special).with_context(|| {
-                format!("calibration text {}: item {i}: tokenizer", path.display())
-            })?;
+            let t = tok
+                .encode(&rendered, !chat, special)
+                .with_context(|| format!("calibration text {}: item {i}: tokenizer", path.display()))?;
             tokens.extend(t);
         }
         if chat { "alpaca-chat" } else { "alpaca-plain" }
     } else {
-        tokens = tok
-            .encode(&text, true, false)
-            .with_context(|| format!("calibration text {}: tokenizer", path.display()))?;
+        tokens = tok.encode(&text, true, false).with_context(|| format!("calibration text {}: tokenizer", path.display()))?;
         "text"
     };
     tokens.truncate(max_tokens);
-    ensure!(
-        !tokens.is_empty(),
-        "calibration text {}: no tokens",
-        path.display()
-    );
+    ensure!(!tokens.is_empty(), "calibration text {}: no tokens", path.display());
     Ok((tokens, format))
 }
 
 /// Shapes of the blocks of `m` for [`ActivationStats`].
 pub fn block_dims(m: &ModelConfig) -> Vec<BlockDims> {
     (0..m.n_layers)
-        .map(|l| BlockDims {
-            n_ff: m.ffn[l],
-            n_head: m.n_heads[l],
-            n_head_kv: m.n_kv_heads[l],
-            head_dim: m.head_dim,
-        })
+        .map(|l| BlockDims { n_ff: m.ffn[l], n_head: m.n_heads[l], n_head_kv: m.n_kv_heads[l], head_dim: m.head_dim })
         .collect()
 }
 
@@ -197,25 +162,16 @@ pub fn calibrate(
     threads: usize,
     mut progress: impl FnMut(usize),
 ) -> Result<ActivationStats> {
-    let mc = model
-        .model_config()
-        .context("the calibration model was not loaded from GGUF")?;
+    let mc = model.model_config().context("the calibration model was not loaded from GGUF")?;
     ensure!(seq_len > 0, "calibration sequence length must be > 0");
-    let opts = SessionOptions {
-        n_ctx: seq_len.min(mc.n_ctx_train.max(1)),
-        threads,
-        n_batch: seq_len,
-        ..Default::default()
-    };
+    let opts = SessionOptions { n_ctx: seq_len.min(mc.n_ctx_train.max(1)), threads, n_batch: seq_len, ..Default::default() };
     let seq = opts.n_ctx;
     let mut session = Session::new(model, opts).context("calibration session")?;
     let mut stats = ActivationStats::new(block_dims(mc));
     let mut done = 0;
     for chunk in tokens.chunks(seq) {
         session.reset();
-        session
-            .prefill_observed(chunk, Logits::Last, &mut stats)
-            .context("calibration forward pass")?;
+        session.prefill_observed(chunk, Logits::Last, &mut stats).context("calibration forward pass")?;
         done += chunk.len();
         progress(done);
     }
@@ -230,33 +186,18 @@ fn block_tensor(name: &str) -> Option<(usize, &str)> {
     Some((n.parse().ok()?, kind))
 }
 
-const REORDERED_KINDS: [&str; 7] = [
-    "ffn_gate",
-    "ffn_up",
-    "ffn_down",
-    "attn_q",
-    "attn_k",
-    "attn_v",
-    "attn_output",
-];
+const REORDERED_KINDS: [&str; 7] = ["ffn_gate", "ffn_up", "ffn_down", "attn_q", "attn_k", "attn_v", "attn_output"];
 const PLAIN_KINDS: [&str; 2] = ["attn_norm", "ffn_norm"];
 
 /// Dequantize tensor `name` of `f` to f32.
 fn tensor_f32(f: &GgufFile, name: &str) -> Result<Vec<f32>> {
-    let t = f
-        .tensor(name)
-        .with_context(|| format!("{}: missing tensor {name}", f.name()))?;
-    quant::dequantize_to_vec(t.ty, f.tensor_data(t))
-        .with_context(|| format!("{}: tensor {name}", f.name()))
+    let t = f.tensor(name).with_context(|| format!("{}: missing tensor {name}", f.name()))?;
+    quant::dequantize_to_vec(t.ty, f.tensor_data(t)).with_context(|| format!("{}: tensor {name}", f.name()))
 }
 
 /// Importance scores and order of every layer from the statistics (`ffn_down` and `attn_output` of `f`
 /// supply the weight norms).
-pub fn layer_orders(
-    f: &GgufFile,
-    m: &ModelConfig,
-    stats: &ActivationStats,
-) -> Result<Vec<LayerOrder>> {
+pub fn layer_orders(f: &GgufFile, m: &ModelConfig, stats: &ActivationStats) -> Result<Vec<LayerOrder>> {
     let mut orders = Vec::with_capacity(m.n_layers);
     for l in 0..m.n_layers {
         let (n_ff, nh, nkv, hd) = (m.ffn[l], m.n_heads[l], m.n_kv_heads[l], m.head_dim);
@@ -312,12 +253,7 @@ pub fn build_supernet_gguf(
     reordered: bool,
     mut progress: impl FnMut(usize),
 ) -> Result<GgufWriter<'static>> {
-    ensure!(
-        orders.len() == m.n_layers,
-        "{} orders for {} layers",
-        orders.len(),
-        m.n_layers
-    );
+    ensure!(orders.len() == m.n_layers, "{} orders for {} layers", orders.len(), m.n_layers);
     let mut w = GgufWriter::new();
     for (k, v) in f.metadata() {
         w.add_metadata(k, v.clone());
@@ -332,8 +268,7 @@ pub fn build_supernet_gguf(
         let data = match block_tensor(&t.name) {
             Some((l, kind)) if l < m.n_layers => {
                 let o = &orders[l];
-                let moved = !o.ffn.iter().enumerate().all(|(i, &p)| i == p)
-                    || !o.kv_groups.iter().enumerate().all(|(i, &p)| i == p);
+                let moved = !o.ffn.iter().enumerate().all(|(i, &p)| i == p) || !o.kv_groups.iter().enumerate().all(|(i, &p)| i == p);
                 if REORDERED_KINDS.contains(&kind) {
                     let (nh, nkv, hd) = (m.n_heads[l], m.n_kv_heads[l], m.head_dim);
                     let expect = match kind {
@@ -341,42 +276,19 @@ pub fn build_supernet_gguf(
                         "attn_k" | "attn_v" => m.d_model * nkv * hd,
                         _ => m.d_model * nh * hd,
                     };
-                    ensure!(
-                        data.len() == expect,
-                        "{}: tensor {} has {} elements, the config implies {expect}",
-                        f.name(),
-                        t.name,
-                        data.len()
-                    );
-                    importance::reorder_tensor(
-                        kind,
-                        data,
-                        &o.ffn,
-                        &o.kv_groups,
-                        if nkv > 0 { nh / nkv } else { 1 },
-                        hd,
-                    )
+                    ensure!(data.len() == expect, "{}: tensor {} has {} elements, the config implies {expect}", f.name(), t.name, data.len());
+                    importance::reorder_tensor(kind, data, &o.ffn, &o.kv_groups, if nkv > 0 { nh / nkv } else { 1 }, hd)
                 } else if PLAIN_KINDS.contains(&kind) || !moved {
                     data
                 } else {
-                    bail!(
-                        "{}: tensor {}: import does not know how to reorder it (use --no-reorder)",
-                        f.name(),
-                        t.name
-                    );
+                    bail!("{}: tensor {}: import does not know how to reorder it (use --no-reorder)", f.name(), t.name);
                 }
             }
             _ => data,
         };
-        let ty = if t.dims.len() >= 2 {
-            dtype.ggml_type()
-        } else {
-            GgmlType::F32
-        };
-        let bytes = quant::quantize(ty, &data)
-            .with_context(|| format!("{}: tensor {} to {ty}", f.name(), t.name))?;
-        w.add_tensor(&t.name, &t.dims, ty, bytes)
-            .with_context(|| format!("tensor {}", t.name))?;
+        let ty = if t.dims.len() >= 2 { dtype.ggml_type() } else { GgmlType::F32 };
+        let bytes = quant::quantize(ty, &data).with_context(|| format!("{}: tensor {} to {ty}", f.name(), t.name))?;
+        w.add_tensor(&t.name, &t.dims, ty, bytes).with_context(|| format!("tensor {}", t.name))?;
         progress(i + 1);
     }
     Ok(w)
@@ -401,9 +313,7 @@ fn bar(show: bool, len: u64, msg: &'static str) -> ProgressBar {
     }
     let b = ProgressBar::new(len).with_message(msg);
     b.set_style(
-        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})").expect("valid template").progress_chars("=> "),
     );
     b
 }
@@ -411,14 +321,9 @@ fn bar(show: bool, len: u64, msg: &'static str) -> ProgressBar {
 /// Run `llamanas import`.
 pub fn run(opts: &ImportOptions) -> Result<ImportReport> {
     let base_path = &opts.base;
-    let base = GgufFile::open(base_path)
-        .with_context(|| format!("opening the base model {}", base_path.display()))?;
-    let mc = ModelConfig::from_gguf(&base).with_context(|| {
-        format!(
-            "{}: not a LLaMA-family (llama/deci) GGUF model",
-            base_path.display()
-        )
-    })?;
+    let base = GgufFile::open(base_path).with_context(|| format!("opening the base model {}", base_path.display()))?;
+    let mc = ModelConfig::from_gguf(&base)
+        .with_context(|| format!("{}: not a LLaMA-family (llama/deci) GGUF model", base_path.display()))?;
     for t in base.tensors() {
         ensure!(
             quant::can_dequantize(t.ty),
@@ -429,18 +334,10 @@ pub fn run(opts: &ImportOptions) -> Result<ImportReport> {
         );
     }
     if let Some(space) = &opts.space {
-        space.check(&mc).with_context(|| {
-            format!(
-                "--space does not fit the base model {}",
-                base_path.display()
-            )
-        })?;
+        space.check(&mc).with_context(|| format!("--space does not fit the base model {}", base_path.display()))?;
     }
     check_output_dir(&opts.out, opts.force)?;
-    let base_file = base_path.file_name().map_or_else(
-        || base_path.display().to_string(),
-        |s| s.to_string_lossy().into_owned(),
-    );
+    let base_file = base_path.file_name().map_or_else(|| base_path.display().to_string(), |s| s.to_string_lossy().into_owned());
     let sha = Provenance::sha256_hex(base.bytes());
 
     let (orders, calibration, calib_seconds, calib_tps) = if opts.reorder {
@@ -448,16 +345,12 @@ pub fn run(opts: &ImportOptions) -> Result<ImportReport> {
             Some(p) => p.clone(),
             None => default_calib_path()?,
         };
-        let model = Model::load(base_path)
-            .with_context(|| format!("loading {} in the engine", base_path.display()))?;
-        let tok = Tokenizer::from_gguf(&base)
-            .with_context(|| format!("{}: tokenizer", base_path.display()))?;
+        let model = Model::load(base_path).with_context(|| format!("loading {} in the engine", base_path.display()))?;
+        let tok = Tokenizer::from_gguf(&base).with_context(|| format!("{}: tokenizer", base_path.display()))?;
         let (tokens, format) = calibration_tokens(&calib, &tok, opts.calib_tokens)?;
         let pb = bar(opts.progress, tokens.len() as u64, "calibration");
         let t0 = std::time::Instant::now();
-        let stats = calibrate(&model, &tokens, opts.seq_len, opts.threads, |n| {
-            pb.set_position(n as u64)
-        })?;
+        let stats = calibrate(&model, &tokens, opts.seq_len, opts.threads, |n| pb.set_position(n as u64))?;
         let secs = t0.elapsed().as_secs_f64();
         pb.finish_and_clear();
         let orders = layer_orders(&base, &mc, &stats)?;
@@ -469,12 +362,7 @@ pub fn run(opts: &ImportOptions) -> Result<ImportReport> {
             ffn_score: importance::FFN_SCORE.to_owned(),
             kv_score: importance::KV_SCORE.to_owned(),
         };
-        (
-            orders,
-            Some(cal),
-            secs,
-            tokens.len() as f64 / secs.max(1e-9),
-        )
+        (orders, Some(cal), secs, tokens.len() as f64 / secs.max(1e-9))
     } else {
         (identity_orders(&mc), None, 0.0, 0.0)
     };
@@ -482,19 +370,9 @@ pub fn run(opts: &ImportOptions) -> Result<ImportReport> {
     let meta = SupernetMeta {
         schema_version: SCHEMA_VERSION,
         created_by: format!("llamanas {}", env!("CARGO_PKG_VERSION")),
-        base: BaseModel {
-            file: base_file.clone(),
-            sha256: sha.clone(),
-            config: mc.clone(),
-        },
-        weights: Weights {
-            file: GGUF_NAME.to_owned(),
-            dtype: opts.dtype,
-        },
-        search_space: opts
-            .space
-            .clone()
-            .unwrap_or_else(|| SearchSpace::default_for(&mc)),
+        base: BaseModel { file: base_file.clone(), sha256: sha.clone(), config: mc.clone() },
+        weights: Weights { file: GGUF_NAME.to_owned(), dtype: opts.dtype },
+        search_space: opts.space.clone().unwrap_or_else(|| SearchSpace::default_for(&mc)),
         reordered: opts.reorder,
         order: orders,
         calibration,
@@ -504,34 +382,16 @@ pub fn run(opts: &ImportOptions) -> Result<ImportReport> {
     meta.validate(&json_path)?;
 
     let pb = bar(opts.progress, base.tensors().len() as u64, "tensors");
-    let w = build_supernet_gguf(
-        &base,
-        &mc,
-        &meta.order,
-        opts.dtype,
-        &sha,
-        &base_file,
-        opts.reorder,
-        |i| pb.set_position(i as u64),
-    )?;
+    let w = build_supernet_gguf(&base, &mc, &meta.order, opts.dtype, &sha, &base_file, opts.reorder, |i| pb.set_position(i as u64))?;
     pb.finish_and_clear();
     check_output_dir(&opts.out, opts.force)?; // again: the folder may have changed during calibration
-    std::fs::create_dir_all(&opts.out)
-        .with_context(|| format!("creating {}", opts.out.display()))?;
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
     // An old supernet.json goes first, so that an interrupted import never leaves a folder that looks complete.
     if json_path.exists() {
-        std::fs::remove_file(&json_path)
-            .with_context(|| format!("removing the old {}", json_path.display()))?;
+        std::fs::remove_file(&json_path).with_context(|| format!("removing the old {}", json_path.display()))?;
     }
     let gguf_path = opts.out.join(GGUF_NAME);
-    let gguf_bytes = w
-        .write_atomic(&gguf_path)
-        .with_context(|| format!("writing {}", gguf_path.display()))?;
+    let gguf_bytes = w.write_atomic(&gguf_path).with_context(|| format!("writing {}", gguf_path.display()))?;
     meta.write(&json_path)?;
-    Ok(ImportReport {
-        meta,
-        gguf_bytes,
-        calib_seconds,
-        calib_tokens_per_s: calib_tps,
-    })
+    Ok(ImportReport { meta, gguf_bytes, calib_seconds, calib_tokens_per_s: calib_tps })
 }

@@ -9,11 +9,7 @@ pub fn smollm2() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets"));
     let p = dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.is_file(),
-        "{} is missing: run scripts/fetch-assets.sh (or set LLAMANAS_ASSETS)",
-        p.display()
-    );
+    assert!(p.is_file(), "{} is missing: run scripts/fetch-assets.sh (or set LLAMANAS_ASSETS)", p.display());
     p
 }
 
@@ -22,10 +18,7 @@ pub fn smollm2() -> PathBuf {
 #[allow(dead_code)] // not every test crate that includes this module uses it
 pub fn subnet(mc: &device_runtime::arch::ModelConfig) -> device_runtime::arch::SubnetConfig {
     let layers: Vec<usize> = (0..mc.n_layers).filter(|&l| l != 3 && l != 17).collect();
-    let ffn = layers
-        .iter()
-        .map(|&l| if l % 2 == 1 { 1024 } else { mc.ffn[l] })
-        .collect();
+    let ffn = layers.iter().map(|&l| if l % 2 == 1 { 1024 } else { mc.ffn[l] }).collect();
     let kv_heads = layers
         .iter()
         .map(|&l| match l {
@@ -34,11 +27,7 @@ pub fn subnet(mc: &device_runtime::arch::ModelConfig) -> device_runtime::arch::S
             l => mc.n_kv_heads[l],
         })
         .collect();
-    device_runtime::arch::SubnetConfig {
-        layers,
-        ffn,
-        kv_heads,
-    }
+    device_runtime::arch::SubnetConfig { layers, ffn, kv_heads }
 }
 
 /// The GPL-3 text of Debian's `common-licenses`, the held-out text of the elastic tests.
@@ -49,13 +38,8 @@ pub const GPL3: &str = "/usr/share/common-licenses/GPL-3";
 #[allow(dead_code)]
 pub fn gpl3_tokens(base: &device_runtime::gguf::GgufFile) -> (Vec<u32>, Option<u32>) {
     let tok = device_runtime::tokenizer::Tokenizer::from_gguf(base).unwrap();
-    let text =
-        std::fs::read_to_string(GPL3).expect("GPL-3 text (/usr/share/common-licenses/GPL-3)");
-    let bos = if tok.metadata().add_bos {
-        tok.bos()
-    } else {
-        None
-    };
+    let text = std::fs::read_to_string(GPL3).expect("GPL-3 text (/usr/share/common-licenses/GPL-3)");
+    let bos = if tok.metadata().add_bos { tok.bos() } else { None };
     (tok.encode(&text, true, false).unwrap(), bos)
 }
 

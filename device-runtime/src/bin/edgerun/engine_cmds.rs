@@ -1,11 +1,9 @@
 //! `edgerun generate | perplexity | bench`: the engine's subcommands.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{bail, Context, Result};
 use clap::Args;
-use device_runtime::chat::{ChatMessage, apply_model_chat_template};
-use device_runtime::engine::{
-    Logits, Model, Sampler, SamplerConfig, Session, SessionOptions, perplexity::perplexity,
-};
+use device_runtime::chat::{apply_model_chat_template, ChatMessage};
+use device_runtime::engine::{perplexity::perplexity, Logits, Model, Sampler, SamplerConfig, Session, SessionOptions};
 use device_runtime::quant::dot::KernelPath;
 use device_runtime::tokenizer::Tokenizer;
 use std::io::Write;
@@ -53,11 +51,7 @@ pub struct GenerateArgs {
 }
 
 fn kernels(scalar: bool) -> KernelPath {
-    if scalar {
-        KernelPath::Scalar
-    } else {
-        KernelPath::Best
-    }
+    if scalar { KernelPath::Scalar } else { KernelPath::Best }
 }
 
 fn load(path: &PathBuf) -> Result<(Model, Tokenizer)> {
@@ -76,43 +70,20 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
             msgs.push(ChatMessage::new("system", s.clone()));
         }
         msgs.push(ChatMessage::new("user", a.prompt.clone()));
-        apply_model_chat_template(&tok, &msgs, true)
-            .with_context(|| format!("{}: chat template", a.model.display()))?
+        apply_model_chat_template(&tok, &msgs, true).with_context(|| format!("{}: chat template", a.model.display()))?
     } else {
         a.prompt.clone()
     };
-    let prompt = tok
-        .encode(&text, true, a.chat)
-        .context("tokenizing the prompt")?;
+    let prompt = tok.encode(&text, true, a.chat).context("tokenizing the prompt")?;
     if prompt.is_empty() {
         bail!("the prompt is empty");
     }
-    let n_ctx = if a.ctx > 0 {
-        a.ctx
-    } else {
-        (prompt.len() + a.n_predict).min(m.config.n_ctx_train.max(1))
-    };
+    let n_ctx = if a.ctx > 0 { a.ctx } else { (prompt.len() + a.n_predict).min(m.config.n_ctx_train.max(1)) };
     if prompt.len() > n_ctx {
-        bail!(
-            "the prompt has {} tokens, more than the context of {n_ctx} tokens (--ctx)",
-            prompt.len()
-        );
+        bail!("the prompt has {} tokens, more than the context of {n_ctx} tokens (--ctx)", prompt.len());
     }
-    let mut s = Session::new(
-        &m,
-        SessionOptions {
-            n_ctx,
-            threads: a.threads,
-            kernels: kernels(a.scalar),
-            ..Default::default()
-        },
-    )?;
-    let mut sampler = Sampler::new(SamplerConfig {
-        temperature: a.temp,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        seed: a.seed,
-    });
+    let mut s = Session::new(&m, SessionOptions { n_ctx, threads: a.threads, kernels: kernels(a.scalar), ..Default::default() })?;
+    let mut sampler = Sampler::new(SamplerConfig { temperature: a.temp, top_k: a.top_k, top_p: a.top_p, seed: a.seed });
     let t0 = Instant::now();
     let mut logits = s.prefill(&prompt, Logits::Last)?;
     let t_prefill = t0.elapsed().as_secs_f64();
@@ -183,23 +154,10 @@ pub struct PerplexityArgs {
 /// `edgerun perplexity`: llama-perplexity's method (non-overlapping chunks, second half scored).
 pub fn perplexity_cmd(a: PerplexityArgs) -> Result<()> {
     let (m, tok) = load(&a.model)?;
-    let text = std::fs::read_to_string(&a.file)
-        .with_context(|| format!("reading {}", a.file.display()))?;
+    let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
     let tokens = tok.encode(&text, true, false).context("tokenizing")?;
-    let bos = if tok.metadata().add_bos {
-        tok.bos()
-    } else {
-        None
-    };
-    let mut s = Session::new(
-        &m,
-        SessionOptions {
-            n_ctx: a.ctx,
-            threads: a.threads,
-            n_batch: a.ctx,
-            kernels: kernels(a.scalar),
-        },
-    )?;
+    let bos = if tok.metadata().add_bos { tok.bos() } else { None };
+    let mut s = Session::new(&m, SessionOptions { n_ctx: a.ctx, threads: a.threads, n_batch: a.ctx, kernels: kernels(a.scalar) })?;
     let t0 = Instant::now();
     let p = perplexity(&mut s, &tokens, a.ctx, bos, a.chunks, |c, p| {
         if !a.json {
@@ -260,11 +218,7 @@ pub struct BenchArgs {
 fn mean_sd(x: &[f64]) -> (f64, f64) {
     let n = x.len() as f64;
     let m = x.iter().sum::<f64>() / n;
-    let v = if x.len() > 1 {
-        x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
+    let v = if x.len() > 1 { x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
     (m, v.sqrt())
 }
 
@@ -286,38 +240,21 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let file_size = std::fs::metadata(&a.model)?.len();
     let ty = m.model_config().map(|_| ()).map_or("?".to_string(), |_| {
         // Most common matrix type: the type of blk.0.ffn_down (what llama-bench's file type reports).
-        m.gguf()
-            .and_then(|g| g.tensor("blk.0.ffn_down.weight").map(|t| t.ty.to_string()))
-            .unwrap_or_default()
+        m.gguf().and_then(|g| g.tensor("blk.0.ffn_down.weight").map(|t| t.ty.to_string())).unwrap_or_default()
     });
-    let name = format!(
-        "{} {} {}",
-        m.config.arch,
-        a.model.file_stem().and_then(|s| s.to_str()).unwrap_or(""),
-        ty
-    );
+    let name = format!("{} {} {}", m.config.arch, a.model.file_stem().and_then(|s| s.to_str()).unwrap_or(""), ty);
     let mut rows = vec![];
     // Pseudo-random token ids (llama-bench also uses random tokens).
     let mut seed = 1234u64;
     let mut rnd_tok = || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((seed >> 33) % m.config.n_vocab as u64) as u32
     };
     let prompt: Vec<u32> = (0..a.n_prompt).map(|_| rnd_tok()).collect();
     let first = rnd_tok();
     let mut kv_bytes = 0;
     for &threads in &a.threads {
-        let mut s = Session::new(
-            &m,
-            SessionOptions {
-                n_ctx,
-                threads,
-                n_batch: a.n_prompt.max(1),
-                kernels: kernels(a.scalar),
-            },
-        )?;
+        let mut s = Session::new(&m, SessionOptions { n_ctx, threads, n_batch: a.n_prompt.max(1), kernels: kernels(a.scalar) })?;
         kv_bytes = s.kv_cache_bytes();
         let mut tests: Vec<(String, usize, Vec<f64>)> = vec![];
         if a.n_prompt > 0 {

@@ -2,12 +2,9 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use device_runtime::arch::ModelConfig;
 use device_runtime::gguf::GgufFile;
-use device_runtime::profile::{
-    LatencyModel, Profile, ProfileError, ProfileOptions, ValidationOptions, profile_model,
-    validate_profile,
-};
+use device_runtime::arch::ModelConfig;
+use device_runtime::profile::{LatencyModel, Profile, ProfileError, ProfileOptions, ValidationOptions, profile_model, validate_profile};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -87,17 +84,11 @@ pub struct ProfileArgs {
 }
 
 fn write_atomic(path: &std::path::Path, text: &str) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     let mut tmp = tempfile_in(dir)?;
-    tmp.1
-        .write_all(text.as_bytes())
-        .with_context(|| format!("writing {}", tmp.0.display()))?;
+    tmp.1.write_all(text.as_bytes()).with_context(|| format!("writing {}", tmp.0.display()))?;
     drop(tmp.1);
-    std::fs::rename(&tmp.0, path)
-        .with_context(|| format!("renaming {} to {}", tmp.0.display(), path.display()))
+    std::fs::rename(&tmp.0, path).with_context(|| format!("renaming {} to {}", tmp.0.display(), path.display()))
 }
 
 fn tempfile_in(dir: &std::path::Path) -> Result<(PathBuf, std::fs::File)> {
@@ -130,11 +121,7 @@ pub fn devices(a: DevicesArgs) -> Result<()> {
     use device_runtime::profile::DeviceFacts;
     let here = DeviceFacts::detect();
     if let Some(dir) = &a.find_profile {
-        let threads = if a.threads == 0 {
-            here.logical_cpus
-        } else {
-            a.threads
-        };
+        let threads = if a.threads == 0 { here.logical_cpus } else { a.threads };
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
             .with_context(|| format!("reading the profile folder {}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -146,11 +133,7 @@ pub fn devices(a: DevicesArgs) -> Result<()> {
                 Err(e) => format!("{e}"),
                 Ok(prof) => {
                     if prof.runtime_version != device_runtime::profile::RUNTIME_VERSION {
-                        format!(
-                            "runtime version {} (this is {})",
-                            prof.runtime_version,
-                            device_runtime::profile::RUNTIME_VERSION
-                        )
+                        format!("runtime version {} (this is {})", prof.runtime_version, device_runtime::profile::RUNTIME_VERSION)
                     } else if prof.backend != "cpu" {
                         format!("backend {}", prof.backend)
                     } else if prof.threads != threads {
@@ -167,12 +150,7 @@ pub fn devices(a: DevicesArgs) -> Result<()> {
             };
             eprintln!("{}: not used: {why}", p.display());
         }
-        eprintln!(
-            "no profile in {} matches this machine ({} threads, {})",
-            dir.display(),
-            threads,
-            a.quant
-        );
+        eprintln!("no profile in {} matches this machine ({} threads, {})", dir.display(), threads, a.quant);
         std::process::exit(1);
     }
     if a.json {
@@ -180,16 +158,8 @@ pub fn devices(a: DevicesArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let mem = here.memory_bytes as f64 / (1u64 << 30) as f64;
-        println!(
-            "cpu   {} ({}), {} logical CPUs, {} MHz, {mem:.1} GiB, {} {}, features: {}",
-            here.cpu_brand,
-            here.cpu_vendor,
-            here.logical_cpus,
-            here.cpu_mhz,
-            here.os,
-            here.arch,
-            here.cpu_features.join(",")
-        );
+        println!("cpu   {} ({}), {} logical CPUs, {} MHz, {mem:.1} GiB, {} {}, features: {}", here.cpu_brand, here.cpu_vendor,
+            here.logical_cpus, here.cpu_mhz, here.os, here.arch, here.cpu_features.join(","));
         println!("wgpu  not built (cargo feature wgpu)");
     }
     Ok(())
@@ -197,12 +167,9 @@ pub fn devices(a: DevicesArgs) -> Result<()> {
 
 /// Run `edgerun profile`.
 pub fn run(a: ProfileArgs) -> Result<()> {
-    let base = GgufFile::open(&a.model)
-        .with_context(|| format!("opening the model {}", a.model.display()))?;
+    let base = GgufFile::open(&a.model).with_context(|| format!("opening the model {}", a.model.display()))?;
     let mut profile = match &a.from {
-        Some(p) => {
-            Profile::load(p).with_context(|| format!("reading the profile {}", p.display()))?
-        }
+        Some(p) => Profile::load(p).with_context(|| format!("reading the profile {}", p.display()))?,
         None => {
             let o = ProfileOptions {
                 threads: a.threads,
@@ -220,34 +187,17 @@ pub fn run(a: ProfileArgs) -> Result<()> {
                 budget_s: a.budget,
                 progress: !a.quiet,
             };
-            let p = profile_model(&base, &o)
-                .with_context(|| format!("profiling {}", a.model.display()))?;
+            let p = profile_model(&base, &o).with_context(|| format!("profiling {}", a.model.display()))?;
             print_profile(&p);
-            if let Ok(lm) = ModelConfig::from_gguf(&base)
-                .map_err(ProfileError::from)
-                .and_then(|c| LatencyModel::new(p.clone(), &c, &p.quant))
-            {
+            if let Ok(lm) = ModelConfig::from_gguf(&base).map_err(ProfileError::from).and_then(|c| LatencyModel::new(p.clone(), &c, &p.quant)) {
                 let (d, f) = lm.calibration_factors();
-                let fmt = |v: &[f64]| {
-                    v.iter()
-                        .map(|g| format!("{g:.3}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                println!(
-                    "calibration of the block sums (base model / sum of its parts): decode {}; prefill {}",
-                    fmt(&d),
-                    fmt(&f)
-                );
+                let fmt = |v: &[f64]| v.iter().map(|g| format!("{g:.3}")).collect::<Vec<_>>().join(", ");
+                println!("calibration of the block sums (base model / sum of its parts): decode {}; prefill {}", fmt(&d), fmt(&f));
             }
             p
         }
     };
-    let out = a
-        .out
-        .clone()
-        .or_else(|| a.from.clone())
-        .unwrap_or_else(|| PathBuf::from("profiles").join(profile.file_name()));
+    let out = a.out.clone().or_else(|| a.from.clone()).unwrap_or_else(|| PathBuf::from("profiles").join(profile.file_name()));
     if let Some(k) = a.validate {
         if k == 0 {
             bail!("--validate needs K >= 1");
@@ -260,18 +210,9 @@ pub fn run(a: ProfileArgs) -> Result<()> {
             runs: a.validate_runs,
             progress: !a.quiet,
         };
-        let r = validate_profile(&base, &profile, &o)
-            .with_context(|| format!("validating on {}", a.model.display()))?;
-        println!(
-            "validation: {k} random sub-networks of {}, decode at context {}, prefill of {} tokens",
-            a.model.display(),
-            o.decode_context,
-            o.prefill_length
-        );
-        println!(
-            "{:>14} {:>6} {:>10} {:>10} {:>7} {:>10} {:>10} {:>7}",
-            "subnet", "layers", "dec pred", "dec meas", "err%", "pre pred", "pre meas", "err%"
-        );
+        let r = validate_profile(&base, &profile, &o).with_context(|| format!("validating on {}", a.model.display()))?;
+        println!("validation: {k} random sub-networks of {}, decode at context {}, prefill of {} tokens", a.model.display(), o.decode_context, o.prefill_length);
+        println!("{:>14} {:>6} {:>10} {:>10} {:>7} {:>10} {:>10} {:>7}", "subnet", "layers", "dec pred", "dec meas", "err%", "pre pred", "pre meas", "err%");
         let mut csv = String::from(
             "subnet_id,subnet,decode_pred_ms,decode_meas_ms,decode_err_pct,prefill_pred_ms,prefill_meas_ms,prefill_err_pct,decode_norm_ms,decode_norm_err_pct,prefill_norm_ms,prefill_norm_err_pct\n",
         );
@@ -313,21 +254,15 @@ pub fn run(a: ProfileArgs) -> Result<()> {
             s.prefill_mape_pct, s.prefill_within_10_pct, s.prefill_max_err_pct
         );
         if let (Some(dd), Some(pd)) = (s.decode_drift_pct, s.prefill_drift_pct) {
-            println!(
-                "drift: the base model ran {dd:+.2}% (decode) / {pd:+.2}% (prefill) against its prediction; with every prediction scaled by it:"
-            );
+            println!("drift: the base model ran {dd:+.2}% (decode) / {pd:+.2}% (prefill) against its prediction; with every prediction scaled by it:");
             let f = |x: Option<f64>| x.unwrap_or(f64::NAN);
             println!(
                 "decode:  MAPE {:.2}%, within +-10%: {:.1}%, largest error {:+.2}%  (drift-normalized)",
-                f(s.decode_mape_normalized_pct),
-                f(s.decode_within_10_normalized_pct),
-                f(s.decode_max_err_normalized_pct)
+                f(s.decode_mape_normalized_pct), f(s.decode_within_10_normalized_pct), f(s.decode_max_err_normalized_pct)
             );
             println!(
                 "prefill: MAPE {:.2}%, within +-10%: {:.1}%, largest error {:+.2}%  (drift-normalized)",
-                f(s.prefill_mape_normalized_pct),
-                f(s.prefill_within_10_normalized_pct),
-                f(s.prefill_max_err_normalized_pct)
+                f(s.prefill_mape_normalized_pct), f(s.prefill_within_10_normalized_pct), f(s.prefill_max_err_normalized_pct)
             );
         }
         if let Some(p) = &a.validation_csv {
@@ -338,9 +273,7 @@ pub fn run(a: ProfileArgs) -> Result<()> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    profile
-        .save(&out)
-        .with_context(|| format!("writing the profile {}", out.display()))?;
+    profile.save(&out).with_context(|| format!("writing the profile {}", out.display()))?;
     println!("profile written to {}", out.display());
     Ok(())
 }
@@ -363,70 +296,27 @@ fn print_profile(p: &Profile) {
     let t = &p.decode;
     println!(
         "decode, ms: overhead {:.4}, embedding {:.4}, final norm {:.4}, output head {:.3}",
-        t.overhead[0].median_ms,
-        t.embedding.median_ms,
-        t.final_norm.median_ms,
-        t.output_head.median_ms
+        t.overhead[0].median_ms, t.embedding.median_ms, t.final_norm.median_ms, t.output_head.median_ms
     );
     for r in &t.attention {
-        let v: Vec<String> =
-            r.ms.iter()
-                .zip(&t.contexts)
-                .map(|(s, c)| format!("{c}: {:.4}", s.median_ms))
-                .collect();
-        println!(
-            "  attention kv {} per block, by context: {}",
-            r.kv_heads,
-            v.join(", ")
-        );
+        let v: Vec<String> = r.ms.iter().zip(&t.contexts).map(|(s, c)| format!("{c}: {:.4}", s.median_ms)).collect();
+        println!("  attention kv {} per block, by context: {}", r.kv_heads, v.join(", "));
     }
-    let v: Vec<String> = t
-        .ffn
-        .iter()
-        .map(|r| format!("{}: {:.4}", r.width, r.ms[0].median_ms))
-        .collect();
+    let v: Vec<String> = t.ffn.iter().map(|r| format!("{}: {:.4}", r.width, r.ms[0].median_ms)).collect();
     println!("  ffn per block, by width: {}", v.join(", "));
     let t = &p.prefill;
     for r in &t.attention {
-        let v: Vec<String> =
-            r.ms.iter()
-                .zip(&t.lengths)
-                .map(|(s, n)| format!("{n}: {:.3}", s.median_ms))
-                .collect();
-        println!(
-            "prefill attention kv {} per block, by length: {}",
-            r.kv_heads,
-            v.join(", ")
-        );
+        let v: Vec<String> = r.ms.iter().zip(&t.lengths).map(|(s, n)| format!("{n}: {:.3}", s.median_ms)).collect();
+        println!("prefill attention kv {} per block, by length: {}", r.kv_heads, v.join(", "));
     }
     if let Some(r) = t.ffn.last() {
-        let v: Vec<String> =
-            r.ms.iter()
-                .zip(&t.lengths)
-                .map(|(s, n)| format!("{n}: {:.3}", s.median_ms))
-                .collect();
-        println!(
-            "prefill ffn {} per block, by length: {}",
-            r.width,
-            v.join(", ")
-        );
+        let v: Vec<String> = r.ms.iter().zip(&t.lengths).map(|(s, n)| format!("{n}: {:.3}", s.median_ms)).collect();
+        println!("prefill ffn {} per block, by length: {}", r.width, v.join(", "));
     }
     if !p.decode.reference.is_empty() {
-        let v: Vec<String> = p
-            .decode
-            .reference
-            .iter()
-            .zip(&p.decode.contexts)
-            .map(|(s, c)| format!("{c}: {:.3}", s.median_ms))
-            .collect();
+        let v: Vec<String> = p.decode.reference.iter().zip(&p.decode.contexts).map(|(s, c)| format!("{c}: {:.3}", s.median_ms)).collect();
         println!("base model decode, by context: {}", v.join(", "));
-        let v: Vec<String> = p
-            .prefill
-            .reference
-            .iter()
-            .zip(&p.prefill.lengths)
-            .map(|(s, n)| format!("{n}: {:.2}", s.median_ms))
-            .collect();
+        let v: Vec<String> = p.prefill.reference.iter().zip(&p.prefill.lengths).map(|(s, n)| format!("{n}: {:.2}", s.median_ms)).collect();
         println!("base model prefill, by length: {}", v.join(", "));
     }
     println!("measured in {:.1} s", p.method.elapsed_s);
