@@ -36,61 +36,61 @@ fn block_fn(ty: GgmlType) -> Option<&'static str> {
     Some(match ty {
         GgmlType::F32 => {
             r#"
-fn block(bi: u32, d: ptr<function, array<f32, 32>>) {
+fn block(bi: u32, d: ptr<function, array<vec4<f32>, 8>>) {
     let b = bi * 32u;
-    for (var i = 0u; i < 32u; i++) { (*d)[i] = bitcast<f32>(w[b + i]); }
+    for (var i = 0u; i < 8u; i++) {
+        let j = b + 4u * i;
+        (*d)[i] = bitcast<vec4<f32>>(vec4<u32>(w[j], w[j + 1u], w[j + 2u], w[j + 3u]));
+    }
 }"#
         }
         GgmlType::F16 => {
             r#"
-fn block(bi: u32, d: ptr<function, array<f32, 32>>) {
+fn block(bi: u32, d: ptr<function, array<vec4<f32>, 8>>) {
     let b = bi * 16u;
-    for (var i = 0u; i < 16u; i++) {
-        let v = unpack2x16float(w[b + i]);
-        (*d)[2u * i] = v.x;
-        (*d)[2u * i + 1u] = v.y;
+    for (var i = 0u; i < 8u; i++) {
+        (*d)[i] = vec4<f32>(unpack2x16float(w[b + 2u * i]), unpack2x16float(w[b + 2u * i + 1u]));
     }
 }"#
         }
         GgmlType::Q8_0 => {
             r#"
-fn block(bi: u32, d: ptr<function, array<f32, 32>>) {
+fn block(bi: u32, d: ptr<function, array<vec4<f32>, 8>>) {
     let b = bi * 34u;
     let s = f16at(b);
     for (var i = 0u; i < 8u; i++) {
         let v = bitcast<i32>(ld(b + 2u + 4u * i));
-        for (var k = 0u; k < 4u; k++) { (*d)[4u * i + k] = f32(extractBits(v, 8u * k, 8u)) * s; }
+        (*d)[i] = vec4<f32>(f32(extractBits(v, 0u, 8u)), f32(extractBits(v, 8u, 8u)),
+                            f32(extractBits(v, 16u, 8u)), f32(extractBits(v, 24u, 8u))) * s;
     }
 }"#
         }
         GgmlType::Q4_0 => {
             r#"
-fn block(bi: u32, d: ptr<function, array<f32, 32>>) {
+fn block(bi: u32, d: ptr<function, array<vec4<f32>, 8>>) {
     let b = bi * 18u;
     let s = f16at(b);
     for (var i = 0u; i < 4u; i++) {
         let v = ld(b + 2u + 4u * i);
-        for (var k = 0u; k < 4u; k++) {
-            let q = (v >> (8u * k)) & 0xffu;
-            (*d)[4u * i + k] = (f32(q & 15u) - 8.0) * s;
-            (*d)[4u * i + k + 16u] = (f32(q >> 4u) - 8.0) * s;
-        }
+        let lo = vec4<f32>(f32(v & 15u), f32((v >> 8u) & 15u), f32((v >> 16u) & 15u), f32((v >> 24u) & 15u));
+        let hi = vec4<f32>(f32((v >> 4u) & 15u), f32((v >> 12u) & 15u), f32((v >> 20u) & 15u), f32(v >> 28u));
+        (*d)[i] = (lo - 8.0) * s;
+        (*d)[i + 4u] = (hi - 8.0) * s;
     }
 }"#
         }
         GgmlType::Q4_1 => {
             r#"
-fn block(bi: u32, d: ptr<function, array<f32, 32>>) {
+fn block(bi: u32, d: ptr<function, array<vec4<f32>, 8>>) {
     let b = bi * 20u;
     let s = f16at(b);
     let m = f16at(b + 2u);
     for (var i = 0u; i < 4u; i++) {
         let v = w[(b + 4u) / 4u + i];
-        for (var k = 0u; k < 4u; k++) {
-            let q = (v >> (8u * k)) & 0xffu;
-            (*d)[4u * i + k] = f32(q & 15u) * s + m;
-            (*d)[4u * i + k + 16u] = f32(q >> 4u) * s + m;
-        }
+        let lo = vec4<f32>(f32(v & 15u), f32((v >> 8u) & 15u), f32((v >> 16u) & 15u), f32((v >> 24u) & 15u));
+        let hi = vec4<f32>(f32((v >> 4u) & 15u), f32((v >> 12u) & 15u), f32((v >> 20u) & 15u), f32(v >> 28u));
+        (*d)[i] = lo * s + m;
+        (*d)[i + 4u] = hi * s + m;
     }
 }"#
         }
@@ -107,8 +107,9 @@ struct P { a: u32, b: u32, c: u32, d: u32, e: u32, f: u32, g: u32, h: u32,
 /// for a type the kernels do not dequantize.
 ///
 /// `matmul`: `y[y_off + t*rows + r] (+)= sum_c W[r, c] * x[x_off + t*cols + c]` for `r < rows`, `t < n`;
-/// invocation `(r, tile)` computes row `r` for [`MATMUL_TILE`] tokens. Params: `a` rows, `b` cols, `c` n,
-/// `d` x_off, `e` y_off, `f` accumulate (0/1).
+/// invocation `(r, tile)` computes row `r` for [`MATMUL_TILE`] tokens; a block is dequantized once into 8
+/// `vec4`s and multiplied with each token's 32 activations (read as `vec4`s: `x_off` must be a multiple of 4,
+/// `cols` is a multiple of 32). Params: `a` rows, `b` cols, `c` n, `d` x_off, `e` y_off, `f` accumulate (0/1).
 ///
 /// `get_rows`: `y[t*cols + c] = W[tokens[t], c]` (token embeddings); invocation `t * cols/32 + block`.
 /// Params: `b` cols, `c` n.
@@ -117,7 +118,7 @@ pub fn matmul_source(ty: GgmlType) -> Option<String> {
     Some(format!(
         r#"{PARAMS}
 @group(0) @binding(0) var<storage, read> w: array<u32>;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> p: P;
 @group(0) @binding(4) var<storage, read> tokens: array<u32>;
@@ -150,14 +151,14 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {{
     let nt = min(T, n - t0);
     let nb = cols / 32u;
     var acc = array<f32, {MATMUL_TILE}>();
-    var d: array<f32, 32>;
+    var d: array<vec4<f32>, 8>;
     for (var b = 0u; b < nb; b++) {{
         block(r * nb + b, &d);
         for (var t = 0u; t < nt; t++) {{
-            let xo = p.d + (t0 + t) * cols + b * 32u;
-            var s = 0.0;
-            for (var i = 0u; i < 32u; i++) {{ s = fma(d[i], x[xo + i], s); }}
-            acc[t] += s;
+            let xo = (p.d + (t0 + t) * cols + b * 32u) / 4u;
+            var s = vec4<f32>(0.0);
+            for (var i = 0u; i < 8u; i++) {{ s = fma(d[i], x[xo + i], s); }}
+            acc[t] += (s.x + s.y) + (s.z + s.w);
         }}
     }}
     for (var t = 0u; t < nt; t++) {{
@@ -173,9 +174,11 @@ fn get_rows(@builtin(global_invocation_id) gid: vec3<u32>) {{
     let t = gid.x / nb;
     let b = gid.x % nb;
     if (t >= p.c) {{ return; }}
-    var d: array<f32, 32>;
+    var d: array<vec4<f32>, 8>;
     block(tokens[t] * nb + b, &d);
-    for (var i = 0u; i < 32u; i++) {{ y[t * cols + b * 32u + i] = d[i]; }}
+    for (var i = 0u; i < 8u; i++) {{
+        for (var k = 0u; k < 4u; k++) {{ y[t * cols + b * 32u + 4u * i + k] = d[i][k]; }}
+    }}
 }}
 "#
     ))
