@@ -122,6 +122,7 @@ impl Backend {
 }
 
 /// A session on either backend, with the API of [`Session`].
+#[allow(clippy::large_enum_variant)] // one per run: boxing would only add an indirection
 pub enum BackendSession<'m> {
     /// The CPU engine.
     Cpu(Session<'m>),
@@ -140,6 +141,7 @@ macro_rules! each {
     };
 }
 
+#[allow(clippy::useless_conversion)] // the CPU arm's error is already an EngineError, the GPU arm's is not
 impl BackendSession<'_> {
     /// As [`Session::prefill`].
     pub fn prefill(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, EngineError> {

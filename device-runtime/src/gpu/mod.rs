@@ -198,7 +198,7 @@ impl GpuContext {
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             sink.lock().unwrap_or_else(|p| p.into_inner()).push(e.to_string());
         }));
-        let max_binding = device.limits().max_storage_buffer_binding_size as u64;
+        let max_binding = device.limits().max_storage_buffer_binding_size;
         Ok(GpuContext { device, queue, adapter: facts, max_binding, errors, pipelines: Mutex::default() })
     }
 

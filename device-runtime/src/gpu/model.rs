@@ -71,7 +71,7 @@ impl GpuModel {
             if !kernels::supported(m.ty) {
                 return Err(GpuError::UnsupportedType { tensor: name.to_string(), ty: m.ty });
             }
-            if m.cols % 32 != 0 {
+            if !m.cols.is_multiple_of(32) {
                 return Err(GpuError::Wgpu(format!("tensor {name}: {} columns, not a multiple of 32", m.cols)));
             }
             let padded = m.len.div_ceil(4) * 4;
