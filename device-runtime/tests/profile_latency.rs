@@ -246,3 +246,23 @@ fn file_round_trip_and_bad_files() {
     // The file name from the machine's facts.
     assert_eq!(p.file_name(), "test-cpu-9000-2c-24g-t2-q8_0.json");
 }
+
+/// The committed llvmpipe profile (`edgerun profile --backend wgpu`, docs/PROFILES.md) is accepted by the latency
+/// model for wgpu requests on the real model and refused for CPU requests.
+#[test]
+fn committed_wgpu_profile_is_usable() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/llvmpipe-llvm-15-0-6-wgpu-q8_0.json");
+    let p = Profile::load(&path).unwrap();
+    assert_eq!(p.backend, "wgpu");
+    let a = p.device.adapter.clone().expect("adapter facts");
+    assert!(a.name.starts_with("llvmpipe"), "{a:?}");
+    let assets = std::env::var_os("LLAMANAS_ASSETS").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets"), Into::into);
+    let f = device_runtime::gguf::GgufFile::open(assets.join("SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+    let base = ModelConfig::from_gguf(&f).unwrap();
+    let lm = LatencyModel::for_backend(p.clone(), &base, "q8_0", "wgpu").unwrap();
+    let full = SubnetConfig { layers: (0..base.n_layers).collect(), ffn: base.ffn.clone(), kv_heads: base.n_kv_heads.clone() };
+    let ms = lm.decode_ms(&full, 64).unwrap();
+    assert!(ms.is_finite() && ms > 0.0, "{ms}");
+    let e = LatencyModel::for_backend(p, &base, "q8_0", "cpu").unwrap_err().to_string();
+    assert!(e.contains("measured on backend wgpu"), "{e}");
+}
