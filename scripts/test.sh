@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs the Python reference tools the parity tests compare against, fetches the real
 # assets (cached in $LLAMANAS_ASSETS), runs every test of the workspace, then builds host with its `wgpu`
-# feature and runs the wgpu tests (host/tests/elastic_wgpu.rs: burn's wgpu device against its CPU device).
+# feature and runs the wgpu tests (host/tests/elastic_wgpu.rs: burn's wgpu device against its CPU device;
+# device-runtime/tests/gpu_smollm2.rs: the runtime's wgpu backend against the f32 reference and the CPU engine).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
@@ -29,3 +30,9 @@ mkdir -p "$MESA_SHADER_CACHE_DIR"
 
 cargo test --workspace --locked "$@"
 cargo test -p host --locked --features wgpu --test elastic_wgpu
+# device-runtime's own wgpu backend (WGSL kernels on GGUF blocks) on the llvmpipe adapter, and the tests whose
+# assertions depend on the feature. The two GPL-3 perplexity comparisons take ~9 minutes each on llvmpipe:
+# GPU_PPL=1 runs them too.
+ppl=(); [ "${GPU_PPL:-0}" = 1 ] && ppl=(--include-ignored)
+cargo test -p device-runtime --locked --features wgpu --test gpu_smollm2 --test devices_cli --test profile_latency \
+  --test profile_measure -- "${ppl[@]}"

@@ -14,7 +14,9 @@ fn devices_json_lists_the_cpu() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["cpu"]["logical_cpus"].as_u64().unwrap() as usize, std::thread::available_parallelism().unwrap().get());
     assert_eq!(v["cpu"]["arch"], std::env::consts::ARCH);
-    assert_eq!(v["backends"], serde_json::json!(["cpu"]));
+    assert_eq!(v["backends"], serde_json::json!(device_runtime::backend::available()));
+    // With the wgpu feature: the adapters as a list (possibly empty), else why there is none.
+    assert_eq!(v["wgpu"].is_array(), cfg!(feature = "wgpu"), "{}", v["wgpu"]);
 }
 
 #[test]

@@ -212,6 +212,36 @@ fn mismatched_profiles_are_refused() {
     assert!(e.contains("FFN 512, the model has 2 and 1024"), "{e}");
 }
 
+/// A wgpu profile (adapter facts in `device.adapter`) is accepted for wgpu requests, survives the file round
+/// trip, and is refused for a CPU request (and a CPU profile for a wgpu request), naming both backends.
+#[test]
+fn wgpu_profiles_are_accepted_for_wgpu_only() {
+    let mut g = profile();
+    g.backend = "wgpu".into();
+    g.threads = 1;
+    g.device.adapter = Some(device_runtime::profile::device::AdapterFacts {
+        name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(),
+        vendor: "0x10005".into(),
+        device: "0x0".into(),
+        device_type: "Cpu".into(),
+        backend: "Vulkan".into(),
+        driver: "llvmpipe".into(),
+        driver_info: "Mesa 22.3.6 (LLVM 15.0.6)".into(),
+    });
+    assert_eq!(g.file_name(), "llvmpipe-llvm-15-0-6-wgpu-q8_0.json");
+    let lm = LatencyModel::for_backend(g.clone(), &base(), "q8_0", "wgpu").unwrap();
+    let s = SubnetConfig { layers: vec![0, 2], ffn: vec![512, 384], kv_heads: vec![2, 1] };
+    close(lm.decode_ms(&s, 50).unwrap(), 3.33);
+    let e = LatencyModel::for_backend(g.clone(), &base(), "q8_0", "cpu").unwrap_err().to_string();
+    assert!(e.contains("measured on backend wgpu on llvmpipe") && e.contains("request is for backend cpu"), "{e}");
+    let e = LatencyModel::for_backend(profile(), &base(), "q8_0", "wgpu").unwrap_err().to_string();
+    assert!(e.contains("measured on backend cpu, the request is for backend wgpu"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(g.file_name());
+    g.save(&path).unwrap();
+    assert_eq!(Profile::load(&path).unwrap(), g);
+}
+
 #[test]
 fn file_round_trip_and_bad_files() {
     let dir = tempfile::tempdir().unwrap();
@@ -278,4 +308,24 @@ fn file_round_trip_and_bad_files() {
     assert!(e.contains("not a valid device profile") && e.contains("invalid type"), "{e}");
     // The file name from the machine's facts.
     assert_eq!(p.file_name(), "test-cpu-9000-2c-24g-t2-q8_0.json");
+}
+
+/// The committed llvmpipe profile (`edgerun profile --backend wgpu`, docs/PROFILES.md) is accepted by the latency
+/// model for wgpu requests on the real model and refused for CPU requests.
+#[test]
+fn committed_wgpu_profile_is_usable() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/llvmpipe-llvm-15-0-6-wgpu-q8_0.json");
+    let p = Profile::load(&path).unwrap();
+    assert_eq!(p.backend, "wgpu");
+    let a = p.device.adapter.clone().expect("adapter facts");
+    assert!(a.name.starts_with("llvmpipe"), "{a:?}");
+    let assets = std::env::var_os("LLAMANAS_ASSETS").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets"), Into::into);
+    let f = device_runtime::gguf::GgufFile::open(assets.join("SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+    let base = ModelConfig::from_gguf(&f).unwrap();
+    let lm = LatencyModel::for_backend(p.clone(), &base, "q8_0", "wgpu").unwrap();
+    let full = SubnetConfig { layers: (0..base.n_layers).collect(), ffn: base.ffn.clone(), kv_heads: base.n_kv_heads.clone() };
+    let ms = lm.decode_ms(&full, 64).unwrap();
+    assert!(ms.is_finite() && ms > 0.0, "{ms}");
+    let e = LatencyModel::for_backend(p, &base, "q8_0", "cpu").unwrap_err().to_string();
+    assert!(e.contains("measured on backend wgpu"), "{e}");
 }

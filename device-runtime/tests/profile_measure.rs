@@ -71,8 +71,13 @@ fn bad_options_are_clear_errors() {
     let f = tiny();
     let e = profile_model(&f, &ProfileOptions { quant: "q3_x".into(), ..quick() }).unwrap_err().to_string();
     assert!(e.contains("unknown quantization \"q3_x\""), "{e}");
-    let e = profile_model(&f, &ProfileOptions { backend: "wgpu".into(), ..quick() }).unwrap_err().to_string();
-    assert!(e.contains("backend \"wgpu\" is not available"), "{e}");
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let e = profile_model(&f, &ProfileOptions { backend: "wgpu".into(), ..quick() }).unwrap_err().to_string();
+        assert!(e.contains("backend \"wgpu\" is not available"), "{e}");
+    }
+    let e = profile_model(&f, &ProfileOptions { backend: "opencl".into(), ..quick() }).unwrap_err().to_string();
+    assert!(e.contains("backend \"opencl\" is not available"), "{e}");
     let e = profile_model(&f, &ProfileOptions { lengths: vec![1, 1024], ..quick() }).unwrap_err().to_string();
     assert!(e.contains("must lie in 1..=512"), "{e}");
     let e = profile_model(&f, &ProfileOptions { contexts: vec![8, 0], ..quick() }).unwrap_err().to_string();

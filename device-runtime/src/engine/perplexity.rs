@@ -7,6 +7,35 @@
 use super::session::{Logits, Session};
 use super::{ops, EngineError};
 
+/// What [`perplexity`] needs of a session: forget the sequence, and prefill returning logits
+/// (`[tokens.len(), n_vocab]` for [`Logits::All`]). Implemented by the CPU [`Session`] and, with the `wgpu`
+/// feature, by `gpu::GpuSession`.
+pub trait Evaluator {
+    /// Forget the sequence (empty KV cache).
+    fn reset(&mut self);
+    /// Run `tokens` and return their logits as [`Session::prefill`] does.
+    fn prefill(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, EngineError>;
+}
+
+impl Evaluator for Session<'_> {
+    fn reset(&mut self) {
+        Session::reset(self)
+    }
+    fn prefill(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, EngineError> {
+        Session::prefill(self, tokens, logits)
+    }
+}
+
+#[cfg(feature = "wgpu")]
+impl Evaluator for crate::gpu::GpuSession<'_> {
+    fn reset(&mut self) {
+        crate::gpu::GpuSession::reset(self)
+    }
+    fn prefill(&mut self, tokens: &[u32], logits: Logits) -> Result<Vec<f32>, EngineError> {
+        crate::gpu::GpuSession::prefill(self, tokens, logits).map_err(EngineError::from)
+    }
+}
+
 /// Result of [`perplexity`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Perplexity {
@@ -27,9 +56,9 @@ pub struct Perplexity {
 /// `max_chunks` limits the chunks (0: all). `progress` is called after each chunk with `(chunk, running ppl)`.
 ///
 /// Errors: [`EngineError::Config`] if fewer than `n_ctx` tokens are given or `n_ctx < 4`; errors of
-/// [`Session::prefill`].
-pub fn perplexity(
-    session: &mut Session,
+/// [`Session::prefill`] (any [`Evaluator`]: the CPU or the GPU session).
+pub fn perplexity<S: Evaluator + ?Sized>(
+    session: &mut S,
     tokens: &[u32],
     n_ctx: usize,
     bos: Option<u32>,

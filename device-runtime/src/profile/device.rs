@@ -1,6 +1,34 @@
-//! Facts about the machine a profile was measured on, from the `sysinfo` crate (CPU and memory only).
+//! Facts about the machine a profile was measured on, from the `sysinfo` crate (CPU and memory), and the
+//! wgpu adapter's facts for wgpu profiles.
 
 use serde::{Deserialize, Serialize};
+
+/// Facts about one wgpu adapter (from `wgpu::AdapterInfo`), as `edgerun devices` lists them and profiles
+/// record them.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AdapterFacts {
+    /// Adapter name (e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`, `Intel(R) Iris(R) Xe Graphics`).
+    pub name: String,
+    /// PCI vendor id (`0x8086` Intel, `0x1002` AMD, `0x10de` NVIDIA, `0x13b5` ARM, `0x10005` Mesa), hex.
+    pub vendor: String,
+    /// PCI device id, hex.
+    pub device: String,
+    /// `IntegratedGpu`, `DiscreteGpu`, `VirtualGpu`, `Cpu` or `Other`.
+    pub device_type: String,
+    /// `Vulkan`, `Metal`, `Dx12` or `Gl`.
+    pub backend: String,
+    /// Driver name (e.g. `llvmpipe`).
+    pub driver: String,
+    /// Driver version string.
+    pub driver_info: String,
+}
+
+impl AdapterFacts {
+    /// `name (backend, device type)`.
+    pub fn label(&self) -> String {
+        format!("{} ({}, {})", self.name, self.backend, self.device_type)
+    }
+}
 
 /// The machine: CPU, cores, frequency, memory, OS, and the SIMD features the kernels use.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -27,9 +55,10 @@ pub struct DeviceFacts {
     pub arch: String,
     /// SIMD features the kernels use that this CPU has (`avx2`, `fma`, `f16c`).
     pub cpu_features: Vec<String>,
-    /// GPU adapter (name, vendor, driver) for the wgpu backend; `None` on the CPU backend.
+    /// The wgpu adapter (name, vendor, device type, backend, driver) of a wgpu profile; `None` on the CPU
+    /// backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub adapter: Option<String>,
+    pub adapter: Option<AdapterFacts>,
 }
 
 impl DeviceFacts {

@@ -98,6 +98,22 @@ impl LatencyModel {
         Ok(LatencyModel { profile, base: base.clone() })
     }
 
+    /// [`LatencyModel::new`] for a run on `backend` (`cpu` or `wgpu`): the profile must have been measured on
+    /// that backend (a wgpu profile times a GPU, not the CPU engine, and the other way round).
+    ///
+    /// Errors: [`ProfileError::Mismatch`] naming both backends (and the profile's adapter), then as
+    /// [`LatencyModel::new`].
+    pub fn for_backend(profile: Profile, base: &ModelConfig, quant: &str, backend: &str) -> Result<LatencyModel, ProfileError> {
+        if profile.backend != backend {
+            let on = profile.device.adapter.as_ref().map_or(String::new(), |a| format!(" on {}", a.label()));
+            return Err(ProfileError::Mismatch(format!(
+                "the profile was measured on backend {}{on}, the request is for backend {backend}: measure a profile with `edgerun profile --backend {backend}`",
+                profile.backend
+            )));
+        }
+        Self::new(profile, base, quant)
+    }
+
     /// The profile the model predicts from.
     pub fn profile(&self) -> &Profile {
         &self.profile

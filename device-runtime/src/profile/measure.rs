@@ -34,7 +34,8 @@ use super::{
 };
 use crate::arch::ModelConfig;
 use crate::engine::model::{EngineConfig, LayerShape, TensorRef};
-use crate::engine::{Logits, Model, Session, SessionOptions, ops};
+use crate::backend::{Backend, BackendKind};
+use crate::engine::{Logits, Model, SessionOptions, ops};
 use crate::gguf::{GgmlType, GgufFile};
 use crate::quant::{self, dot};
 use std::collections::HashMap;
@@ -47,8 +48,11 @@ pub struct ProfileOptions {
     pub threads: usize,
     /// Quantization of the sub-networks: `q8_0`, `q4_0`, `q4_1`, `f16`, `f32`.
     pub quant: String,
-    /// Backend: only `cpu` in this build.
+    /// Backend: `cpu`, or `wgpu` (cargo feature `wgpu`; the models run on a wgpu adapter).
     pub backend: String,
+    /// With `wgpu`: the adapter whose name contains this text (`None`: the best one, see
+    /// `gpu::GpuContext::new`).
+    pub adapter: Option<String>,
     /// Decode context lengths (tokens in the KV cache), increasing.
     pub contexts: Vec<usize>,
     /// Prefill prompt lengths, increasing, each at most the engine's batch size.
@@ -82,6 +86,7 @@ impl Default for ProfileOptions {
             threads: 0,
             quant: "q8_0".into(),
             backend: "cpu".into(),
+            adapter: None,
             contexts: vec![0, 256, 512, 1024, 2048],
             lengths: vec![1, 16, 64, 128, 256, 512],
             warmup: 1,
@@ -357,10 +362,77 @@ pub(crate) fn tokens(n: usize, n_vocab: usize) -> Vec<u32> {
     (0..n).map(|i| ((i * 7919 + 13) % n_vocab) as u32).collect()
 }
 
+/// Where the profiler runs its models: the CPU engine with a number of threads, or a wgpu device opened once
+/// (every part model is uploaded to it; kernels are compiled once per device).
+pub(crate) enum Runner {
+    /// The CPU engine.
+    Cpu {
+        /// Worker threads.
+        threads: usize,
+    },
+    /// A wgpu device.
+    #[cfg(feature = "wgpu")]
+    Gpu(std::sync::Arc<crate::gpu::GpuContext>),
+}
+
+impl Runner {
+    /// The runner of `backend` (`cpu`, `wgpu`); errors name the backends of this build.
+    pub(crate) fn new(backend: &str, adapter: Option<&str>, threads: usize) -> Result<Runner, ProfileError> {
+        let kind = BackendKind::parse(backend, adapter).map_err(|_| {
+            ProfileError::Invalid(format!(
+                "backend {backend:?} is not available in this build (available: {})",
+                crate::backend::available().join(", ")
+            ))
+        })?;
+        match kind {
+            BackendKind::Cpu => Ok(Runner::Cpu { threads }),
+            #[cfg(feature = "wgpu")]
+            BackendKind::Wgpu(name) => Ok(Runner::Gpu(std::sync::Arc::new(
+                crate::gpu::GpuContext::new(name.as_deref()).map_err(|e| ProfileError::Invalid(e.to_string()))?,
+            ))),
+            #[cfg(not(feature = "wgpu"))]
+            BackendKind::Wgpu(_) => unreachable!("parse refuses wgpu without the feature"),
+        }
+    }
+
+    /// `model` made ready for this runner (wgpu: weights uploaded).
+    pub(crate) fn backend(&self, model: &Model) -> Result<Backend, ProfileError> {
+        match self {
+            Runner::Cpu { .. } => Ok(Backend::open(&BackendKind::Cpu, model)?),
+            #[cfg(feature = "wgpu")]
+            Runner::Gpu(ctx) => Ok(Backend::on_device(ctx.clone(), model)?),
+        }
+    }
+
+    /// Session options with a context of `n_ctx` tokens.
+    pub(crate) fn opts(&self, n_ctx: usize) -> SessionOptions {
+        SessionOptions { n_ctx, threads: self.threads(), ..Default::default() }
+    }
+
+    /// CPU threads (1 on a GPU: the thread that drives it).
+    pub(crate) fn threads(&self) -> usize {
+        match self {
+            Runner::Cpu { threads } => *threads,
+            #[cfg(feature = "wgpu")]
+            Runner::Gpu(_) => 1,
+        }
+    }
+
+    /// The adapter's facts on a GPU.
+    pub(crate) fn adapter(&self) -> Option<super::device::AdapterFacts> {
+        match self {
+            Runner::Cpu { .. } => None,
+            #[cfg(feature = "wgpu")]
+            Runner::Gpu(ctx) => Some(ctx.adapter.clone()),
+        }
+    }
+}
+
 /// Decode times of `model` at each context (descending order internally so that `truncate` can rewind).
-fn decode_at(model: &Model, threads: usize, contexts: &[usize], timer: &mut Timer, what: &str) -> Result<Vec<Stat>, ProfileError> {
+fn decode_at(model: &Model, runner: &Runner, contexts: &[usize], timer: &mut Timer, what: &str) -> Result<Vec<Stat>, ProfileError> {
     let max_c = *contexts.last().unwrap_or(&0);
-    let mut s = Session::new(model, SessionOptions { n_ctx: max_c + 1, threads, ..Default::default() })?;
+    let be = runner.backend(model)?;
+    let mut s = be.session(model, runner.opts(max_c + 1))?;
     let toks = tokens(max_c + 1, model.config.n_vocab);
     if max_c > 0 {
         s.prefill(&toks[..max_c], Logits::Last)?;
@@ -378,9 +450,10 @@ fn decode_at(model: &Model, threads: usize, contexts: &[usize], timer: &mut Time
 }
 
 /// Prefill times of `model` at each prompt length (empty cache, logits of the last token).
-fn prefill_at(model: &Model, threads: usize, lengths: &[usize], timer: &mut Timer, what: &str) -> Result<Vec<Stat>, ProfileError> {
+fn prefill_at(model: &Model, runner: &Runner, lengths: &[usize], timer: &mut Timer, what: &str) -> Result<Vec<Stat>, ProfileError> {
     let max_n = *lengths.last().unwrap_or(&1);
-    let mut s = Session::new(model, SessionOptions { n_ctx: max_n, threads, ..Default::default() })?;
+    let be = runner.backend(model)?;
+    let mut s = be.session(model, runner.opts(max_n))?;
     let toks = tokens(max_n, model.config.n_vocab);
     lengths
         .iter()
@@ -405,9 +478,6 @@ const DECODE_VOCAB: Option<usize> = None;
 /// Errors: [`ProfileError::Invalid`] (options: unknown quantization or backend, lengths above the engine's
 /// batch size, empty lists), [`ProfileError::Budget`], and engine / quantization errors.
 pub fn profile_model(base: &GgufFile, o: &ProfileOptions) -> Result<Profile, ProfileError> {
-    if o.backend != "cpu" {
-        return Err(ProfileError::Invalid(format!("backend {:?} is not available in this build (available: cpu)", o.backend)));
-    }
     let b = ModelBuilder::new(base, &o.quant)?;
     let c = b.config.clone();
     let check_list = |what: &str, v: &[usize]| -> Result<(), ProfileError> {
@@ -429,6 +499,7 @@ pub fn profile_model(base: &GgufFile, o: &ProfileOptions) -> Result<Profile, Pro
         return Err(ProfileError::Invalid(format!("{}: the profiler needs attention and FFN in every block and one GQA group size", base.name())));
     }
     let threads = if o.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { o.threads };
+    let runner = Runner::new(&o.backend, o.adapter.as_deref(), threads)?;
     let widths = ffn_widths(max_ffn);
     let (nc, nl) = (o.contexts.len(), o.lengths.len());
     let total = nc * (3 + max_kv) + widths.len() + nl * (3 + max_kv + widths.len()) + 2;
@@ -436,7 +507,7 @@ pub fn profile_model(base: &GgufFile, o: &ProfileOptions) -> Result<Profile, Pro
     let mut timer = Timer::new(o, total * passes);
     let mut all = Vec::with_capacity(passes);
     for _ in 0..passes {
-        all.push(measure_pass(base, o, &b, threads, &groups, &mut timer)?);
+        all.push(measure_pass(base, o, &b, &runner, &groups, &mut timer)?);
     }
     timer.finish();
     let mut profile = combine_passes(&all);
@@ -445,57 +516,10 @@ pub fn profile_model(base: &GgufFile, o: &ProfileOptions) -> Result<Profile, Pro
     Ok(profile)
 }
 
-/// One pass over every entry of the profile's tables (see [`profile_model`]).
-fn measure_pass(
-    base: &GgufFile,
-    o: &ProfileOptions,
-    b: &ModelBuilder,
-    threads: usize,
-    groups: &[usize],
-    timer: &mut Timer,
-) -> Result<Profile, ProfileError> {
+/// The CPU's direct timings on full-size tensors: (output head, final norm, prefill embedding per length,
+/// decode embedding).
+fn direct_timings(b: &ModelBuilder, o: &ProfileOptions, threads: usize, timer: &mut Timer) -> Result<(Stat, Stat, Vec<Stat>, Stat), ProfileError> {
     let c = &b.config;
-    // Part models take base blocks whose shape holds the part.
-    let n_batch = SessionOptions::default().n_batch;
-    let max_kv = c.n_kv_heads.iter().copied().max().unwrap_or(0);
-    let max_ffn = c.ffn.iter().copied().max().unwrap_or(0);
-    let with = |pred: &dyn Fn(usize) -> bool, n: usize| -> Result<Vec<usize>, ProfileError> {
-        let ok: Vec<usize> = (0..c.n_layers).filter(|&l| pred(l)).collect();
-        if ok.is_empty() {
-            return Err(ProfileError::Invalid("no base block holds the part".into()));
-        }
-        Ok((0..n).map(|i| ok[i % ok.len()]).collect())
-    };
-    let widths = ffn_widths(max_ffn);
-    let dl = if o.decode_layers == 0 { c.n_layers } else { o.decode_layers };
-
-    let n_ctx = o.contexts.last().unwrap() + 1;
-    // Reference: the base model end to end, as `n_layers` blocks at the largest shape (the base model itself
-    // when it is uniform); calibrates the sum of the parts, see `LatencyModel`.
-    let full: Vec<BlockSpec> = with(&|l| c.n_kv_heads[l] >= max_kv && c.ffn[l] >= max_ffn, c.n_layers)?
-        .into_iter()
-        .map(|l| BlockSpec { base_layer: l, kv_heads: max_kv, ffn: max_ffn })
-        .collect();
-    let m = b.build(&full, None, n_ctx.max(*o.lengths.last().unwrap()))?;
-    let decode_reference = decode_at(&m, threads, &o.contexts, timer, "base model")?;
-    let prefill_reference = prefill_at(&m, threads, &o.lengths, timer, "base model")?;
-    drop(m);
-
-    // Baseline: one empty block, 32-token vocabulary.
-    // Decode models keep the full output head: it streams through the last-level cache on every token, as
-    // in a real model, so the blocks' weights are read from memory in steady state without a cache flush.
-    let m0 = b.build(&[BlockSpec { base_layer: 0, kv_heads: 0, ffn: 0 }], DECODE_VOCAB, n_ctx)?;
-    let base_dec = decode_at(&m0, threads, &o.contexts, timer, "baseline")?;
-    drop(m0);
-    // The same with a 32-token head: the difference is the decode cost of the full output head inside a
-    // model (the direct timing below, a head alone in a loop, streams it differently).
-    let m0 = b.build(&[BlockSpec { base_layer: 0, kv_heads: 0, ffn: 0 }], Some(PART_VOCAB), n_ctx.max(n_batch))?;
-    let base_dec_small = decode_at(&m0, threads, &o.contexts, timer, "baseline, small head")?;
-    let base_pre = prefill_at(&m0, threads, &o.lengths, timer, "baseline")?;
-    drop(m0);
-    let decode_head = base_dec[0].per_part(base_dec_small[0], 1);
-
-    // Direct timings on full-size tensors: embedding lookup, final norm, output head.
     let full = b.build(&[BlockSpec { base_layer: 0, kv_heads: 0, ffn: 0 }], None, 1)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -530,7 +554,71 @@ fn measure_pass(
     };
     let prefill_embedding: Vec<Stat> = o.lengths.iter().map(|&n| embedding_at(n, &mut *timer)).collect::<Result<_, _>>()?;
     let decode_embedding = if o.lengths[0] == 1 { prefill_embedding[0] } else { embedding_at(1, &mut *timer)? };
-    drop(full);
+    Ok((output_head, final_norm, prefill_embedding, decode_embedding))
+}
+
+/// One pass over every entry of the profile's tables (see [`profile_model`]).
+fn measure_pass(
+    base: &GgufFile,
+    o: &ProfileOptions,
+    b: &ModelBuilder,
+    runner: &Runner,
+    groups: &[usize],
+    timer: &mut Timer,
+) -> Result<Profile, ProfileError> {
+    let c = &b.config;
+    // Part models take base blocks whose shape holds the part.
+    let n_batch = SessionOptions::default().n_batch;
+    let max_kv = c.n_kv_heads.iter().copied().max().unwrap_or(0);
+    let max_ffn = c.ffn.iter().copied().max().unwrap_or(0);
+    let with = |pred: &dyn Fn(usize) -> bool, n: usize| -> Result<Vec<usize>, ProfileError> {
+        let ok: Vec<usize> = (0..c.n_layers).filter(|&l| pred(l)).collect();
+        if ok.is_empty() {
+            return Err(ProfileError::Invalid("no base block holds the part".into()));
+        }
+        Ok((0..n).map(|i| ok[i % ok.len()]).collect())
+    };
+    let widths = ffn_widths(max_ffn);
+    let dl = if o.decode_layers == 0 { c.n_layers } else { o.decode_layers };
+
+    let n_ctx = o.contexts.last().unwrap() + 1;
+    // Reference: the base model end to end, as `n_layers` blocks at the largest shape (the base model itself
+    // when it is uniform); calibrates the sum of the parts, see `LatencyModel`.
+    let full: Vec<BlockSpec> = with(&|l| c.n_kv_heads[l] >= max_kv && c.ffn[l] >= max_ffn, c.n_layers)?
+        .into_iter()
+        .map(|l| BlockSpec { base_layer: l, kv_heads: max_kv, ffn: max_ffn })
+        .collect();
+    let m = b.build(&full, None, n_ctx.max(*o.lengths.last().unwrap()))?;
+    let decode_reference = decode_at(&m, runner, &o.contexts, timer, "base model")?;
+    let prefill_reference = prefill_at(&m, runner, &o.lengths, timer, "base model")?;
+    drop(m);
+
+    // Baseline: one empty block, 32-token vocabulary.
+    // Decode models keep the full output head: it streams through the last-level cache on every token, as
+    // in a real model, so the blocks' weights are read from memory in steady state without a cache flush.
+    let m0 = b.build(&[BlockSpec { base_layer: 0, kv_heads: 0, ffn: 0 }], DECODE_VOCAB, n_ctx)?;
+    let base_dec = decode_at(&m0, runner, &o.contexts, timer, "baseline")?;
+    drop(m0);
+    // The same with a 32-token head: the difference is the decode cost of the full output head inside a
+    // model (the direct timing below, a head alone in a loop, streams it differently).
+    let m0 = b.build(&[BlockSpec { base_layer: 0, kv_heads: 0, ffn: 0 }], Some(PART_VOCAB), n_ctx.max(n_batch))?;
+    let base_dec_small = decode_at(&m0, runner, &o.contexts, timer, "baseline, small head")?;
+    let base_pre = prefill_at(&m0, runner, &o.lengths, timer, "baseline")?;
+    drop(m0);
+    let decode_head = base_dec[0].per_part(base_dec_small[0], 1);
+
+    // Direct timings on full-size tensors: embedding lookup, final norm, output head (CPU). On a GPU they
+    // run inside the forward's command buffer and cost less than a separate submission would: the embedding
+    // and final norm stay in the overhead (0 here) and the prefill head (last token's logits) is the decode
+    // head's differential figure.
+    let (output_head, final_norm, prefill_embedding, decode_embedding) = match runner {
+        Runner::Cpu { threads } => direct_timings(b, o, *threads, timer)?,
+        #[cfg(feature = "wgpu")]
+        Runner::Gpu(_) => {
+            let zero = Stat { median_ms: 0.0, spread_ms: 0.0, runs: 0 };
+            (decode_head, zero, vec![zero; o.lengths.len()], zero)
+        }
+    };
     let sub = |a: Stat, b: f64| Stat { median_ms: super::round_ns((a.median_ms - b).max(0.0)), ..a };
     let decode_overhead: Vec<Stat> = base_dec
         .iter()
@@ -549,11 +637,11 @@ fn measure_pass(
             Ok(with(&|l| c.n_kv_heads[l] >= k, n)?.into_iter().map(|l| BlockSpec { base_layer: l, kv_heads: k, ffn: 0 }).collect())
         };
         let m = b.build(&spec(dl)?, DECODE_VOCAB, n_ctx)?;
-        let t = decode_at(&m, threads, &o.contexts, timer, &format!("attention kv {k}"))?;
+        let t = decode_at(&m, runner, &o.contexts, timer, &format!("attention kv {k}"))?;
         drop(m);
         dec_attn.push(AttentionRow { kv_heads: k, ms: t.iter().zip(&base_dec).map(|(a, z)| a.per_part(*z, dl)).collect() });
         let m = b.build(&spec(o.prefill_layers)?, Some(PART_VOCAB), n_batch)?;
-        let t = prefill_at(&m, threads, &o.lengths, timer, &format!("attention kv {k}"))?;
+        let t = prefill_at(&m, runner, &o.lengths, timer, &format!("attention kv {k}"))?;
         pre_attn.push(AttentionRow { kv_heads: k, ms: t.iter().zip(&base_pre).map(|(a, z)| a.per_part(*z, o.prefill_layers)).collect() });
     }
     // FFN parts in steps of FFN_STEP.
@@ -563,20 +651,20 @@ fn measure_pass(
             Ok(with(&|l| c.ffn[l] >= w, n)?.into_iter().map(|l| BlockSpec { base_layer: l, kv_heads: 0, ffn: w }).collect())
         };
         let m = b.build(&spec(dl)?, DECODE_VOCAB, o.contexts[0] + 1)?;
-        let t = decode_at(&m, threads, &o.contexts[..1], timer, &format!("ffn {w}"))?;
+        let t = decode_at(&m, runner, &o.contexts[..1], timer, &format!("ffn {w}"))?;
         drop(m);
         dec_ffn.push(FfnRow { width: w, ms: vec![t[0].per_part(base_dec[0], dl)] });
         let m = b.build(&spec(o.prefill_layers)?, Some(PART_VOCAB), n_batch)?;
-        let t = prefill_at(&m, threads, &o.lengths, timer, &format!("ffn {w}"))?;
+        let t = prefill_at(&m, runner, &o.lengths, timer, &format!("ffn {w}"))?;
         pre_ffn.push(FfnRow { width: w, ms: t.iter().zip(&base_pre).map(|(a, z)| a.per_part(*z, o.prefill_layers)).collect() });
     }
     let profile = Profile {
         schema_version: SCHEMA_VERSION,
         runtime_version: RUNTIME_VERSION.to_string(),
         created_unix_s: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        device: DeviceFacts::detect(),
+        device: DeviceFacts { adapter: runner.adapter(), ..DeviceFacts::detect() },
         backend: o.backend.clone(),
-        threads,
+        threads: runner.threads(),
         quant: o.quant.to_ascii_lowercase(),
         weight_type: b.weight_type.name().to_string(),
         embedding_type: b.embedding_type.name().to_string(),

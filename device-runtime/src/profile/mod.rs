@@ -348,9 +348,9 @@ pub struct Profile {
     pub created_unix_s: u64,
     /// The machine.
     pub device: DeviceFacts,
-    /// Compute backend (`cpu`).
+    /// Compute backend (`cpu` or `wgpu`; a `wgpu` profile has the adapter in `device.adapter`).
     pub backend: String,
-    /// Worker threads of the engine.
+    /// Worker threads of the engine (1 for `wgpu`: the thread that drives the GPU).
     pub threads: usize,
     /// Quantization of the sub-networks this profile is for (`q8_0`, `q4_0`, ...).
     pub quant: String,
@@ -516,7 +516,8 @@ impl Profile {
     }
 
     /// A file name from the machine's facts: `<cpu>-<cores>c-<memory>g-t<threads>-<quant>.json`, lower case,
-    /// e.g. `amd-epyc-2c-24g-t2-q8_0.json`.
+    /// e.g. `amd-epyc-2c-24g-t2-q8_0.json`; for `wgpu`: `<adapter>-wgpu-<quant>.json`, e.g.
+    /// `llvmpipe-llvm-15-0-6-wgpu-q8_0.json`.
     pub fn file_name(&self) -> String {
         let cpu: String = self
             .device
@@ -528,6 +529,11 @@ impl Profile {
         let cpu = cpu.split('-').filter(|s| !s.is_empty()).take(4).collect::<Vec<_>>().join("-");
         let cpu = if cpu.is_empty() { "cpu".to_string() } else { cpu };
         let gib = (self.device.memory_bytes as f64 / (1u64 << 30) as f64).round() as u64;
+        if let (true, Some(a)) = (self.backend == "wgpu", &self.device.adapter) {
+            let name: String = a.name.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+            let name = name.split('-').filter(|s| !s.is_empty()).take(5).collect::<Vec<_>>().join("-");
+            return format!("{name}-wgpu-{}.json", self.quant);
+        }
         format!("{cpu}-{}c-{gib}g-t{}-{}.json", self.device.logical_cpus, self.threads, self.quant)
     }
 }

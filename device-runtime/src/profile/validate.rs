@@ -15,10 +15,11 @@
 //! and validation; the report gives the errors as measured and after scaling every prediction by the drift
 //! (the latency model's own error, with the machine's change of speed removed).
 
-use super::measure::{BlockSpec, ModelBuilder, tokens};
+use super::measure::{BlockSpec, ModelBuilder, Runner, tokens};
 use super::{LatencyModel, Profile, ProfileError, ValidationSummary};
 use crate::arch::SubnetConfig;
-use crate::engine::{Logits, Model, Session, SessionOptions};
+use crate::backend::{Backend, BackendSession};
+use crate::engine::{Logits, Model};
 use crate::gguf::GgufFile;
 use crate::subnet::{ExportQuant, Provenance, export_subnet};
 use std::time::Instant;
@@ -145,9 +146,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Measure `model` end to end: (decode ms at `ctx`, prefill ms of `n` tokens), medians over `runs` rounds
 /// after a warm-up round, each round as in [`validate_profile`] (one prefill, then [`DECODES_PER_ROUND`]
-/// decodes).
+/// decodes). On the CPU engine.
 pub fn measure_end_to_end(model: &Model, threads: usize, ctx: usize, n: usize, runs: usize) -> Result<(f64, f64), ProfileError> {
-    let mut e = EndToEnd::new(model, threads, ctx, n)?;
+    let runner = Runner::Cpu { threads };
+    let be = runner.backend(model)?;
+    let mut e = EndToEnd::new(model, &be, &runner, ctx, n)?;
     for round in 0..=runs.max(1) {
         e.run(round > 0)?;
     }
@@ -160,7 +163,7 @@ const DECODES_PER_ROUND: usize = 3;
 /// End-to-end timing of one model over the rounds of [`validate_profile`]: per round a prefill of `n`
 /// tokens into an empty cache, then [`DECODES_PER_ROUND`] single-token decodes at context `ctx`.
 struct EndToEnd<'m> {
-    session: Session<'m>,
+    session: BackendSession<'m>,
     toks: Vec<u32>,
     ctx: usize,
     n: usize,
@@ -169,9 +172,9 @@ struct EndToEnd<'m> {
 }
 
 impl<'m> EndToEnd<'m> {
-    fn new(model: &'m Model, threads: usize, ctx: usize, n: usize) -> Result<Self, ProfileError> {
+    fn new(model: &'m Model, be: &'m Backend, runner: &Runner, ctx: usize, n: usize) -> Result<Self, ProfileError> {
         let len = (ctx + 1).max(n);
-        let session = Session::new(model, SessionOptions { n_ctx: len, threads, ..Default::default() })?;
+        let session = be.session(model, runner.opts(len))?;
         Ok(EndToEnd { session, toks: tokens(len, model.config.n_vocab), ctx, n, prefill_ms: vec![], decode_ms: vec![] })
     }
 
@@ -266,9 +269,13 @@ pub fn validate_profile(base: &GgufFile, profile: &Profile, o: &ValidationOption
     models.push(Model::load(&path)?);
     let _ = std::fs::remove_file(&path);
     let (ctx, n) = (o.decode_context, o.prefill_length);
+    // The profile's backend: the CPU with its threads, or the wgpu adapter it names.
+    let runner = Runner::new(&profile.backend, profile.device.adapter.as_ref().map(|a| a.name.as_str()), profile.threads)?;
+    let backends = models.iter().map(|m| runner.backend(m)).collect::<Result<Vec<_>, _>>()?;
     let mut timers = models
         .iter()
-        .map(|m| EndToEnd::new(m, profile.threads, ctx, n))
+        .zip(&backends)
+        .map(|(m, be)| EndToEnd::new(m, be, &runner, ctx, n))
         .collect::<Result<Vec<_>, _>>()?;
     for round in 0..=rounds {
         bar.set_message(if round == 0 { "warm-up".to_string() } else { format!("round {round}/{rounds}") });

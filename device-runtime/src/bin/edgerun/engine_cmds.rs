@@ -2,8 +2,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use device_runtime::backend::{Backend, BackendKind};
 use device_runtime::chat::{apply_model_chat_template, ChatMessage};
-use device_runtime::engine::{perplexity::perplexity, Logits, Model, Sampler, SamplerConfig, Session, SessionOptions};
+use device_runtime::engine::{perplexity::perplexity, Logits, Model, Sampler, SamplerConfig, SessionOptions};
 use device_runtime::quant::dot::KernelPath;
 use device_runtime::tokenizer::Tokenizer;
 use std::io::Write;
@@ -48,10 +49,27 @@ pub struct GenerateArgs {
     /// Use the portable scalar kernels instead of the SIMD ones.
     #[arg(long)]
     pub scalar: bool,
+    /// Compute backend: cpu, or wgpu (a GPU through Vulkan/Metal/DX12/OpenGL; needs the `wgpu` cargo feature).
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+    /// With --backend wgpu: the adapter whose name contains this text (see `edgerun devices`); default: the
+    /// best one (discrete, integrated, then software).
+    #[arg(long)]
+    pub adapter: Option<String>,
 }
 
 fn kernels(scalar: bool) -> KernelPath {
     if scalar { KernelPath::Scalar } else { KernelPath::Best }
+}
+
+/// Parse --backend/--adapter and prepare the model for it (wgpu: upload the weights).
+fn backend(name: &str, adapter: Option<&str>, m: &Model) -> Result<Backend> {
+    let kind = BackendKind::parse(name, adapter)?;
+    let b = Backend::open(&kind, m).with_context(|| format!("--backend {name}"))?;
+    if let Some(a) = b.adapter() {
+        eprintln!("wgpu adapter: {} (vendor {}, driver {} {})", a.label(), a.vendor, a.driver, a.driver_info);
+    }
+    Ok(b)
 }
 
 fn load(path: &PathBuf) -> Result<(Model, Tokenizer)> {
@@ -82,7 +100,8 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
     if prompt.len() > n_ctx {
         bail!("the prompt has {} tokens, more than the context of {n_ctx} tokens (--ctx)", prompt.len());
     }
-    let mut s = Session::new(&m, SessionOptions { n_ctx, threads: a.threads, kernels: kernels(a.scalar), ..Default::default() })?;
+    let be = backend(&a.backend, a.adapter.as_deref(), &m)?;
+    let mut s = be.session(&m, SessionOptions { n_ctx, threads: a.threads, kernels: kernels(a.scalar), ..Default::default() })?;
     let mut sampler = Sampler::new(SamplerConfig { temperature: a.temp, top_k: a.top_k, top_p: a.top_p, seed: a.seed });
     let t0 = Instant::now();
     let mut logits = s.prefill(&prompt, Logits::Last)?;
@@ -116,12 +135,12 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
     writeln!(out)?;
     let t_decode = t1.elapsed().as_secs_f64();
     eprintln!(
-        "prompt {} tokens: {:.1} tokens/s; generated {} tokens: {:.1} tokens/s; {} threads",
+        "prompt {} tokens: {:.1} tokens/s; generated {} tokens: {:.1} tokens/s; {}",
         prompt.len(),
         prompt.len() as f64 / t_prefill,
         generated.len(),
         generated.len() as f64 / t_decode.max(1e-9),
-        s.threads()
+        if s.threads() > 0 { format!("{} threads", s.threads()) } else { be.label() }
     );
     Ok(())
 }
@@ -149,6 +168,13 @@ pub struct PerplexityArgs {
     /// Use the portable scalar kernels.
     #[arg(long)]
     pub scalar: bool,
+    /// Compute backend: cpu, or wgpu (a GPU through Vulkan/Metal/DX12/OpenGL; needs the `wgpu` cargo feature).
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+    /// With --backend wgpu: the adapter whose name contains this text (see `edgerun devices`); default: the
+    /// best one (discrete, integrated, then software).
+    #[arg(long)]
+    pub adapter: Option<String>,
 }
 
 /// `edgerun perplexity`: llama-perplexity's method (non-overlapping chunks, second half scored).
@@ -157,7 +183,8 @@ pub fn perplexity_cmd(a: PerplexityArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
     let tokens = tok.encode(&text, true, false).context("tokenizing")?;
     let bos = if tok.metadata().add_bos { tok.bos() } else { None };
-    let mut s = Session::new(&m, SessionOptions { n_ctx: a.ctx, threads: a.threads, n_batch: a.ctx, kernels: kernels(a.scalar) })?;
+    let be = backend(&a.backend, a.adapter.as_deref(), &m)?;
+    let mut s = be.session(&m, SessionOptions { n_ctx: a.ctx, threads: a.threads, n_batch: a.ctx, kernels: kernels(a.scalar) })?;
     let t0 = Instant::now();
     let p = perplexity(&mut s, &tokens, a.ctx, bos, a.chunks, |c, p| {
         if !a.json {
@@ -170,7 +197,8 @@ pub fn perplexity_cmd(a: PerplexityArgs) -> Result<()> {
         let j = serde_json::json!({
             "model": a.model.display().to_string(), "file": a.file.display().to_string(), "ctx": a.ctx,
             "tokens": tokens.len(), "chunks": p.n_chunks, "scored": p.count, "ppl": p.ppl, "nll": p.nll,
-            "running": p.running, "seconds": secs, "threads": s.threads(),
+            "running": p.running, "seconds": secs, "threads": s.threads(), "backend": be.kind().name(),
+            "adapter": be.adapter(),
         });
         println!("{}", serde_json::to_string_pretty(&j)?);
     } else {
@@ -213,6 +241,13 @@ pub struct BenchArgs {
     /// Use the portable scalar kernels.
     #[arg(long)]
     pub scalar: bool,
+    /// Compute backend: cpu, or wgpu (a GPU through Vulkan/Metal/DX12/OpenGL; needs the `wgpu` cargo feature).
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+    /// With --backend wgpu: the adapter whose name contains this text (see `edgerun devices`); default: the
+    /// best one (discrete, integrated, then software).
+    #[arg(long)]
+    pub adapter: Option<String>,
 }
 
 fn mean_sd(x: &[f64]) -> (f64, f64) {
@@ -233,6 +268,9 @@ pub fn peak_rss_bytes() -> Option<u64> {
 /// `edgerun bench`: prefill and decode tokens/s like llama-bench (mean ± standard deviation).
 pub fn bench(a: BenchArgs) -> Result<()> {
     let m = Model::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let be = backend(&a.backend, a.adapter.as_deref(), &m)?;
+    // Thread counts do not apply to a GPU: one row per test.
+    let thread_list = if be.adapter().is_some() { vec![0] } else { a.threads.clone() };
     if a.reps == 0 {
         bail!("--reps must be at least 1");
     }
@@ -253,8 +291,8 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     let prompt: Vec<u32> = (0..a.n_prompt).map(|_| rnd_tok()).collect();
     let first = rnd_tok();
     let mut kv_bytes = 0;
-    for &threads in &a.threads {
-        let mut s = Session::new(&m, SessionOptions { n_ctx, threads, n_batch: a.n_prompt.max(1), kernels: kernels(a.scalar) })?;
+    for &threads in &thread_list {
+        let mut s = be.session(&m, SessionOptions { n_ctx, threads, n_batch: a.n_prompt.max(1), kernels: kernels(a.scalar) })?;
         kv_bytes = s.kv_cache_bytes();
         let mut tests: Vec<(String, usize, Vec<f64>)> = vec![];
         if a.n_prompt > 0 {
@@ -291,7 +329,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             sorted.sort_by(f64::total_cmp);
             let median = sorted[sorted.len() / 2];
             rows.push(serde_json::json!({
-                "model": name, "file_size": file_size, "threads": s.threads(), "test": test, "n_tokens": n,
+                "model": name, "file_size": file_size, "backend": be.label(), "threads": s.threads(), "test": test, "n_tokens": n,
                 "tokens_per_s": v, "mean": mean, "stddev": sd, "median": median,
             }));
         }
@@ -300,7 +338,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     if a.json {
         let j = serde_json::json!({
             "model": a.model.display().to_string(), "file_size": file_size, "weight_bytes": m.weight_bytes,
-            "kv_cache_bytes": kv_bytes, "peak_rss_bytes": rss, "kernels": if a.scalar { "scalar" } else if device_runtime::quant::dot::has_avx2() { "avx2" } else { "scalar" },
+            "kv_cache_bytes": kv_bytes, "peak_rss_bytes": rss, "backend": be.kind().name(), "adapter": be.adapter(), "kernels": if a.scalar { "scalar" } else if device_runtime::quant::dot::has_avx2() { "avx2" } else { "scalar" },
             "results": rows,
         });
         println!("{}", serde_json::to_string_pretty(&j)?);
@@ -310,9 +348,10 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         println!("| --- | ---: | --- | ---: | ---: | ---: |");
         for r in &rows {
             println!(
-                "| {} | {:.2} MiB | CPU | {} | {} | {:.2} ± {:.2} |",
+                "| {} | {:.2} MiB | {} | {} | {} | {:.2} ± {:.2} |",
                 r["model"].as_str().unwrap(),
                 mib(file_size),
+                r["backend"].as_str().unwrap(),
                 r["threads"],
                 r["test"].as_str().unwrap(),
                 r["mean"].as_f64().unwrap(),

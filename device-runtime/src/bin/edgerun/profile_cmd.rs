@@ -19,10 +19,14 @@ pub struct ProfileArgs {
     /// Quantization of the sub-networks: q8_0, q4_0, q4_1, f16, f32.
     #[arg(long, default_value = "q8_0")]
     pub quant: String,
-    /// Compute backend (this build: cpu).
+    /// Compute backend: cpu, or wgpu (a GPU adapter; needs the `wgpu` cargo feature).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
-    /// Output profile (JSON). Default: profiles/<cpu>-<cpus>c-<mem>g-t<threads>-<quant>.json.
+    /// With --backend wgpu: the adapter whose name contains this text (see `edgerun devices`).
+    #[arg(long)]
+    pub adapter: Option<String>,
+    /// Output profile (JSON). Default: profiles/<cpu>-<cpus>c-<mem>g-t<threads>-<quant>.json
+    /// (wgpu: profiles/<adapter>-wgpu-<quant>.json).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Wall-time bound for the measurements, seconds (fewer repeated runs when short; an error if exceeded).
@@ -154,15 +158,43 @@ pub fn devices(a: DevicesArgs) -> Result<()> {
         std::process::exit(1);
     }
     if a.json {
-        let v = serde_json::json!({ "cpu": here, "backends": ["cpu"], "wgpu": "not built (cargo feature wgpu)" });
+        let v = serde_json::json!({ "cpu": here, "backends": device_runtime::backend::available(), "wgpu": wgpu_json() });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let mem = here.memory_bytes as f64 / (1u64 << 30) as f64;
         println!("cpu   {} ({}), {} logical CPUs, {} MHz, {mem:.1} GiB, {} {}, features: {}", here.cpu_brand, here.cpu_vendor,
             here.logical_cpus, here.cpu_mhz, here.os, here.arch, here.cpu_features.join(","));
-        println!("wgpu  not built (cargo feature wgpu)");
+        print_wgpu();
     }
     Ok(())
+}
+
+/// The wgpu adapters for `devices --json`: a list, or why there is none.
+#[cfg(feature = "wgpu")]
+fn wgpu_json() -> serde_json::Value {
+    serde_json::json!(device_runtime::gpu::list_adapters())
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_json() -> serde_json::Value {
+    serde_json::json!("not built (cargo feature wgpu)")
+}
+
+/// The wgpu adapters, one line each: name, vendor, device type, backend, driver.
+#[cfg(feature = "wgpu")]
+fn print_wgpu() {
+    let list = device_runtime::gpu::list_adapters();
+    if list.is_empty() {
+        println!("wgpu  no adapter found (no GPU driver; Mesa's lavapipe gives a software one: mesa-vulkan-drivers)");
+    }
+    for a in list {
+        println!("wgpu  {} (vendor {}, device {}), {}, {}, driver {} {}", a.name, a.vendor, a.device, a.device_type, a.backend, a.driver, a.driver_info);
+    }
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn print_wgpu() {
+    println!("wgpu  not built (cargo feature wgpu)");
 }
 
 /// Run `edgerun profile`.
@@ -175,6 +207,7 @@ pub fn run(a: ProfileArgs) -> Result<()> {
                 threads: a.threads,
                 quant: a.quant.clone(),
                 backend: a.backend.clone(),
+                adapter: a.adapter.clone(),
                 contexts: a.contexts.clone(),
                 lengths: a.lengths.clone(),
                 warmup: a.warmup,
@@ -293,6 +326,9 @@ fn print_profile(p: &Profile) {
         p.weight_type,
         p.head_type
     );
+    if let Some(a) = &d.adapter {
+        println!("backend {}: adapter {} (vendor {}, driver {} {})", p.backend, a.label(), a.vendor, a.driver, a.driver_info);
+    }
     let t = &p.decode;
     println!(
         "decode, ms: overhead {:.4}, embedding {:.4}, final norm {:.4}, output head {:.3}",
