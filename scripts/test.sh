@@ -35,4 +35,4 @@ cargo test -p host --locked --features wgpu --test elastic_wgpu
 # GPU_PPL=1 runs them too.
 ppl=(); [ "${GPU_PPL:-0}" = 1 ] && ppl=(--include-ignored)
 cargo test -p device-runtime --locked --features wgpu --test gpu_smollm2 --test devices_cli --test profile_latency \
-  --test profile_measure -- "${ppl[@]}"
+  --test profile_measure -- --show-output "${ppl[@]}"
