@@ -192,9 +192,10 @@ impl LatencyModel {
         Ok(ms)
     }
 
-    /// Calibration factor of the block sum at point `x` of a table: `(reference(x) - fixed(x)) / blocks(reference model, x)`,
-    /// clamped to [`CALIBRATION_MIN`]`..=`[`CALIBRATION_MAX`] (1 when the profile has no reference, schema 2).
-    fn calibration(&self, reference: &[Stat], xs: &[usize], fixed: f64, base_blocks: f64, x: f64) -> f64 {
+    /// Calibration factor of the block sum from the reference time at `x` of a table:
+    /// `(reference(x) - fixed) / base_blocks`, clamped to [`CALIBRATION_MIN`]`..=`[`CALIBRATION_MAX`] (1 when
+    /// the profile has no reference, schema 2).
+    fn calibration(reference: &[Stat], xs: &[usize], fixed: f64, base_blocks: f64, x: f64) -> f64 {
         if reference.is_empty() || base_blocks <= 0.0 {
             return 1.0;
         }
@@ -207,31 +208,29 @@ impl LatencyModel {
         SubnetConfig { layers: (0..m.n_layers).collect(), ffn: vec![m.max_ffn; m.n_layers], kv_heads: vec![m.max_kv_heads; m.n_layers] }
     }
 
+    /// Decode at context `x`: (fixed costs, calibration factor of the block sum).
+    fn decode_terms(&self, x: f64) -> Result<(f64, f64), ProfileError> {
+        let t = &self.profile.decode;
+        let fixed = self.decode_fixed(x);
+        let base = self.decode_blocks(&self.reference_subnet(), x)?;
+        Ok((fixed, Self::calibration(&t.reference, &t.contexts, fixed, base, x)))
+    }
+
+    /// Prefill of `x` tokens: (fixed costs, calibration factor of the block sum).
+    fn prefill_terms(&self, x: f64) -> Result<(f64, f64), ProfileError> {
+        let t = &self.profile.prefill;
+        let fixed = self.prefill_fixed(x);
+        let base = self.prefill_blocks(&self.reference_subnet(), x)?;
+        Ok((fixed, Self::calibration(&t.reference, &t.lengths, fixed, base, x)))
+    }
+
     /// Calibration factors of the block sum, per context of the decode table and per length of the prefill
     /// table (1.0 everywhere for a schema-2 profile). A factor below 1 means that the blocks of the real base
     /// model cost less than the sum of their parts measured in part models.
     pub fn calibration_factors(&self) -> (Vec<f64>, Vec<f64>) {
-        let full = self.reference_subnet();
-        let d = &self.profile.decode;
-        let p = &self.profile.prefill;
-        let dec = d
-            .contexts
-            .iter()
-            .map(|&c| {
-                let x = c as f64;
-                let b = self.decode_blocks(&full, x).unwrap_or(0.0);
-                self.calibration(&d.reference, &d.contexts, self.decode_fixed(x), b, x)
-            })
-            .collect();
-        let pre = p
-            .lengths
-            .iter()
-            .map(|&n| {
-                let x = n as f64;
-                let b = self.prefill_blocks(&full, x).unwrap_or(0.0);
-                self.calibration(&p.reference, &p.lengths, self.prefill_fixed(x), b, x)
-            })
-            .collect();
+        let g = |r: Result<(f64, f64), ProfileError>| r.map_or(1.0, |(_, g)| g);
+        let dec = self.profile.decode.contexts.iter().map(|&c| g(self.decode_terms(c as f64))).collect();
+        let pre = self.profile.prefill.lengths.iter().map(|&n| g(self.prefill_terms(n as f64))).collect();
         (dec, pre)
     }
 
@@ -247,9 +246,7 @@ impl LatencyModel {
         let t = &self.profile.decode;
         Self::point(&t.contexts, context, "context")?;
         let x = context as f64;
-        let fixed = self.decode_fixed(x);
-        let base = self.decode_blocks(&self.reference_subnet(), x)?;
-        let g = self.calibration(&t.reference, &t.contexts, fixed, base, x);
+        let (fixed, g) = self.decode_terms(x)?;
         Ok(fixed + g * self.decode_blocks(s, x)?)
     }
 
@@ -262,9 +259,7 @@ impl LatencyModel {
         let t = &self.profile.prefill;
         Self::point(&t.lengths, n_tokens, "prompt length")?;
         let x = n_tokens as f64;
-        let fixed = self.prefill_fixed(x);
-        let base = self.prefill_blocks(&self.reference_subnet(), x)?;
-        let g = self.calibration(&t.reference, &t.lengths, fixed, base, x);
+        let (fixed, g) = self.prefill_terms(x)?;
         Ok(fixed + g * self.prefill_blocks(s, x)?)
     }
 }
