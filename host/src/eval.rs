@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{self, DataError, McDoc, TaskSpec};
 
+pub mod cache;
 pub mod cli;
 
 /// Errors of scoring.
@@ -152,12 +153,16 @@ pub struct TaskScore {
     pub acc_bytes: f64,
     /// Standard error of `acc_bytes`.
     pub acc_bytes_stderr: f64,
-    /// Tokens of all requests (context + continuation, each choice counted in full).
+    /// Tokens of the requests scored (context + continuation, each choice counted in full).
     pub tokens: usize,
     /// Tokens actually run through the model (after KV-cache reuse).
     pub tokens_evaluated: usize,
     /// Wall-clock seconds of scoring (tokenization excluded).
     pub seconds: f64,
+    /// Documents taken from an `--cache` file of an earlier run (not scored again; `tokens`,
+    /// `tokens_evaluated` and `seconds` cover the others).
+    #[serde(default)]
+    pub resumed: usize,
 }
 
 /// A task's documents, tokenized.
@@ -272,19 +277,44 @@ pub fn loglikelihoods(
     threads: usize,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<(Vec<Vec<f64>>, usize), EvalError> {
-    let threads = threads.max(1).min(requests.len().max(1));
-    let per = requests.len().div_ceil(threads).max(1);
+    let all: Vec<usize> = (0..requests.len()).collect();
+    let (v, e) = loglikelihoods_of(model, requests, &all, n_ctx, threads, &|_, _| Ok(()), progress)?;
+    Ok((v.into_iter().map(|(_, l)| l).collect(), e))
+}
+
+/// [`loglikelihoods`] of the documents `which` (indices into `requests`) only, with `on_doc(index, lls)`
+/// called from the scoring thread as each document finishes (e.g. [`cache::DocCache::record`]; its error
+/// stops that thread's shard). Returns `(index, lls)` in the order of `which`, and the tokens run.
+///
+/// Errors: [`EvalError::Engine`], or the first error of `on_doc`.
+pub fn loglikelihoods_of(
+    model: &Model,
+    requests: &[Vec<Request>],
+    which: &[usize],
+    n_ctx: usize,
+    threads: usize,
+    on_doc: &(dyn Fn(usize, &[f64]) -> Result<(), EvalError> + Sync),
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<(Vec<(usize, Vec<f64>)>, usize), EvalError> {
+    if let Some(&bad) = which.iter().find(|&&i| i >= requests.len()) {
+        return Err(EvalError::Other(format!("document {bad} of {} requested", requests.len())));
+    }
+    let threads = threads.max(1).min(which.len().max(1));
+    let per = which.len().div_ceil(threads).max(1);
     let done = AtomicUsize::new(0);
-    let results: Vec<Result<(Vec<Vec<f64>>, usize), EvalError>> = std::thread::scope(|sc| {
-        let handles: Vec<_> = requests
+    type Shard = Result<(Vec<(usize, Vec<f64>)>, usize), EvalError>;
+    let results: Vec<Shard> = std::thread::scope(|sc| {
+        let handles: Vec<_> = which
             .chunks(per)
             .map(|shard| {
                 let done = &done;
-                sc.spawn(move || -> Result<(Vec<Vec<f64>>, usize), EvalError> {
+                sc.spawn(move || -> Shard {
                     let mut cs = CachedSession::new(model, n_ctx)?;
                     let mut out = Vec::with_capacity(shard.len());
-                    for doc in shard {
-                        out.push(doc.iter().map(|r| cs.loglikelihood(&r.ctx, &r.cont)).collect::<Result<Vec<_>, _>>()?);
+                    for &i in shard {
+                        let lls = requests[i].iter().map(|r| cs.loglikelihood(&r.ctx, &r.cont)).collect::<Result<Vec<_>, _>>()?;
+                        on_doc(i, &lls)?;
+                        out.push((i, lls));
                         progress(done.fetch_add(1, Ordering::Relaxed) + 1);
                     }
                     Ok((out, cs.evaluated))
@@ -293,7 +323,7 @@ pub fn loglikelihoods(
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(EvalError::Other("scoring thread panicked".into())))).collect()
     });
-    let mut all = Vec::with_capacity(requests.len());
+    let mut all = Vec::with_capacity(which.len());
     let mut evaluated = 0;
     for r in results {
         let (v, e) = r?;
@@ -311,11 +341,57 @@ pub fn score_task(
     threads: usize,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Result<TaskScore, EvalError> {
+    score_task_cached(model, task, n_ctx, threads, None, progress)
+}
+
+/// [`score_task`] that takes the documents found in `cache` from it, scores only the others and appends
+/// each to the cache as it finishes ([`cache::DocCache`]: a killed run continues where it stopped).
+/// `progress` counts all documents, those from the cache included. The speed figures of the result
+/// (`tokens`, `tokens_evaluated`, `seconds`) cover the documents scored in this run only.
+///
+/// Errors: [`EvalError::Engine`]; a cached document whose number of choices differs from the task's;
+/// the cache's write errors.
+pub fn score_task_cached(
+    model: &Model,
+    task: &PreparedTask,
+    n_ctx: usize,
+    threads: usize,
+    cache: Option<&cache::DocCache>,
+    progress: &(dyn Fn(usize) + Sync),
+) -> Result<TaskScore, EvalError> {
     let t0 = Instant::now();
-    let (lls, evaluated) = loglikelihoods(model, &task.requests, n_ctx, threads, progress)?;
+    let name = task.spec.name();
+    let mut lls: Vec<Option<Vec<f64>>> = vec![None; task.docs.len()];
+    if let Some(c) = cache {
+        for (i, doc) in task.docs.iter().enumerate() {
+            if let Some(v) = c.get(name, i) {
+                if v.len() != doc.choices.len() {
+                    return Err(EvalError::Other(format!(
+                        "{}: {name} document {i} has {} log-likelihoods, the task has {} choices (another task version?)",
+                        c.path().display(),
+                        v.len(),
+                        doc.choices.len()
+                    )));
+                }
+                lls[i] = Some(v.to_vec());
+            }
+        }
+    }
+    let which: Vec<usize> = (0..lls.len()).filter(|&i| lls[i].is_none()).collect();
+    let resumed = lls.len() - which.len();
+    progress(resumed);
+    let record = |i: usize, v: &[f64]| match cache {
+        Some(c) => c.record(name, i, v),
+        None => Ok(()),
+    };
+    let (scored, evaluated) = loglikelihoods_of(model, &task.requests, &which, n_ctx, threads, &record, &|d| progress(resumed + d))?;
+    for (i, v) in scored {
+        lls[i] = Some(v);
+    }
     let seconds = t0.elapsed().as_secs_f64();
     let (mut acc, mut norm, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
     for (doc, ll) in task.docs.iter().zip(&lls) {
+        let ll = ll.as_deref().ok_or_else(|| EvalError::Other(format!("{name}: a document was not scored")))?;
         let cont_bytes: Vec<usize> = doc.choices.iter().map(|(_, c)| c.len()).collect();
         let (a, n, b) = doc_metrics(ll, &doc.choice_texts, &cont_bytes, doc.gold);
         acc.push(a);
@@ -325,9 +401,9 @@ pub fn score_task(
     let (acc, acc_stderr) = mean_stderr(&acc);
     let (acc_norm, acc_norm_stderr) = mean_stderr(&norm);
     let (acc_bytes, acc_bytes_stderr) = mean_stderr(&bytes);
-    let tokens = task.requests.iter().flatten().map(|r| r.ctx.len() + r.cont.len()).sum();
+    let tokens = which.iter().flat_map(|&i| &task.requests[i]).map(|r| r.ctx.len() + r.cont.len()).sum();
     Ok(TaskScore {
-        task: task.spec.name().to_string(),
+        task: name.to_string(),
         n: task.docs.len(),
         acc,
         acc_stderr,
@@ -338,6 +414,7 @@ pub fn score_task(
         tokens,
         tokens_evaluated: evaluated,
         seconds,
+        resumed,
     })
 }
 

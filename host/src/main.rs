@@ -120,6 +120,10 @@ enum Cmd {
         /// Perplexity chunks (0: all).
         #[arg(long, default_value_t = 0)]
         ppl_chunks: usize,
+        /// Append each scored document's log-likelihoods to this JSONL file; run again with the same file to
+        /// continue a stopped run where it ended (docs/EVAL.md).
+        #[arg(long, value_name = "FILE.jsonl")]
+        cache: Option<PathBuf>,
     },
 }
 
@@ -195,7 +199,7 @@ fn main() -> Result<()> {
             export::run(&export::ExportArgs { input, source, quant, out, json })?;
             return Ok(());
         }
-        Cmd::Eval { input, subnet, tasks, limit, seed, threads, quant, json, ppl, ppl_ctx, ppl_chunks } => {
+        Cmd::Eval { input, subnet, tasks, limit, seed, threads, quant, json, ppl, ppl_ctx, ppl_chunks, cache } => {
             let tasks = data::TaskSpec::parse_list(&tasks)?;
             eval::cli::run(&eval::cli::EvalArgs {
                 input,
@@ -210,6 +214,7 @@ fn main() -> Result<()> {
                 ppl_ctx,
                 ppl_chunks,
                 assets: None,
+                cache,
             })?;
             return Ok(());
         }

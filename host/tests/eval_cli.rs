@@ -66,3 +66,69 @@ fn eval_errors_name_the_problem() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.json"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `--cache`: a run killed in the middle continues from its cache file, scores only the missing documents,
+/// and gives the same scores as a run without a cache.
+#[test]
+fn eval_cache_resumes_a_killed_run() {
+    let model = model_path();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("arc.jsonl");
+    let args = |c: bool| {
+        let mut a = vec!["eval", model.to_str().unwrap(), "--tasks", "arc_easy", "--limit", "24", "--threads", "1", "--json"];
+        if c {
+            a.extend(["--cache", cache.to_str().unwrap()]);
+        }
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let docs_in = |p: &std::path::Path| std::fs::read_to_string(p).map(|t| t.lines().count().saturating_sub(1)).unwrap_or(0);
+    let mut child = llamanas()
+        .args(args(true))
+        .env("LLAMANAS_ASSETS", llamanas::data::assets_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut finished = false;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            finished = true;
+            break;
+        }
+        if docs_in(&cache) >= 3 {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let before = docs_in(&cache);
+    eprintln!("first run {} after {before} documents", if finished { "finished" } else { "killed" });
+    assert!(finished || before < 24, "killed after {before} documents");
+    let resumed = llamanas().args(args(true)).env("LLAMANAS_ASSETS", llamanas::data::assets_dir()).output().unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    let plain = llamanas().args(args(false)).env("LLAMANAS_ASSETS", llamanas::data::assets_dir()).output().unwrap();
+    assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    let p: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+    let (r, p) = (&r["tasks"][0], &p["tasks"][0]);
+    assert_eq!(r["n"], 24);
+    assert_eq!(r["resumed"].as_u64().unwrap() as usize, before.min(24));
+    assert_eq!(p["resumed"], 0);
+    for m in ["acc", "acc_norm", "acc_bytes"] {
+        assert_eq!(r[m], p[m], "{m}");
+    }
+    assert_eq!(docs_in(&cache), 24);
+    // Every document is in the cache once.
+    let text = std::fs::read_to_string(&cache).unwrap();
+    let mut seen: Vec<u64> = text.lines().skip(1).map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["doc"].as_u64().unwrap()).collect();
+    seen.sort();
+    assert_eq!(seen, (0..24).collect::<Vec<u64>>());
+    // Another sub-network / subset must not use this cache.
+    let mut other = args(true);
+    other[5] = "12".into();
+    let out = llamanas().args(other).env("LLAMANAS_ASSETS", llamanas::data::assets_dir()).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("arc.jsonl") && err.contains("--limit"), "{err}");
+}

@@ -12,6 +12,7 @@ use device_runtime::tokenizer::Tokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use super::cache::{CACHE_VERSION, CacheKey, DocCache};
 use super::{Scorer, TaskScore, subnet_model};
 use crate::data::{self, TaskSpec};
 
@@ -42,6 +43,9 @@ pub struct EvalArgs {
     pub ppl_chunks: usize,
     /// Assets folder (tasks' data); `None`: [`data::assets_dir`].
     pub assets: Option<PathBuf>,
+    /// `--cache FILE`: per-document log-likelihoods, appended as scored; a rerun continues
+    /// ([`super::cache`]).
+    pub cache: Option<PathBuf>,
 }
 
 /// What `llamanas eval --json` prints.
@@ -111,6 +115,28 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
             subnet_model(&base, &c, q).with_context(|| format!("{}: building sub-network {}", path.display(), c.id()))?
         }
     };
+    let cache = match &args.cache {
+        Some(p) => {
+            let key = CacheKey {
+                llamanas_eval_cache: CACHE_VERSION,
+                model: path.display().to_string(),
+                model_bytes: std::fs::metadata(&path).with_context(|| format!("{}: cannot read", path.display()))?.len(),
+                subnet: cfg.as_ref().map(|c| c.id()),
+                quant: args.quant.map(|q| q.to_string()),
+                limit: args.limit,
+                seed: args.seed,
+            };
+            let c = DocCache::open(p, &key)?;
+            for t in scorer.tasks() {
+                let n = c.count(t.spec.name());
+                if n > 0 {
+                    eprintln!("eval: {}: {n} of {} {} documents already scored, continuing", p.display(), t.docs.len(), t.spec.name());
+                }
+            }
+            Some(c)
+        }
+        None => None,
+    };
     let mut scores = Vec::new();
     for t in scorer.tasks() {
         let pb = ProgressBar::new(t.docs.len() as u64);
@@ -120,7 +146,7 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
                 .progress_chars("=> "),
         );
         pb.set_message(t.spec.name());
-        let s = super::score_task(&model, t, scorer.n_ctx(), scorer.threads(), &|d| pb.set_position(d as u64))
+        let s = super::score_task_cached(&model, t, scorer.n_ctx(), scorer.threads(), cache.as_ref(), &|d| pb.set_position(d as u64))
             .with_context(|| format!("scoring {} on {}", path.display(), t.spec))?;
         pb.finish_and_clear();
         scores.push(s);
@@ -185,6 +211,9 @@ fn print_table(r: &EvalReport) {
                 s.tokens as f64 / s.seconds.max(1e-9),
                 s.seconds
             );
+            if s.resumed > 0 {
+                println!("{:<14} {} of the {} documents came from the --cache file (tokens/s and seconds: the others)", "", s.resumed, s.n);
+            }
         }
     }
     if let Some(p) = &r.perplexity {
