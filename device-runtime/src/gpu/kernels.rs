@@ -107,14 +107,19 @@ struct P { a: u32, b: u32, c: u32, d: u32, e: u32, f: u32, g: u32, h: u32,
 /// for a type the kernels do not dequantize.
 ///
 /// `matmul`: `y[y_off + t*rows + r] (+)= sum_c W[r, c] * x[x_off + t*cols + c]` for `r < rows`, `t < n`;
-/// invocation `(r, tile)` computes row `r` for [`MATMUL_TILE`] tokens; a block is dequantized once into 8
-/// `vec4`s and multiplied with each token's 32 activations (read as `vec4`s: `x_off` must be a multiple of 4,
+/// invocation `(i, tile)` computes rows `i*rows_per_lane ..` for [`MATMUL_TILE`] tokens (dispatch
+/// `rows / (WG * rows_per_lane)` workgroups in x, [`matmul_entry`] says why several rows); a block is
+/// dequantized once into 8 `vec4`s and multiplied with each token's 32 activations (read as `vec4`s: `x_off` must be a multiple of 4,
 /// `cols` is a multiple of 32). Params: `a` rows, `b` cols, `c` n, `d` x_off, `e` y_off, `f` accumulate (0/1).
+/// `matvec`: the same with a tile of one token (decode; the matmul's tile would do 8x the work for one
+/// token).
 ///
 /// `get_rows`: `y[t*cols + c] = W[tokens[t], c]` (token embeddings); invocation `t * cols/32 + block`.
 /// Params: `b` cols, `c` n.
-pub fn matmul_source(ty: GgmlType) -> Option<String> {
+pub fn matmul_source(ty: GgmlType, rows_per_lane: u32) -> Option<String> {
     let block = block_fn(ty)?;
+    let mm = matmul_entry("matmul", MATMUL_TILE, rows_per_lane);
+    let mv = matmul_entry("matvec", 1, rows_per_lane);
     Some(format!(
         r#"{PARAMS}
 @group(0) @binding(0) var<storage, read> w: array<u32>;
@@ -127,8 +132,10 @@ pub fn matmul_source(ty: GgmlType) -> Option<String> {
 fn ld(o: u32) -> u32 {{
     let i = o >> 2u;
     let sh = (o & 3u) * 8u;
-    if (sh == 0u) {{ return w[i]; }}
-    return (w[i] >> sh) | (w[i + 1u] << (32u - sh));
+    // Branch-free (lanes of one SIMD group may differ in alignment); the second word is read only when
+    // needed so that the last block of the buffer never reads past its end.
+    let hi = select(0u, w[min(i + 1u, arrayLength(&w) - 1u)] << ((32u - sh) & 31u), sh != 0u);
+    return (w[i] >> sh) | hi;
 }}
 
 // The f16 at (even) byte offset o.
@@ -138,35 +145,8 @@ fn f16at(o: u32) -> f32 {{
 }}
 {block}
 
-const T: u32 = {MATMUL_TILE}u;
-
-@compute @workgroup_size({WG})
-fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {{
-    let rows = p.a;
-    let cols = p.b;
-    let n = p.c;
-    let r = gid.x;
-    let t0 = gid.y * T;
-    if (r >= rows || t0 >= n) {{ return; }}
-    let nt = min(T, n - t0);
-    let nb = cols / 32u;
-    var acc = array<f32, {MATMUL_TILE}>();
-    var d: array<vec4<f32>, 8>;
-    for (var b = 0u; b < nb; b++) {{
-        block(r * nb + b, &d);
-        for (var t = 0u; t < nt; t++) {{
-            let xo = (p.d + (t0 + t) * cols + b * 32u) / 4u;
-            var s = vec4<f32>(0.0);
-            for (var i = 0u; i < 8u; i++) {{ s = fma(d[i], x[xo + i], s); }}
-            acc[t] += (s.x + s.y) + (s.z + s.w);
-        }}
-    }}
-    for (var t = 0u; t < nt; t++) {{
-        let yo = p.e + (t0 + t) * rows + r;
-        if (p.f != 0u) {{ y[yo] += acc[t]; }} else {{ y[yo] = acc[t]; }}
-    }}
-}}
-
+{mm}
+{mv}
 @compute @workgroup_size({WG})
 fn get_rows(@builtin(global_invocation_id) gid: vec3<u32>) {{
     let cols = p.b;
@@ -182,6 +162,62 @@ fn get_rows(@builtin(global_invocation_id) gid: vec3<u32>) {{
 }}
 "#
     ))
+}
+
+/// The matrix-product entry point `name`: each invocation computes `rpl` weight rows (rows `r*rpl ..`) for a
+/// tile of `tile` tokens.
+///
+/// Every activation vector read from `x` is used for `rpl` rows: on SIMD-on-CPU drivers (llvmpipe, Mesa 22)
+/// a storage load inside a loop is a per-lane gather (one scalar load per lane and component), which made
+/// the activation loads, not the arithmetic, the cost of the one-row kernel (measured: prefill 1.3
+/// tokens/s with them, 16.5 with them removed). On GPUs one row per invocation keeps more invocations busy.
+/// Rows past `rows` compute a copy of the last row and skip the store; the token loops have a constant trip
+/// count (the last tile re-reads its last token) so that compilers unroll them and keep the accumulators in
+/// registers.
+fn matmul_entry(name: &str, tile: u32, rpl: u32) -> String {
+    let mut deq = String::new();
+    let mut fmas = String::new();
+    let mut sums = String::new();
+    let mut stores = String::new();
+    for k in 0..rpl {
+        deq.push_str(&format!("        block(min(r0 + {k}u, rows - 1u) * nb + b, &d{k});\n"));
+        fmas.push_str(&format!("                s{k} = fma(d{k}[i], xv, s{k});\n"));
+        sums.push_str(&format!(
+            "            acc[{k}u * {tile}u + t] += (s{k}.x + s{k}.y) + (s{k}.z + s{k}.w);\n"
+        ));
+        stores.push_str(&format!(
+            "            if (r0 + {k}u < rows) {{ let yo = p.e + (t0 + t) * rows + r0 + {k}u; if (p.f != 0u) {{ y[yo] += acc[{k}u * {tile}u + t]; }} else {{ y[yo] = acc[{k}u * {tile}u + t]; }} }}\n"
+        ));
+    }
+    let decl_d: String = (0..rpl).map(|k| format!("    var d{k}: array<vec4<f32>, 8>;\n")).collect();
+    let decl_s: String = (0..rpl).map(|k| format!("            var s{k} = vec4<f32>(0.0);\n")).collect();
+    format!(
+        r#"
+@compute @workgroup_size({WG})
+fn {name}(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {{
+    let rows = p.a;
+    let cols = p.b;
+    let n = p.c;
+    let r0 = (wg.x * {WG}u + li) * {rpl}u;
+    let t0 = wg.y * {tile}u;
+    let nb = cols / 32u;
+    var acc: array<f32, {acc_len}>;
+{decl_d}    for (var b = 0u; b < nb; b++) {{
+{deq}        for (var t = 0u; t < {tile}u; t++) {{
+            let o = (p.d + min(t0 + t, n - 1u) * cols) / 4u + b * 8u;
+{decl_s}            for (var i = 0u; i < 8u; i++) {{
+                let xv = x[o + i];
+{fmas}            }}
+{sums}        }}
+    }}
+    for (var t = 0u; t < {tile}u; t++) {{
+        if (t0 + t < n) {{
+{stores}        }}
+    }}
+}}
+"#,
+        acc_len = tile * rpl
+    )
 }
 
 /// RMSNorm, one workgroup per row: `out[t*d + i] = x[x_off + t*d + i] / sqrt(mean_i(x²) + eps) * w[i]`

@@ -31,8 +31,8 @@ pub(crate) struct GLayer {
 
 /// Compute pipelines for the weight types a model uses (compiled once per device: [`GpuContext::pipeline`]).
 pub(crate) struct Pipelines {
-    /// Per weight type: `matmul`, `get_rows`.
-    pub matmul: HashMap<GgmlType, (Arc<wgpu::ComputePipeline>, Arc<wgpu::ComputePipeline>)>,
+    /// Per weight type: `matmul`, `get_rows`, `matvec`.
+    pub matmul: HashMap<GgmlType, (Arc<wgpu::ComputePipeline>, Arc<wgpu::ComputePipeline>, Arc<wgpu::ComputePipeline>)>,
     pub rmsnorm: Arc<wgpu::ComputePipeline>,
     pub rope: Arc<wgpu::ComputePipeline>,
     pub attention: Arc<wgpu::ComputePipeline>,
@@ -133,9 +133,13 @@ impl GpuModel {
         let mut matmul = HashMap::new();
         for ty in types {
             if let std::collections::hash_map::Entry::Vacant(e) = matmul.entry(ty) {
-                let src = kernels::matmul_source(ty).expect("supported type");
+                let src = kernels::matmul_source(ty, ctx.rows_per_lane).expect("supported type");
                 let label = format!("matmul {ty}");
-                e.insert((ctx.pipeline(&label, &src, "matmul"), ctx.pipeline(&label, &src, "get_rows")));
+                e.insert((
+                    ctx.pipeline(&label, &src, "matmul"),
+                    ctx.pipeline(&label, &src, "get_rows"),
+                    ctx.pipeline(&label, &src, "matvec"),
+                ));
             }
         }
         let pipes = Pipelines {

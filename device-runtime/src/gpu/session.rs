@@ -269,9 +269,11 @@ impl<'m> GpuSession<'m> {
             ((x as u32, groups.div_ceil(x) as u32), (x * wg) as u32)
         };
         let matmul = |w: &GMat, x: &wgpu::Buffer, y: &wgpu::Buffer, n: usize, slot: usize| {
-            let pl = &*m.pipes.matmul[&w.ty].0;
+            // One token (decode): the one-token tile.
+            let (pl, tile) = if n == 1 { (&*m.pipes.matmul[&w.ty].2, 1) } else { (&*m.pipes.matmul[&w.ty].0, MATMUL_TILE as usize) };
             let b = self.bind_to(pl, &[&w.buf, x, y], slot);
-            (pl, b, ((w.rows.div_ceil(wg)) as u32, n.div_ceil(MATMUL_TILE as usize) as u32))
+            let per_group = wg * m.ctx.rows_per_lane as usize;
+            (pl, b, ((w.rows.div_ceil(per_group)) as u32, n.div_ceil(tile) as u32))
         };
         let mm_params = |w: &GMat, n: usize, x_off: usize, y_off: usize, acc: bool| {
             [w.rows as u32, w.cols as u32, n as u32, x_off as u32, y_off as u32, acc as u32]
