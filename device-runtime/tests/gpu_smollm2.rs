@@ -57,9 +57,19 @@ fn tiny_layers() -> Vec<TinyLayer> {
 /// quantizes activations to 8 bits for quantized weights: within 0.1 sd rms; measured up to 0.055 on deci Q8_0,
 /// 2e-6 on F32/F16). Also: prefill in one call, in two calls and token by
 /// token give the same logits (the GPU sums every token's products in the same order whatever the batch).
+/// Run with the adapter's own rows per matrix-product invocation (8 on llvmpipe) and with 1 (what GPUs use)
+/// and 3 (row counts that are not a multiple of it).
 #[test]
 fn tiny_models_per_type_match_reference_and_cpu() {
-    let ctx = ctx();
+    check_tiny_models(ctx());
+    for rows in [1, 3] {
+        let c = GpuContext::new(std::env::var("LLAMANAS_ADAPTER").ok().as_deref()).unwrap().with_rows_per_lane(rows);
+        eprintln!("rows per invocation: {}", c.rows_per_lane);
+        check_tiny_models(Arc::new(c));
+    }
+}
+
+fn check_tiny_models(ctx: Arc<GpuContext>) {
     for arch in ["llama", "deci"] {
         for ty in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
             let layers = if arch == "deci" { tiny_layers() } else { vec![TinyLayer { n_head: 4, n_head_kv: 2, n_ff: 128 }; 2] };

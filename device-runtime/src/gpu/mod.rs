@@ -213,6 +213,14 @@ impl GpuContext {
         Ok(GpuContext { device, queue, adapter: facts, max_binding, rows_per_lane, errors, pipelines: Mutex::default() })
     }
 
+    /// This context with `rows` weight rows per matrix-product invocation (clamped to 1..=8) instead of the
+    /// adapter's default ([`GpuContext::rows_per_lane`]); call before uploading a model (kernels are built
+    /// at upload). For tests and tuning on a new adapter.
+    pub fn with_rows_per_lane(mut self, rows: u32) -> GpuContext {
+        self.rows_per_lane = rows.clamp(1, 8);
+        self
+    }
+
     /// The compute pipeline of WGSL `src`'s entry point `entry`, compiled on first use and kept for the
     /// device's lifetime under `label` (shader compilation takes seconds on a software adapter). Compilation
     /// errors surface at the next [`GpuContext::check`].

@@ -134,7 +134,7 @@ impl GpuModel {
         for ty in types {
             if let std::collections::hash_map::Entry::Vacant(e) = matmul.entry(ty) {
                 let src = kernels::matmul_source(ty, ctx.rows_per_lane).expect("supported type");
-                let label = format!("matmul {ty}");
+                let label = format!("matmul {ty} rows {}", ctx.rows_per_lane);
                 e.insert((
                     ctx.pipeline(&label, &src, "matmul"),
                     ctx.pipeline(&label, &src, "get_rows"),
