@@ -30,9 +30,8 @@ mkdir -p "$MESA_SHADER_CACHE_DIR"
 
 cargo test --workspace --locked "$@"
 cargo test -p host --locked --features wgpu --test elastic_wgpu
-# device-runtime's own wgpu backend (WGSL kernels on GGUF blocks) on the llvmpipe adapter, and the tests whose
-# assertions depend on the feature. The two GPL-3 perplexity comparisons take ~9 minutes each on llvmpipe:
-# GPU_PPL=1 runs them too.
-ppl=(); [ "${GPU_PPL:-0}" = 1 ] && ppl=(--include-ignored)
+# device-runtime's own wgpu backend (WGSL kernels on GGUF blocks) on the llvmpipe adapter (GPL-3 perplexity of
+# two files against the CPU engine included: one to two minutes each), and the tests whose assertions depend on
+# the feature.
 cargo test -p device-runtime --locked --features wgpu --test gpu_smollm2 --test devices_cli --test profile_latency \
-  --test profile_measure -- --show-output "${ppl[@]}"
+  --test profile_measure -- --show-output

@@ -40,6 +40,12 @@ pub enum GpuError {
         /// The adapters found (`name (backend, type)`).
         available: Vec<String>,
     },
+    /// `EDGERUN_WGPU_ROWS` is set to something other than a whole number from 1 to 8.
+    #[error("EDGERUN_WGPU_ROWS={value:?}: expected weight rows per invocation, a whole number from 1 to 8")]
+    BadRows {
+        /// The variable's value.
+        value: String,
+    },
     /// The adapter refused to create a device.
     #[error("adapter {adapter}: cannot create a device: {reason}")]
     Device {
@@ -172,7 +178,8 @@ impl GpuContext {
     /// or on the best adapter when `name` is `None`: discrete, then integrated, virtual, other and CPU
     /// (software) adapters; Vulkan/Metal/DX12 before OpenGL. The device gets the adapter's full limits.
     ///
-    /// Errors: [`GpuError::NoAdapter`], [`GpuError::NoMatch`] (listing the adapters), [`GpuError::Device`].
+    /// Errors: [`GpuError::NoAdapter`], [`GpuError::NoMatch`] (listing the adapters), [`GpuError::Device`],
+    /// [`GpuError::BadRows`] (`EDGERUN_WGPU_ROWS` set but not 1..=8).
     pub fn new(name: Option<&str>) -> Result<GpuContext, GpuError> {
         let inst = instance();
         let adapters = sorted_adapters(&inst);
@@ -205,11 +212,13 @@ impl GpuContext {
         }));
         let max_binding = device.limits().max_storage_buffer_binding_size;
         let cpu = adapter.get_info().device_type == wgpu::DeviceType::Cpu;
-        let rows_per_lane = std::env::var("EDGERUN_WGPU_ROWS")
-            .ok()
-            .and_then(|v| v.parse::<u32>().ok())
-            .filter(|v| (1..=8).contains(v))
-            .unwrap_or(if cpu { 8 } else { 1 });
+        let rows_per_lane = match std::env::var("EDGERUN_WGPU_ROWS") {
+            Err(_) => if cpu { 8 } else { 1 },
+            Ok(v) => {
+                let rows = v.trim().parse::<u32>().ok().filter(|r| (1..=8).contains(r));
+                rows.ok_or(GpuError::BadRows { value: v })?
+            }
+        };
         Ok(GpuContext { device, queue, adapter: facts, max_binding, rows_per_lane, errors, pipelines: Mutex::default() })
     }
 
