@@ -181,6 +181,14 @@ impl GpuContext {
     /// Errors: [`GpuError::NoAdapter`], [`GpuError::NoMatch`] (listing the adapters), [`GpuError::Device`],
     /// [`GpuError::BadRows`] (`EDGERUN_WGPU_ROWS` set but not 1..=8).
     pub fn new(name: Option<&str>) -> Result<GpuContext, GpuError> {
+        // Checked first: a bad value fails before adapters are enumerated and a device is created.
+        let rows_override = match std::env::var("EDGERUN_WGPU_ROWS") {
+            Err(_) => None,
+            Ok(v) => {
+                let rows = v.trim().parse::<u32>().ok().filter(|r| (1..=8).contains(r));
+                Some(rows.ok_or(GpuError::BadRows { value: v })?)
+            }
+        };
         let inst = instance();
         let adapters = sorted_adapters(&inst);
         if adapters.is_empty() {
@@ -212,13 +220,7 @@ impl GpuContext {
         }));
         let max_binding = device.limits().max_storage_buffer_binding_size;
         let cpu = adapter.get_info().device_type == wgpu::DeviceType::Cpu;
-        let rows_per_lane = match std::env::var("EDGERUN_WGPU_ROWS") {
-            Err(_) => if cpu { 8 } else { 1 },
-            Ok(v) => {
-                let rows = v.trim().parse::<u32>().ok().filter(|r| (1..=8).contains(r));
-                rows.ok_or(GpuError::BadRows { value: v })?
-            }
-        };
+        let rows_per_lane = rows_override.unwrap_or(if cpu { 8 } else { 1 });
         Ok(GpuContext { device, queue, adapter: facts, max_binding, rows_per_lane, errors, pipelines: Mutex::default() })
     }
 
