@@ -38,6 +38,11 @@ fn quick() -> ProfileOptions {
 fn tiny_profile_is_complete_and_usable() {
     let f = tiny();
     let p = profile_model(&f, &quick()).unwrap();
+    // The reference (the uniform base exported to a GGUF file and loaded) leaves no temporary folder behind.
+    let tmp = std::env::temp_dir().join(format!("edgerun-profile-{}", std::process::id()));
+    assert!(!tmp.exists(), "{} left behind", tmp.display());
+    assert_eq!(p.decode.reference.len(), 3);
+    assert_eq!(p.prefill.reference.len(), 3);
     // Shapes from the tiny model's definition.
     assert_eq!((p.model.d_model, p.model.head_dim, p.model.n_vocab, p.model.gqa_group), (64, 16, 40, 2));
     assert_eq!((p.model.max_kv_heads, p.model.max_ffn, p.model.n_layers), (2, 512, 3));
@@ -64,6 +69,19 @@ fn tiny_profile_is_complete_and_usable() {
     let r = validate_profile(&f, &p, &o).unwrap();
     assert_eq!(r.rows.len(), 2);
     assert!(r.summary.decode_mape_pct.is_finite() && r.summary.prefill_mape_pct.is_finite());
+}
+
+#[test]
+fn heterogeneous_base_is_profiled() {
+    // Blocks of different FFN widths (as a deci model): no block-uniform file to export for the reference, so
+    // it is built in memory from blocks at the largest shape; the tables still cover every width.
+    let (a, b) = (TinyLayer { n_head: 4, n_head_kv: 2, n_ff: 512 }, TinyLayer { n_head: 4, n_head_kv: 2, n_ff: 256 });
+    let f = GgufFile::from_bytes(tiny_gguf("deci", &[a, b, a], GgmlType::F32, |_| {}), "tiny-mixed.gguf").unwrap();
+    let p = profile_model(&f, &quick()).unwrap();
+    assert_eq!(p.model.max_ffn, 512);
+    assert_eq!(p.decode.ffn.iter().map(|r| r.width).collect::<Vec<_>>(), vec![256, 512]);
+    assert_eq!(p.decode.reference.len(), 3);
+    assert!(p.decode.reference.iter().all(|s| s.median_ms > 0.0));
 }
 
 #[test]

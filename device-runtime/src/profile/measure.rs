@@ -15,10 +15,11 @@
 //!   32-token vocabulary.
 //! - The embedding lookup, final RMSNorm and output head are timed directly with the engine's kernels on
 //!   full-size tensors; the fixed per-token overhead is the baseline model's time minus them.
-//! - The *reference*: the base model (`n_layers` blocks at the largest KV-head count and FFN width, full
-//!   head; the base model itself when it is uniform, as SmolLM2 is) is timed end to end
-//!   (decode at every context, prefill at every length) in every pass, next to its parts; the latency model
-//!   scales the sum of the parts by it (schema 3).
+//! - The *reference*: the base model is timed end to end (decode at every context, prefill at every length)
+//!   in every pass, next to its parts; the latency model scales the sum of the parts by it (schema 3). When
+//!   the base is uniform (SmolLM2) it is exported at the profile's quantization to a GGUF file and loaded from
+//!   it, as the exported sub-networks are (a heap-built copy ran 4.5% slower, see `reference_model`); else
+//!   `n_layers` blocks at the largest KV-head count and FFN width are built in memory.
 //! - Optionally (`cache_flush_bytes` > 0) memory is read before every timed run so that each run starts
 //!   with cold caches. Off by default: a flushed run also starts with cold TLBs and idle prefetchers, and
 //!   over-predicted end-to-end decode by 50% on this machine (2026-12-01); without a flush but with a 32-token
@@ -37,7 +38,9 @@ use crate::engine::model::{EngineConfig, LayerShape, TensorRef};
 use crate::backend::{Backend, BackendKind};
 use crate::engine::{Logits, Model, SessionOptions, ops};
 use crate::gguf::{GgmlType, GgufFile};
+use crate::arch::SubnetConfig;
 use crate::quant::{self, dot};
+use crate::subnet::{ExportQuant, Provenance, export_subnet};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -362,6 +365,39 @@ pub(crate) fn tokens(n: usize, n_vocab: usize) -> Vec<u32> {
     (0..n).map(|i| ((i * 7919 + 13) % n_vocab) as u32).collect()
 }
 
+/// A temporary folder for exported models (`std::env::temp_dir()/edgerun-{what}-{pid}`), removed on drop.
+pub(crate) struct ExportDir {
+    dir: std::path::PathBuf,
+    base: &'static str,
+}
+
+impl ExportDir {
+    /// Create the folder. Errors: [`ProfileError::Io`] naming it.
+    pub(crate) fn new(what: &'static str) -> Result<ExportDir, ProfileError> {
+        let dir = std::env::temp_dir().join(format!("edgerun-{what}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| ProfileError::Io { file: dir.display().to_string(), source: e })?;
+        Ok(ExportDir { dir, base: what })
+    }
+
+    /// `cfg` of `base` exported at `quant` to a GGUF file in the folder with [`export_subnet`] and loaded
+    /// with [`Model::load`] (memory-mapped, as a user's model is; the file is removed, the mapping stays).
+    ///
+    /// Errors: [`ProfileError::Subnet`] (export), [`ProfileError::Engine`] (load).
+    pub(crate) fn load(&self, base: &GgufFile, cfg: &SubnetConfig, quant: ExportQuant, provenance: &Provenance) -> Result<Model, ProfileError> {
+        let path = self.dir.join(format!("{}-{}.gguf", self.base, cfg.id()));
+        export_subnet(base, cfg, quant, provenance, &path)?;
+        let model = Model::load(&path);
+        let _ = std::fs::remove_file(&path);
+        Ok(model?)
+    }
+}
+
+impl Drop for ExportDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Where the profiler runs its models: the CPU engine with a number of threads, or a wgpu device opened once
 /// (every part model is uploaded to it; kernels are compiled once per device).
 pub(crate) enum Runner {
@@ -505,15 +541,44 @@ pub fn profile_model(base: &GgufFile, o: &ProfileOptions) -> Result<Profile, Pro
     let total = nc * (3 + max_kv) + widths.len() + nl * (3 + max_kv + widths.len()) + 2;
     let passes = o.passes.max(1);
     let mut timer = Timer::new(o, total * passes);
+    timer.bar.set_message("export the base model");
+    let reference = reference_model(base, &b, &o.quant, o.contexts.last().unwrap() + 1, *o.lengths.last().unwrap())?;
     let mut all = Vec::with_capacity(passes);
     for _ in 0..passes {
-        all.push(measure_pass(base, o, &b, &runner, &groups, &mut timer)?);
+        all.push(measure_pass(base, o, &b, &runner, &groups, &reference, &mut timer)?);
     }
     timer.finish();
     let mut profile = combine_passes(&all);
     profile.method.elapsed_s = (timer.elapsed_s() * 1e3).round() / 1e3;
     profile.check().map_err(|reason| ProfileError::Incomplete { file: "<measured>".into(), reason })?;
     Ok(profile)
+}
+
+/// The profile's reference model: the base model itself, exported at `quant` to a GGUF file and loaded from it
+/// as a user's model is, when all its blocks have the largest KV-head count and FFN width (SmolLM2); else
+/// `n_layers` blocks at the largest shape, built in memory (a heterogeneous base such as a deci model).
+///
+/// Why the file: the same weights built into one heap buffer by [`ModelBuilder`] decoded 4.5% slower than
+/// the exported, memory-mapped file (SmolLM2 Q8_0, 1 thread, context 256: 19.87 vs 19.00 ms/token, medians
+/// of 70 decodes, 2026-12-07; the KV-cache size made no difference), which biased every prediction for the
+/// exported sub-networks the search picks and `--validate` times (docs/PERFORMANCE.md, "Device profiles").
+///
+/// Errors: [`ProfileError::Subnet`] (export), engine and quantization errors.
+fn reference_model(base: &GgufFile, b: &ModelBuilder, quant: &str, n_ctx: usize, n_batch: usize) -> Result<Model, ProfileError> {
+    let c = &b.config;
+    let max_kv = c.n_kv_heads.iter().copied().max().unwrap_or(0);
+    let max_ffn = c.ffn.iter().copied().max().unwrap_or(0);
+    if (0..c.n_layers).all(|l| c.n_kv_heads[l] == max_kv && c.ffn[l] == max_ffn) {
+        let q: ExportQuant = quant.parse().map_err(ProfileError::Invalid)?;
+        return ExportDir::new("profile")?.load(base, &c.full_subnet(), q, &Provenance::for_base(base));
+    }
+    let ok: Vec<usize> = (0..c.n_layers).filter(|&l| c.n_kv_heads[l] >= max_kv && c.ffn[l] >= max_ffn).collect();
+    if ok.is_empty() {
+        return Err(ProfileError::Invalid("no base block holds the largest KV-head count and FFN width".into()));
+    }
+    let full: Vec<BlockSpec> =
+        (0..c.n_layers).map(|i| BlockSpec { base_layer: ok[i % ok.len()], kv_heads: max_kv, ffn: max_ffn }).collect();
+    b.build(&full, None, n_ctx.max(n_batch))
 }
 
 /// The CPU's direct timings on full-size tensors: (output head, final norm, prefill embedding per length,
@@ -564,6 +629,7 @@ fn measure_pass(
     b: &ModelBuilder,
     runner: &Runner,
     groups: &[usize],
+    reference: &Model,
     timer: &mut Timer,
 ) -> Result<Profile, ProfileError> {
     let c = &b.config;
@@ -582,16 +648,9 @@ fn measure_pass(
     let dl = if o.decode_layers == 0 { c.n_layers } else { o.decode_layers };
 
     let n_ctx = o.contexts.last().unwrap() + 1;
-    // Reference: the base model end to end, as `n_layers` blocks at the largest shape (the base model itself
-    // when it is uniform); calibrates the sum of the parts, see `LatencyModel`.
-    let full: Vec<BlockSpec> = with(&|l| c.n_kv_heads[l] >= max_kv && c.ffn[l] >= max_ffn, c.n_layers)?
-        .into_iter()
-        .map(|l| BlockSpec { base_layer: l, kv_heads: max_kv, ffn: max_ffn })
-        .collect();
-    let m = b.build(&full, None, n_ctx.max(*o.lengths.last().unwrap()))?;
-    let decode_reference = decode_at(&m, runner, &o.contexts, timer, "base model")?;
-    let prefill_reference = prefill_at(&m, runner, &o.lengths, timer, "base model")?;
-    drop(m);
+    // Reference: the base model end to end; calibrates the sum of the parts, see `LatencyModel`.
+    let decode_reference = decode_at(reference, runner, &o.contexts, timer, "base model")?;
+    let prefill_reference = prefill_at(reference, runner, &o.lengths, timer, "base model")?;
 
     // Baseline: one empty block, 32-token vocabulary.
     // Decode models keep the full output head: it streams through the last-level cache on every token, as

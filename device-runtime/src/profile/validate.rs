@@ -15,13 +15,13 @@
 //! and validation; the report gives the errors as measured and after scaling every prediction by the drift
 //! (the latency model's own error, with the machine's change of speed removed).
 
-use super::measure::{BlockSpec, ModelBuilder, Runner, tokens};
+use super::measure::{BlockSpec, ExportDir, ModelBuilder, Runner, tokens};
 use super::{LatencyModel, Profile, ProfileError, ValidationSummary};
 use crate::arch::SubnetConfig;
 use crate::backend::{Backend, BackendSession};
 use crate::engine::{Logits, Model};
 use crate::gguf::GgufFile;
-use crate::subnet::{ExportQuant, Provenance, export_subnet};
+use crate::subnet::{ExportQuant, Provenance};
 use std::time::Instant;
 
 /// Settings of [`validate_profile`].
@@ -232,15 +232,7 @@ pub fn validate_profile(base: &GgufFile, profile: &Profile, o: &ValidationOption
     let lm = LatencyModel::new(profile.clone(), &b.config, &profile.quant)?;
     let quant: ExportQuant = profile.quant.parse().map_err(ProfileError::Invalid)?;
     let subnets = random_subnets(&b.config.ffn, &b.config.n_kv_heads, o.k, o.seed);
-    let dir = std::env::temp_dir().join(format!("edgerun-validate-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| ProfileError::Io { file: dir.display().to_string(), source: e })?;
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = Cleanup(dir.clone());
+    let dir = ExportDir::new("validate")?;
     let provenance = Provenance::for_base(base);
     let rounds = o.runs.max(1);
     let bar = if o.progress {
@@ -256,18 +248,12 @@ pub fn validate_profile(base: &GgufFile, profile: &Profile, o: &ValidationOption
     let mut models = Vec::with_capacity(o.k);
     for s in &subnets {
         bar.set_message(format!("export {}", s.id()));
-        let path = dir.join(format!("{}.gguf", s.id()));
-        export_subnet(base, s, quant, &provenance, &path)?;
-        models.push(Model::load(&path)?);
-        let _ = std::fs::remove_file(&path);
+        models.push(dir.load(base, s, quant, &provenance)?);
         bar.inc(1);
     }
     // The base model, exported and timed like the sub-networks, last in every round: measures the drift.
     let reference = b.config.full_subnet();
-    let path = dir.join("base.gguf");
-    export_subnet(base, &reference, quant, &provenance, &path)?;
-    models.push(Model::load(&path)?);
-    let _ = std::fs::remove_file(&path);
+    models.push(dir.load(base, &reference, quant, &provenance)?);
     let (ctx, n) = (o.decode_context, o.prefill_length);
     // The profile's backend: the CPU with its threads, or the wgpu adapter it names.
     let runner = Runner::new(&profile.backend, profile.device.adapter.as_ref().map(|a| a.name.as_str()), profile.threads)?;
