@@ -38,9 +38,6 @@ fn quick() -> ProfileOptions {
 fn tiny_profile_is_complete_and_usable() {
     let f = tiny();
     let p = profile_model(&f, &quick()).unwrap();
-    // The reference (the uniform base exported to a GGUF file and loaded) leaves no temporary folder behind.
-    let tmp = std::env::temp_dir().join(format!("edgerun-profile-{}", std::process::id()));
-    assert!(!tmp.exists(), "{} left behind", tmp.display());
     assert_eq!(p.decode.reference.len(), 3);
     assert_eq!(p.prefill.reference.len(), 3);
     // Shapes from the tiny model's definition.
@@ -100,6 +97,10 @@ fn bad_options_are_clear_errors() {
     assert!(e.contains("must lie in 1..=512"), "{e}");
     let e = profile_model(&f, &ProfileOptions { contexts: vec![8, 0], ..quick() }).unwrap_err().to_string();
     assert!(e.contains("strictly increasing"), "{e}");
+    // The tiny model's training context is 64 tokens: a decode at context 64 needs 65.
+    let e = profile_model(&f, &ProfileOptions { contexts: vec![0, 64], ..quick() }).unwrap_err().to_string();
+    assert!(e.contains("tiny.gguf") && e.contains("training context 64"), "{e}");
+    assert!(profile_model(&f, &ProfileOptions { contexts: vec![0, 63], passes: 1, ..quick() }).is_ok());
 }
 
 #[test]

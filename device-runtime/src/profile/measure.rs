@@ -365,22 +365,29 @@ pub(crate) fn tokens(n: usize, n_vocab: usize) -> Vec<u32> {
     (0..n).map(|i| ((i * 7919 + 13) % n_vocab) as u32).collect()
 }
 
-/// A temporary folder for exported models (`std::env::temp_dir()/edgerun-{what}-{pid}`), removed on drop.
+/// A temporary folder for exported models (`std::env::temp_dir()/edgerun-{what}-{pid}-{n}`, `n` counting the
+/// folders of this process, so that profiles and validations running at once never share one), removed on
+/// drop. It holds one exported model at a time (for SmolLM2 at Q8_0, 138 MiB), removed once loaded.
 pub(crate) struct ExportDir {
     dir: std::path::PathBuf,
     base: &'static str,
 }
 
+/// Folders made by [`ExportDir::new`] in this process.
+static EXPORT_DIRS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl ExportDir {
     /// Create the folder. Errors: [`ProfileError::Io`] naming it.
     pub(crate) fn new(what: &'static str) -> Result<ExportDir, ProfileError> {
-        let dir = std::env::temp_dir().join(format!("edgerun-{what}-{}", std::process::id()));
+        let n = EXPORT_DIRS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("edgerun-{what}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| ProfileError::Io { file: dir.display().to_string(), source: e })?;
         Ok(ExportDir { dir, base: what })
     }
 
     /// `cfg` of `base` exported at `quant` to a GGUF file in the folder with [`export_subnet`] and loaded
-    /// with [`Model::load`] (memory-mapped, as a user's model is; the file is removed, the mapping stays).
+    /// with [`Model::load`] (memory-mapped, as a user's model is; the file is removed, the mapping stays on
+    /// Unix; where a mapped file cannot be removed it goes with the folder or stays in the temp folder).
     ///
     /// Errors: [`ProfileError::Subnet`] (export), [`ProfileError::Engine`] (load).
     pub(crate) fn load(&self, base: &GgufFile, cfg: &SubnetConfig, quant: ExportQuant, provenance: &Provenance) -> Result<Model, ProfileError> {
@@ -511,8 +518,12 @@ const DECODE_VOCAB: Option<usize> = None;
 
 /// Measure a device profile for sub-networks of the model in `base` (see the module docs for the method).
 ///
+/// Writes one temporary GGUF file, the base model exported at `o.quant` for the reference (see
+/// [`reference_model`]), and removes it.
+///
 /// Errors: [`ProfileError::Invalid`] (options: unknown quantization or backend, lengths above the engine's
-/// batch size, empty lists), [`ProfileError::Budget`], and engine / quantization errors.
+/// batch size, empty lists, a context at or above the model's training context), [`ProfileError::Budget`],
+/// [`ProfileError::Subnet`] / [`ProfileError::Io`] (the reference's export), and engine / quantization errors.
 pub fn profile_model(base: &GgufFile, o: &ProfileOptions) -> Result<Profile, ProfileError> {
     let b = ModelBuilder::new(base, &o.quant)?;
     let c = b.config.clone();
@@ -524,6 +535,15 @@ pub fn profile_model(base: &GgufFile, o: &ProfileOptions) -> Result<Profile, Pro
     };
     check_list("contexts", &o.contexts)?;
     check_list("prompt lengths", &o.lengths)?;
+    let max_c = *o.contexts.last().unwrap();
+    if c.n_ctx_train > 0 && max_c >= c.n_ctx_train {
+        return Err(ProfileError::Invalid(format!(
+            "{}: decode context {max_c} needs {} tokens of KV cache, above the model's training context {} (use smaller --contexts)",
+            base.name(),
+            max_c + 1,
+            c.n_ctx_train
+        )));
+    }
     let n_batch = SessionOptions::default().n_batch;
     if o.lengths[0] == 0 || *o.lengths.last().unwrap() > n_batch {
         return Err(ProfileError::Invalid(format!("prompt lengths {:?} must lie in 1..={n_batch} (the engine's batch)", o.lengths)));
@@ -563,7 +583,10 @@ pub fn profile_model(base: &GgufFile, o: &ProfileOptions) -> Result<Profile, Pro
 /// of 70 decodes, 2026-12-07; the KV-cache size made no difference), which biased every prediction for the
 /// exported sub-networks the search picks and `--validate` times (docs/PERFORMANCE.md, "Device profiles").
 ///
-/// Errors: [`ProfileError::Subnet`] (export), engine and quantization errors.
+/// The 4.5% was measured on the CPU engine; on wgpu the weights are uploaded to the device either way.
+///
+/// Errors: [`ProfileError::Io`] (the temporary folder), [`ProfileError::Subnet`] (export),
+/// [`ProfileError::Invalid`] (no base block holds the largest shape), engine and quantization errors.
 fn reference_model(base: &GgufFile, b: &ModelBuilder, quant: &str, n_ctx: usize, n_batch: usize) -> Result<Model, ProfileError> {
     let c = &b.config;
     let max_kv = c.n_kv_heads.iter().copied().max().unwrap_or(0);

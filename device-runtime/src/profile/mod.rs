@@ -110,7 +110,7 @@ pub enum ProfileError {
     /// The base model's configuration is unusable.
     #[error(transparent)]
     Arch(#[from] crate::arch::ArchError),
-    /// Exporting a validation sub-network failed.
+    /// Exporting a model failed: the profile's reference (the base model) or a validation sub-network.
     #[error(transparent)]
     Subnet(#[from] crate::subnet::SubnetError),
     /// Dequantizing or quantizing weights failed.
@@ -257,8 +257,9 @@ pub struct DecodeTables {
     pub attention: Vec<AttentionRow>,
     /// FFN part of one block, per width (`FFN_STEP, 2*FFN_STEP, ..`, and the model's width).
     pub ffn: Vec<FfnRow>,
-    /// The base model itself (all blocks, full shapes) timed end to end in the same passes as the parts, one
-    /// entry per context: calibrates the sum of the parts (see [`LatencyModel`]). Schema 3; empty in schema-2
+    /// The reference timed end to end in the same passes as the parts, one entry per context: `n_layers`
+    /// blocks at the largest KV-head count and FFN width (for a uniform base such as SmolLM2 the base model
+    /// itself, loaded from its export): calibrates the sum of the parts (see [`LatencyModel`]). Schema 3; empty in schema-2
     /// files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reference: Vec<Stat>,
