@@ -50,7 +50,6 @@ while [ "$done_steps" -lt "$steps" ]; do
   "$bin/llamanas" finetune "$run/supernet" --data "$assets/data/alpaca_en_demo.json" --steps "$steps" --seq-len 256 \
     --batch 1 --lr 1e-4 --warmup 10 --random-subnets 0 --distill-weight 0.5 --save-every 25 \
     --max-steps-this-run "$seg" --out "$run/ft" --resume
-  done_steps=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["step"])' "$run/ft/checkpoints/latest.json")
-  ck=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["dir"])' "$run/ft/checkpoints/latest.json")
+  read -r done_steps ck < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["step"], d["dir"])' "$run/ft/checkpoints/latest.json")
   score "$done_steps" "$run/ft/checkpoints/$ck/supernet.gguf"
 done

@@ -562,7 +562,7 @@ pub fn profile_model(base: &GgufFile, o: &ProfileOptions) -> Result<Profile, Pro
     let passes = o.passes.max(1);
     let mut timer = Timer::new(o, total * passes);
     timer.bar.set_message("export the base model");
-    let reference = reference_model(base, &b, &o.quant, o.contexts.last().unwrap() + 1, *o.lengths.last().unwrap())?;
+    let reference = reference_model(base, &b, &o.quant, max_c + 1, *o.lengths.last().unwrap())?;
     let mut all = Vec::with_capacity(passes);
     for _ in 0..passes {
         all.push(measure_pass(base, o, &b, &runner, &groups, &reference, &mut timer)?);
@@ -595,13 +595,22 @@ fn reference_model(base: &GgufFile, b: &ModelBuilder, quant: &str, n_ctx: usize,
         let q: ExportQuant = quant.parse().map_err(ProfileError::Invalid)?;
         return ExportDir::new("profile")?.load(base, &c.full_subnet(), q, &Provenance::for_base(base));
     }
-    let ok: Vec<usize> = (0..c.n_layers).filter(|&l| c.n_kv_heads[l] >= max_kv && c.ffn[l] >= max_ffn).collect();
-    if ok.is_empty() {
-        return Err(ProfileError::Invalid("no base block holds the largest KV-head count and FFN width".into()));
-    }
-    let full: Vec<BlockSpec> =
-        (0..c.n_layers).map(|i| BlockSpec { base_layer: ok[i % ok.len()], kv_heads: max_kv, ffn: max_ffn }).collect();
+    let holds = |l: usize| c.n_kv_heads[l] >= max_kv && c.ffn[l] >= max_ffn;
+    let full: Vec<BlockSpec> = blocks_holding(c, &holds, c.n_layers, "the largest KV-head count and FFN width")?
+        .into_iter()
+        .map(|l| BlockSpec { base_layer: l, kv_heads: max_kv, ffn: max_ffn })
+        .collect();
     b.build(&full, None, n_ctx.max(n_batch))
+}
+
+/// `n` base block indices whose shape holds a part (`pred`), cycling through them in order: the blocks a part
+/// or reference model takes its weights from. Errors: [`ProfileError::Invalid`] "no base block holds `what`".
+fn blocks_holding(c: &ModelConfig, pred: &dyn Fn(usize) -> bool, n: usize, what: &str) -> Result<Vec<usize>, ProfileError> {
+    let ok: Vec<usize> = (0..c.n_layers).filter(|&l| pred(l)).collect();
+    if ok.is_empty() {
+        return Err(ProfileError::Invalid(format!("no base block holds {what}")));
+    }
+    Ok((0..n).map(|i| ok[i % ok.len()]).collect())
 }
 
 /// The CPU's direct timings on full-size tensors: (output head, final norm, prefill embedding per length,
@@ -660,13 +669,7 @@ fn measure_pass(
     let n_batch = SessionOptions::default().n_batch;
     let max_kv = c.n_kv_heads.iter().copied().max().unwrap_or(0);
     let max_ffn = c.ffn.iter().copied().max().unwrap_or(0);
-    let with = |pred: &dyn Fn(usize) -> bool, n: usize| -> Result<Vec<usize>, ProfileError> {
-        let ok: Vec<usize> = (0..c.n_layers).filter(|&l| pred(l)).collect();
-        if ok.is_empty() {
-            return Err(ProfileError::Invalid("no base block holds the part".into()));
-        }
-        Ok((0..n).map(|i| ok[i % ok.len()]).collect())
-    };
+    let with = |pred: &dyn Fn(usize) -> bool, n: usize| blocks_holding(c, pred, n, "the part");
     let widths = ffn_widths(max_ffn);
     let dl = if o.decode_layers == 0 { c.n_layers } else { o.decode_layers };
 
