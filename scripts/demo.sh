@@ -3,9 +3,11 @@
 #
 #   scripts/demo.sh [--quick] [--fresh]    writes runs/demo/ (or runs/demo-quick/): report.md, pareto.svg, ...
 #
-# Stages: fetch assets -> build -> import (importance ordering) -> device profile (committed one if it matches this
-# machine, else measured) -> InstaTune fine-tuning -> LINAS search (ARC-Easy accuracy, decode latency from the
-# profile, Q8_0 size) -> export the Pareto sub-networks as Q8_0 GGUF -> edgerun bench + generate + PIQA -> report.
+# Stages: fetch assets -> build -> import (importance ordering, calibration statistics on c4/wiki text) -> device
+# profile (committed one if it matches this machine, else measured) -> InstaTune fine-tuning -> calibration
+# statistics of the fine-tuned weights -> LINAS search (ARC-Easy accuracy of reconstructed sub-networks, decode
+# latency from the profile, Q8_0 size) -> export the reconstructed Pareto sub-networks as Q8_0 GGUF -> edgerun
+# bench + generate + PIQA -> report.
 # Every stage keeps its outputs; running the script again resumes after the last finished stage (--fresh starts over).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,11 +29,11 @@ threads=2
 space=${LLAMANAS_SPACE:-configs/smollm2-135m-demo.space.json}
 if [ "$quick" = 1 ]; then
   run=${LLAMANAS_RUN_DIR:-runs/demo-quick}
-  calib_tokens=1024; ft_steps=4; ft_seq=64; ft_batch=1; ft_lr=1e-4
+  calib_tokens=2048; recalib_tokens=2048; ft_steps=4; ft_seq=64; ft_batch=1; ft_lr=1e-4
   evals=8; population=4; limit=24; arc_limit=24; piqa_limit=24; max_export=3; ntok=16; reps=2; ppl_chunks=2
 else
   run=${LLAMANAS_RUN_DIR:-runs/demo}
-  calib_tokens=4096; ft_steps=60; ft_seq=64; ft_batch=1; ft_lr=1e-4
+  calib_tokens=131072; recalib_tokens=65536; ft_steps=60; ft_seq=64; ft_batch=1; ft_lr=1e-4
   evals=40; population=10; limit=100; arc_limit=300; piqa_limit=200; max_export=4; ntok=64; reps=3; ppl_chunks=8
 fi
 [ "$fresh" = 1 ] && rm -rf "$run"
@@ -56,7 +58,7 @@ else
 fi
 edgerun="$bin/edgerun"; llamanas="$bin/llamanas"
 
-stage 3/9 "import: super-network with importance ordering ($calib_tokens calibration tokens)"
+stage 3/9 "import: super-network with importance ordering and calibration statistics ($calib_tokens tokens of c4/wiki text)"
 if ! is_done import; then
   "$llamanas" import "$base" --out "$run/supernet" --space "$space" --calib-tokens "$calib_tokens" \
     --threads "$threads" --force
@@ -83,6 +85,11 @@ if ! is_done finetune; then
   done_mark finetune
 fi
 sn="$run/supernet-ft"
+# Reconstruction refits sub-networks from statistics of the weights it refits: measure the fine-tuned ones.
+if ! is_done calibrate; then
+  "$llamanas" calibrate "$sn" --calib-tokens "$recalib_tokens" --threads "$threads"
+  done_mark calibrate
+fi
 
 stage 6/9 "LINAS search: ARC-Easy accuracy ($limit items), decode latency (profile), Q8_0 size; $evals evaluations"
 if ! is_done search; then

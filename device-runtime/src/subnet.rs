@@ -56,6 +56,21 @@ pub const KEY_VERSION: &str = "llamanas.version";
 pub const KEY_RUN: &str = "llamanas.search.run";
 /// `llamanas.search.objectives`: the sub-network's objectives in that run, as a JSON object (optional).
 pub const KEY_OBJECTIVES: &str = "llamanas.search.objectives";
+/// `llamanas.reconstruction`: how the tensors that read pruned activations were refit ([`Reconstruction::method`]);
+/// absent when the sliced weights were kept as they are.
+pub const KEY_RECONSTRUCTION: &str = "llamanas.reconstruction";
+
+/// Tensors of a sub-network that replace the sliced base tensors (calibration reconstruction: `ffn_down` and
+/// `attn_output` refit to the kept neurons and heads; computed by the host's `llamanas::reconstruct`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reconstruction {
+    /// What was done, written to [`KEY_RECONSTRUCTION`] (e.g. `least-squares ffn_down,attn_output; damp 0.01;
+    /// calibration 131072 tokens of c4_demo.jsonl,wiki_demo.txt`).
+    pub method: String,
+    /// Output tensor name (blocks renumbered, e.g. `blk.3.ffn_down.weight`) -> f32 values in ggml order
+    /// (`dims[0]` elements per row), exactly as many as the planned tensor has.
+    pub tensors: HashMap<String, Vec<f32>>,
+}
 
 /// Errors of sub-network extraction. Every message names the base file, the sub-network or the tensor.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +102,20 @@ pub enum SubnetError {
         /// What is wrong.
         reason: String,
     },
+    /// A reconstructed tensor does not fit the plan (unknown name, wrong element count) or holds a
+    /// non-finite value: nothing is built or written.
+    #[error("sub-network {id}: reconstructed tensor {tensor:?}: {reason}")]
+    Reconstruction {
+        /// [`SubnetConfig::id`].
+        id: String,
+        /// The output tensor.
+        tensor: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Building the in-memory model failed ([`ExportPlan::build_model`]).
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
     /// Dequantizing or quantizing a tensor failed.
     #[error("tensor {tensor:?}: {source}")]
     Quant {
@@ -235,6 +264,7 @@ pub struct ExportPlan<'f> {
     arch: String,
     metadata: Vec<(String, MetaValue)>,
     tensors: Vec<PlannedTensor>,
+    replaced: HashMap<String, Vec<f32>>,
 }
 
 /// What [`ExportPlan::write`] did.
@@ -258,6 +288,8 @@ pub struct ExportReport {
     pub tensor_types: Vec<(GgmlType, usize)>,
     /// Tensors whose blocks were copied unchanged from the base.
     pub copied_tensors: usize,
+    /// Whether tensors were replaced by a [`Reconstruction`].
+    pub reconstructed: bool,
 }
 
 /// The exact size in bytes of the GGUF file [`export_subnet`] writes for `cfg` at `quant` from `base`, with
@@ -479,7 +511,48 @@ impl<'f> ExportPlan<'f> {
         if let Some(obj) = &provenance.objectives {
             w.add_metadata(KEY_OBJECTIVES, MetaValue::String(obj.to_string()));
         }
-        Ok(ExportPlan { base, cfg: cfg.clone(), quant, arch, metadata: w.metadata().to_vec(), tensors })
+        Ok(ExportPlan {
+            base,
+            cfg: cfg.clone(),
+            quant,
+            arch,
+            metadata: w.metadata().to_vec(),
+            tensors,
+            replaced: HashMap::new(),
+        })
+    }
+
+    /// Replace planned tensors by reconstructed values (quantized to each tensor's planned type when built)
+    /// and record [`Reconstruction::method`] under [`KEY_RECONSTRUCTION`]. An empty reconstruction changes
+    /// nothing (no key is added).
+    ///
+    /// Errors: [`SubnetError::Reconstruction`] for a name that is not a planned tensor, a wrong element count
+    /// or a non-finite value (checked before anything is built).
+    pub fn with_reconstruction(mut self, r: Reconstruction) -> Result<ExportPlan<'f>, SubnetError> {
+        if r.tensors.is_empty() {
+            return Ok(self);
+        }
+        let err = |tensor: &str, reason: String| SubnetError::Reconstruction { id: self.cfg.id(), tensor: tensor.to_owned(), reason };
+        for (name, v) in &r.tensors {
+            let Some(t) = self.tensors.iter().find(|t| &t.name == name) else {
+                return Err(err(name, "not a tensor of this sub-network".into()));
+            };
+            let n: u64 = t.dims.iter().product();
+            if v.len() as u64 != n {
+                return Err(err(name, format!("{} values for dims {:?} ({n} elements)", v.len(), t.dims)));
+            }
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                return Err(err(name, format!("value {i} is {} (non-finite): the reconstruction failed", v[i])));
+            }
+        }
+        self.metadata.push((KEY_RECONSTRUCTION.to_owned(), MetaValue::String(r.method)));
+        self.replaced = r.tensors;
+        Ok(self)
+    }
+
+    /// Whether any tensor was replaced by [`ExportPlan::with_reconstruction`].
+    pub fn is_reconstructed(&self) -> bool {
+        !self.replaced.is_empty()
     }
 
     /// `llama` or `deci`.
@@ -508,6 +581,10 @@ impl<'f> ExportPlan<'f> {
     /// dequantized, sliced and re-quantized rows.
     /// The flag says whether the blocks were copied unchanged.
     fn tensor_data(&self, t: &PlannedTensor) -> Result<(Cow<'f, [u8]>, bool), SubnetError> {
+        let qerr = |source| SubnetError::Quant { tensor: t.name.clone(), source };
+        if let Some(v) = self.replaced.get(&t.name) {
+            return Ok((Cow::Owned(quant::quantize(t.ty, v).map_err(qerr)?), false));
+        }
         let base: &'f GgufFile = self.base;
         let src = &base.tensors()[t.src];
         let data = base.tensor_data(src);
@@ -530,7 +607,6 @@ impl<'f> ExportPlan<'f> {
             }
             return Ok((Cow::Owned(out), true));
         }
-        let qerr = |source| SubnetError::Quant { tensor: t.name.clone(), source };
         let mut row = vec![0f32; row_len];
         let mut f = Vec::with_capacity(keep_rows * keep_cols);
         for r in 0..keep_rows {
@@ -574,6 +650,7 @@ impl<'f> ExportPlan<'f> {
             predicted_bytes,
             tensor_types,
             copied_tensors: copied,
+            reconstructed: self.is_reconstructed(),
         })
     }
 
@@ -589,6 +666,39 @@ impl<'f> ExportPlan<'f> {
     /// Errors: [`SubnetError::Quant`] (not expected after `new`).
     pub fn build_tensors(&self) -> Result<Vec<(String, Vec<u64>, GgmlType, Cow<'f, [u8]>)>, SubnetError> {
         self.tensors.iter().map(|t| Ok((t.name.clone(), t.dims.clone(), t.ty, self.tensor_data(t)?.0))).collect()
+    }
+
+    /// The sub-network as an engine [`Model`] in memory, without writing a file: the tensors of
+    /// [`ExportPlan::build_tensors`] (byte for byte those [`ExportPlan::write`] writes) concatenated into one
+    /// buffer, the hyper-parameters from the base's metadata and the sub-network's per-layer shapes. This is
+    /// what the search scores and what `llamanas eval --subnet` runs.
+    ///
+    /// Errors: [`SubnetError::Quant`] (not expected after `new`), [`SubnetError::Engine`] (a tensor the
+    /// engine refuses), [`SubnetError::Arch`].
+    pub fn build_model(&self) -> Result<crate::engine::Model, SubnetError> {
+        use crate::engine::{EngineConfig, LayerShape, Model, TensorRef};
+        let mc = ModelConfig::from_gguf(self.base)?;
+        let tensors = self.build_tensors()?;
+        let total: usize = tensors.iter().map(|t| t.3.len()).sum();
+        let mut buf = Vec::with_capacity(total);
+        let mut refs = HashMap::with_capacity(tensors.len());
+        for (name, dims, ty, data) in &tensors {
+            let dims = dims.iter().map(|&d| d as usize).collect();
+            refs.insert(name.clone(), TensorRef { name: name.clone(), ty: *ty, dims, offset: buf.len(), len: data.len() });
+            buf.extend_from_slice(data);
+        }
+        drop(tensors);
+        let mut config = EngineConfig::from_model_config(&mc);
+        let n_heads = self.cfg.n_heads(&mc);
+        config.layers = (0..self.cfg.layers.len())
+            .map(|i| LayerShape { n_head: n_heads[i], n_head_kv: self.cfg.kv_heads[i], n_ff: self.cfg.ffn[i] })
+            .collect();
+        Ok(Model::from_parts(config, Box::new(buf), &|n| refs.get(n).cloned())?)
+    }
+
+    /// The sub-network of this plan.
+    pub fn subnet(&self) -> &SubnetConfig {
+        &self.cfg
     }
 }
 

@@ -19,17 +19,19 @@
 //!   ([`Logits::From`]), and the documents are split into one contiguous shard per thread, each scored by a
 //!   one-thread session (small batches do not pay for thread synchronization).
 //!
-//! [`Scorer`] scores sub-networks of a super-network without writing files: [`subnet_model`] slices the
-//! base GGUF in memory ([`ExportPlan::build_tensors`]) into a [`Model`].
+//! [`Scorer`] scores sub-networks of a super-network without writing files: [`subnet_model`] slices (and
+//! reconstructs) the base GGUF in memory ([`device_runtime::subnet::ExportPlan::build_model`]) into a [`Model`].
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use device_runtime::arch::{ModelConfig, SubnetConfig};
-use device_runtime::engine::{EngineConfig, EngineError, LayerShape, Logits, Model, Session, SessionOptions, TensorRef, ops};
+use device_runtime::engine::{EngineError, Logits, Model, Session, SessionOptions, ops};
 use device_runtime::gguf::{GgmlType, GgufFile};
-use device_runtime::subnet::{ExportPlan, ExportQuant, Provenance, SubnetError};
+use device_runtime::subnet::{ExportQuant, Provenance, SubnetError};
+
+use crate::reconstruct::Reconstructor;
 use device_runtime::tokenizer::{Tokenizer, TokenizerError};
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +58,9 @@ pub enum EvalError {
     /// Slicing the sub-network failed.
     #[error(transparent)]
     Subnet(#[from] SubnetError),
+    /// Building or reconstructing the sub-network failed ([`crate::reconstruct`]).
+    #[error("{0:#}")]
+    Reconstruct(anyhow::Error),
     /// Tokenizing failed.
     #[error("{file}: tokenizer: {source}")]
     Tokenizer {
@@ -443,39 +448,17 @@ pub fn native_quant(base: &GgufFile) -> Result<ExportQuant, EvalError> {
     })
 }
 
-/// Build the [`Model`] of sub-network `cfg` of `base` in memory (no file written): the tensors of
-/// [`ExportPlan::build_tensors`] at `quant` (the base's own type with [`native_quant`]: blocks copied
-/// unchanged) concatenated into one buffer. The base's metadata gives the hyper-parameters.
+/// Build the [`Model`] of sub-network `cfg` of `base` in memory (no file written) through the one
+/// sub-network builder ([`crate::reconstruct::plan`], then [`ExportPlan::build_model`]): the tensors at
+/// `quant` (the base's own type with [`native_quant`]: blocks copied unchanged), reconstructed when `recon` is
+/// given, byte for byte what `llamanas export` writes.
 ///
 /// Errors: [`EvalError::Subnet`] (invalid sub-network, FFN width not a multiple of the block size, ...),
-/// [`EvalError::Engine`].
-pub fn subnet_model(base: &GgufFile, cfg: &SubnetConfig, quant: ExportQuant) -> Result<Model, EvalError> {
-    let mc = ModelConfig::from_gguf(base)?;
-    let plan = ExportPlan::new(base, cfg, quant, &Provenance { base_sha256: String::new(), run: None, objectives: None })?;
-    let tensors = plan.build_tensors()?;
-    let total: usize = tensors.iter().map(|t| t.3.len()).sum();
-    let mut buf = Vec::with_capacity(total);
-    let mut refs = std::collections::HashMap::new();
-    for (name, dims, ty, data) in &tensors {
-        refs.insert(
-            name.clone(),
-            TensorRef {
-                name: name.clone(),
-                ty: *ty,
-                dims: dims.iter().map(|&d| d as usize).collect(),
-                offset: buf.len(),
-                len: data.len(),
-            },
-        );
-        buf.extend_from_slice(data);
-    }
-    drop(tensors);
-    let mut config = EngineConfig::from_model_config(&mc);
-    let n_heads = cfg.n_heads(&mc);
-    config.layers = (0..cfg.layers.len())
-        .map(|i| LayerShape { n_head: n_heads[i], n_head_kv: cfg.kv_heads[i], n_ff: cfg.ffn[i] })
-        .collect();
-    Ok(Model::from_parts(config, Box::new(buf), &|n| refs.get(n).cloned())?)
+/// [`EvalError::Reconstruct`], [`EvalError::Engine`].
+pub fn subnet_model(base: &GgufFile, cfg: &SubnetConfig, quant: ExportQuant, recon: Option<&Reconstructor>) -> Result<Model, EvalError> {
+    let prov = Provenance { base_sha256: String::new(), run: None, objectives: None };
+    let plan = crate::reconstruct::plan(base, cfg, quant, &prov, recon).map_err(EvalError::Reconstruct)?;
+    Ok(plan.build_model()?)
 }
 
 /// Scores sub-networks of one super-network (or base GGUF) on a fixed set of tasks: the data is loaded and
@@ -487,6 +470,7 @@ pub struct Scorer {
     threads: usize,
     n_ctx: usize,
     quant: ExportQuant,
+    recon: Option<Reconstructor>,
 }
 
 impl Scorer {
@@ -519,7 +503,7 @@ impl Scorer {
         let n_ctx = need.clamp(1, cap);
         let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
         let quant = native_quant(&base)?;
-        Ok(Scorer { base, path: supernet_gguf.to_path_buf(), tasks, threads, n_ctx, quant })
+        Ok(Scorer { base, path: supernet_gguf.to_path_buf(), tasks, threads, n_ctx, quant, recon: None })
     }
 
     /// Quantize every sub-network to `quant` in memory before scoring (e.g. Q8_0 for speed on an F32
@@ -527,6 +511,17 @@ impl Scorer {
     pub fn with_quant(mut self, quant: ExportQuant) -> Scorer {
         self.quant = quant;
         self
+    }
+
+    /// Reconstruct every sub-network with `recon` before scoring ([`crate::reconstruct`]).
+    pub fn with_reconstruction(mut self, recon: Option<Reconstructor>) -> Scorer {
+        self.recon = recon;
+        self
+    }
+
+    /// The reconstructor in use, if any.
+    pub fn reconstructor(&self) -> Option<&Reconstructor> {
+        self.recon.as_ref()
     }
 
     /// The file being scored.
@@ -548,7 +543,7 @@ impl Scorer {
     ///
     /// Errors: [`EvalError::Subnet`] (a sub-network the slicer refuses), [`EvalError::Engine`].
     pub fn score(&self, cfg: &SubnetConfig) -> Result<Vec<TaskScore>, EvalError> {
-        let model = subnet_model(&self.base, cfg, self.quant)?;
+        let model = subnet_model(&self.base, cfg, self.quant, self.recon.as_ref())?;
         self.score_model(&model, &|_, _| {})
     }
 

@@ -55,6 +55,11 @@ pub struct ExportArgs {
     pub out: PathBuf,
     /// Print one JSON object per exported file instead of text.
     pub json: bool,
+    /// Reconstruction ([`crate::reconstruct::Mode`]): by default whenever the super-network folder has
+    /// calibration statistics.
+    pub reconstruct: crate::reconstruct::Mode,
+    /// Accept sub-networks outside the super-network's search space (the pruning baselines).
+    pub any_subnet: bool,
 }
 
 /// The base model's GGUF: `input` itself, or `input/supernet.gguf` for a super-network folder.
@@ -156,12 +161,15 @@ pub fn run(args: &ExportArgs) -> Result<Vec<ExportReport>> {
     let base_path = base_gguf(&args.input)?;
     let base = GgufFile::open(&base_path).with_context(|| format!("opening the base model {}", base_path.display()))?;
     let jobs = jobs(&args.source)?;
-    check_in_space(&args.input, &jobs)?;
+    if !args.any_subnet {
+        check_in_space(&args.input, &jobs)?;
+    }
+    let recon = crate::reconstruct::Reconstructor::for_mode(&base_path, args.reconstruct)?;
     let sha = Provenance::sha256_hex(base.bytes());
-    let mut plans = Vec::with_capacity(jobs.len());
+    let mut plans: Vec<(ExportPlan, PathBuf, String)> = Vec::with_capacity(jobs.len());
     for job in &jobs {
         let prov = Provenance { base_sha256: sha.clone(), run: job.run.clone(), objectives: job.objectives.clone() };
-        let plan = ExportPlan::new(&base, &job.cfg, args.quant, &prov)
+        let plan = crate::reconstruct::plan(&base, &job.cfg, args.quant, &prov, recon.as_ref())
             .with_context(|| format!("{}: cannot export sub-network {}", base_path.display(), job.cfg.id()))?;
         let path = out_path(&args.out, jobs.len(), &base_path, &job.cfg.id(), args.quant)?;
         plans.push((plan, path, job.cfg.id()));
@@ -191,7 +199,7 @@ fn print_report(r: &ExportReport, quant: ExportQuant, secs: f64, json: bool) {
     let types: Vec<String> = r.tensor_types.iter().map(|(t, n)| format!("{n} {t}")).collect();
     if json {
         let v = serde_json::json!({
-            "path": r.path, "subnet_id": r.subnet_id, "arch": r.arch, "quant": quant.name(),
+            "path": r.path, "subnet_id": r.subnet_id, "arch": r.arch, "quant": quant.name(), "reconstructed": r.reconstructed,
             "n_layers": r.n_layers, "params": r.params, "size_bytes": r.size_bytes,
             "predicted_bytes": r.predicted_bytes, "tensor_types": types, "copied_tensors": r.copied_tensors,
             "seconds": secs,
@@ -199,12 +207,13 @@ fn print_report(r: &ExportReport, quant: ExportQuant, secs: f64, json: bool) {
         println!("{v}");
     } else {
         println!(
-            "{}: sub-network {} ({}, {} layers, {:.1} M params, {quant})\n  size {:.2} MiB ({} bytes), predicted {} bytes{}\n  tensors: {} ({} copied unchanged); {:.1} s",
+            "{}: sub-network {} ({}, {} layers, {:.1} M params, {quant}{})\n  size {:.2} MiB ({} bytes), predicted {} bytes{}\n  tensors: {} ({} copied unchanged); {:.1} s",
             r.path.display(),
             r.subnet_id,
             r.arch,
             r.n_layers,
             r.params as f64 / 1e6,
+            if r.reconstructed { ", reconstructed" } else { "" },
             r.size_bytes as f64 / (1024.0 * 1024.0),
             r.size_bytes,
             r.predicted_bytes,

@@ -26,6 +26,9 @@ use device_runtime::engine::ActivationObserver;
 
 /// Definition of the FFN score, as recorded in `supernet.json`.
 pub const FFN_SCORE: &str = "mean_t |silu(gate)*up|_j * ||ffn_down[:, j]||_2 (Minitron activation x weight norm)";
+/// Definition of the FFN order with `--order obs`, as recorded in `supernet.json` (the scores are removal costs).
+pub const FFN_OBS_SCORE: &str =
+    "greedy structured OBS: removal cost ||W_down[:, j]||^2 / [(C + 0.01 mean(diag C) I)^-1]_jj with least-squares refit of the rest";
 /// Definition of the KV-group score, as recorded in `supernet.json`.
 pub const KV_SCORE: &str = "mean_t ||attn_out_t[group g]||_2 * ||attn_output[:, group g]||_F";
 
@@ -160,6 +163,93 @@ pub fn descending_order(scores: &[f32]) -> Vec<usize> {
     p
 }
 
+/// Reconstruction-aware FFN neuron order by greedy structured OBS (the column-removal rule of Optimal Brain
+/// Surgeon / OBC as ZipLM and SlimGPT use it for structured pruning; Frantar & Alistarh 2022, "Optimal Brain
+/// Compression", eq. 3-4): starting from all `n` neurons, repeatedly remove the neuron `j` whose removal, with the
+/// remaining columns of `ffn_down` refit by least squares, raises the layer's output error the least,
+/// `cost_j = ||W[:, j]||² / [H]_jj` with `H = (C + lambda I)^-1` restricted to the neurons still kept, then
+/// update `W -= W[:, j] H[j, :] / H_jj` and `H -= H[:, j] H[j, :] / H_jj`. The neurons in reverse order of
+/// removal: every prefix is the greedy choice for the reconstruction [`crate::reconstruct`] then applies.
+///
+/// `w`: `ffn_down` as `d` rows of `n` f32 (ggml `[n, d]`); `c`: the second-moment matrix of its input
+/// (`n x n` row-major, base order); `damp`: relative damping (`lambda = damp * mean(diag C)`). Returns the
+/// permutation (new index -> old neuron) and, per new index, the cost at which that neuron was removed (the
+/// most important neuron, never removed, gets `f32::MAX`, as JSON has no infinity). Cost `O(n³ + d n²)` in f64.
+///
+/// Errors: a statistic that is singular after damping (message from the Cholesky factorization).
+pub fn obs_ffn_order(w: &[f32], d: usize, n: usize, c: &[f32], damp: f64) -> Result<(Vec<usize>, Vec<f32>), String> {
+    assert_eq!(w.len(), d * n, "obs_ffn_order: weights");
+    assert_eq!(c.len(), n * n, "obs_ffn_order: statistic");
+    // H = (C + lambda I)^-1 = L^-T L^-1 from the damped Cholesky inverse.
+    let linv = crate::reconstruct::damped_cholesky_inverse(c, n, damp).map_err(|e| format!("{e:#}"))?;
+    let mut h = vec![0f64; n * n];
+    // H[i][j] = sum_k Linv[k][i] Linv[k][j], k >= max(i, j).
+    for k in 0..n {
+        let row = &linv[k * n..k * n + k + 1];
+        for i in 0..=k {
+            let a = row[i] as f64;
+            if a == 0.0 {
+                continue;
+            }
+            let hi = &mut h[i * n..i * n + k + 1];
+            for (x, &b) in hi.iter_mut().zip(row) {
+                *x += a * b as f64;
+            }
+        }
+    }
+    let mut wt: Vec<f64> = vec![0.0; n * d]; // column-major W: wt[j*d + r] = W[r][j]
+    for r in 0..d {
+        for j in 0..n {
+            wt[j * d + r] = w[r * n + j] as f64;
+        }
+    }
+    let mut alive = vec![true; n];
+    let mut removed = Vec::with_capacity(n);
+    let mut costs = Vec::with_capacity(n);
+    for _ in 0..n.saturating_sub(1) {
+        let mut best = (f64::INFINITY, usize::MAX);
+        for j in 0..n {
+            if !alive[j] {
+                continue;
+            }
+            let hjj = h[j * n + j];
+            let norm: f64 = wt[j * d..(j + 1) * d].iter().map(|x| x * x).sum();
+            let cost = if hjj > 0.0 { norm / hjj } else { f64::INFINITY };
+            if cost < best.0 || best.1 == usize::MAX {
+                best = (cost, j);
+            }
+        }
+        let (cost, j) = best;
+        let hjj = h[j * n + j];
+        if hjj > 0.0 {
+            let hj: Vec<f64> = h[j * n..(j + 1) * n].to_vec();
+            let wj: Vec<f64> = wt[j * d..(j + 1) * d].to_vec();
+            for k in 0..n {
+                if !alive[k] || hj[k] == 0.0 {
+                    continue;
+                }
+                let f = hj[k] / hjj;
+                for (x, &y) in wt[k * d..(k + 1) * d].iter_mut().zip(&wj) {
+                    *x -= f * y;
+                }
+                for (x, &y) in h[k * n..(k + 1) * n].iter_mut().zip(&hj) {
+                    *x -= f * y;
+                }
+            }
+        }
+        alive[j] = false;
+        removed.push(j);
+        costs.push((cost as f32).min(f32::MAX));
+    }
+    if let Some(last) = (0..n).find(|&j| alive[j]) {
+        removed.push(last);
+        costs.push(f32::MAX);
+    }
+    removed.reverse();
+    costs.reverse();
+    Ok((removed, costs))
+}
+
 /// The query-head permutation that moves each query head with its KV group: with `g` query heads per group,
 /// new head `i*g + r` is old head `kv_perm[i]*g + r`.
 pub fn query_head_order(kv_perm: &[usize], g: usize) -> Vec<usize> {
@@ -257,6 +347,20 @@ mod tests {
         // attn_output with 2 groups of 2 columns, 1 row: [1, 2, 2, 0] -> group norms 3*... sqrt(5), 2.
         let s = kv_scores(&[1.0, 3.0], &[1.0, 2.0, 2.0, 0.0], 4, 2);
         assert!((s[0] - 5f32.sqrt()).abs() < 1e-6 && s[1] == 6.0, "{s:?}");
+    }
+
+    /// Three neurons, one output: h2 = h0 exactly (C singular but for the damping), W = [1, 0.1, 1]. Removing
+    /// neuron 0 costs almost nothing (neuron 2 takes its weight: 2), so it goes first although |W| is largest
+    /// (ties go to the lower index); then neuron 1 (weight 0.1, uncorrelated, cost 0.01) before neuron 2.
+    #[test]
+    fn obs_order_by_hand() {
+        let c = [1.0f32, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0];
+        let (order, costs) = obs_ffn_order(&[1.0, 0.1, 1.0], 1, 3, &c, 1e-6).unwrap();
+        assert_eq!(order, vec![2, 1, 0]);
+        assert!(costs[2] < 1e-3 && (costs[1] - 0.01).abs() < 1e-3 && costs[0] == f32::MAX, "{costs:?}");
+        // Magnitude-based scores would drop neuron 1 first and keep 0 and 2 (no refit could save the 0.1).
+        let (order, _) = obs_ffn_order(&[1.0, 0.1, 1.0], 1, 3, &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0], 1e-6).unwrap();
+        assert_eq!(order[2], 1);
     }
 
     #[test]

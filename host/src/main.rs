@@ -1,4 +1,4 @@
-//! `llamanas`: the host tool of the LLaMA-NAS toolkit (import, finetune, search, export, eval).
+//! `llamanas`: the host tool of the LLaMA-NAS toolkit (import, calibrate, finetune, search, prune, export, eval).
 //!
 //! Each stage is a subcommand; its logic lives in the `llamanas` library module of the same name.
 
@@ -35,9 +35,11 @@ enum Cmd {
         /// Keep the base order (no calibration; identity permutations).
         #[arg(long)]
         no_reorder: bool,
-        /// Calibration text: an Alpaca JSON list (.json) or a text file [default: $LLAMANAS_ASSETS/data/alpaca_en_demo.json].
-        #[arg(long, value_name = "FILE")]
-        calib: Option<PathBuf>,
+        /// Calibration text files, comma-separated: .jsonl (one {"text": ...} per line), .json (an Alpaca list,
+        /// rendered through the chat template) or plain text; the token budget is split evenly over them
+        /// [default: $LLAMANAS_ASSETS/data/c4_demo.jsonl,$LLAMANAS_ASSETS/data/wiki_demo.txt].
+        #[arg(long, value_name = "FILE[,FILE]", value_delimiter = ',')]
+        calib: Vec<PathBuf>,
         /// Calibration tokens.
         #[arg(long, value_name = "N", default_value_t = llamanas::store::import::DEFAULT_CALIB_TOKENS)]
         calib_tokens: usize,
@@ -55,6 +57,55 @@ enum Cmd {
         /// steps of 256, KV heads from 1].
         #[arg(long, value_name = "FILE")]
         space: Option<PathBuf>,
+        /// Do not write calib.gguf (the statistics reconstruction needs; 323 MB for SmolLM2-135M).
+        #[arg(long)]
+        no_calib_stats: bool,
+        /// FFN neuron order: `importance` (Minitron activation x weight norm) or `obs` (greedy structured OBS
+        /// with least-squares refit; docs/QUALITY.md compares them).
+        #[arg(long, value_enum, default_value = "importance")]
+        order: llamanas::store::import::NeuronOrder,
+    },
+    /// Measure the calibration statistics (calib.gguf) of a super-network folder's own weights, e.g. after
+    /// fine-tuning: reconstruction needs statistics of the weights it refits (docs/SUPERNET.md).
+    Calibrate {
+        /// The super-network folder.
+        dir: PathBuf,
+        /// Calibration text files, comma-separated (as for import) [default: c4_demo.jsonl,wiki_demo.txt].
+        #[arg(long, value_name = "FILE[,FILE]", value_delimiter = ',')]
+        calib: Vec<PathBuf>,
+        /// Calibration tokens.
+        #[arg(long, value_name = "N", default_value_t = llamanas::store::import::DEFAULT_CALIB_TOKENS)]
+        calib_tokens: usize,
+        /// Tokens per calibration sequence.
+        #[arg(long, value_name = "N", default_value_t = llamanas::store::import::DEFAULT_SEQ_LEN)]
+        seq_len: usize,
+        /// Engine threads (0: all CPUs).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+    },
+    /// Training-free pruning baselines at a target decode speed-up (ShortGPT layer dropping, uniform FFN
+    /// width): writes a sub-network JSON for `export --subnet ... --any-subnet` and `eval --subnet`.
+    Prune {
+        /// The super-network folder.
+        input: PathBuf,
+        /// The baseline.
+        #[arg(long, value_enum)]
+        method: llamanas::prune::Method,
+        /// Predicted decode speed-up to reach (e.g. 1.25).
+        #[arg(long, value_name = "X")]
+        target_speedup: f64,
+        /// Device profile giving the latencies.
+        #[arg(long, value_name = "PROFILE.json")]
+        profile: PathBuf,
+        /// Decode context (tokens in the KV cache) of the latency.
+        #[arg(long, default_value_t = 512)]
+        context: usize,
+        /// uniform-width: KV heads of every layer (default: the base's).
+        #[arg(long)]
+        kv_heads: Option<usize>,
+        /// The sub-network JSON to write.
+        #[arg(long, value_name = "CONFIG.json")]
+        out: PathBuf,
     },
     /// InstaTune super-network fine-tuning: full network + sampled sub-networks per step (docs/FINETUNE.md).
     Finetune(Box<finetune::cli::FinetuneArgs>),
@@ -83,6 +134,16 @@ enum Cmd {
         /// Print one JSON object per exported file.
         #[arg(long)]
         json: bool,
+        /// Require reconstruction (an error without calibration statistics); by default sub-networks are
+        /// reconstructed whenever the super-network folder has calib.gguf.
+        #[arg(long, conflicts_with = "no_reconstruct")]
+        reconstruct: bool,
+        /// Slice only: no reconstruction.
+        #[arg(long)]
+        no_reconstruct: bool,
+        /// Accept sub-networks outside the super-network's search space (e.g. `llamanas prune` baselines).
+        #[arg(long)]
+        any_subnet: bool,
     },
     /// Score a model, super-network or sub-network on benchmarks (lm-eval log-likelihood multiple choice) and
     /// the perplexity of a text file (docs/EVAL.md).
@@ -124,13 +185,20 @@ enum Cmd {
         /// continue a stopped run where it ended (docs/EVAL.md).
         #[arg(long, value_name = "FILE.jsonl")]
         cache: Option<PathBuf>,
+        /// Require reconstruction of --subnet (an error without calibration statistics); by default it is
+        /// reconstructed whenever the super-network folder has calib.gguf.
+        #[arg(long, conflicts_with = "no_reconstruct")]
+        reconstruct: bool,
+        /// Slice --subnet only: no reconstruction.
+        #[arg(long)]
+        no_reconstruct: bool,
     },
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Import { model, out, dtype, no_reorder, calib, calib_tokens, seq_len, threads, force, space } => {
+        Cmd::Import { model, out, dtype, no_reorder, calib, calib_tokens, seq_len, threads, force, space, no_calib_stats, order } => {
             use llamanas::store::import::{ImportOptions, run};
             let space = match space {
                 Some(p) => Some(llamanas::space::SearchSpace::load(&p)?),
@@ -148,6 +216,8 @@ fn main() -> Result<()> {
                 force,
                 progress: true,
                 space,
+                stats: !no_calib_stats,
+                order,
             };
             let t0 = std::time::Instant::now();
             let rep = run(&opts).with_context(|| format!("llamanas import to {}", out.display()))?;
@@ -163,12 +233,45 @@ fn main() -> Result<()> {
             );
             match &m.calibration {
                 Some(c) => println!(
-                    "  reordered by importance: {} calibration tokens ({}, {}) in {:.1} s ({:.0} tokens/s)",
-                    c.tokens, c.format, c.source, rep.calib_seconds, rep.calib_tokens_per_s
+                    "  calibration: {} tokens ({}, {}) in {:.1} s ({:.0} tokens/s); {}; statistics for reconstruction: {}",
+                    c.tokens,
+                    c.format,
+                    c.source,
+                    rep.calib_seconds,
+                    rep.calib_tokens_per_s,
+                    "reordered by importance",
+                    c.stats.as_deref().unwrap_or("none (--no-calib-stats)")
                 ),
-                None => println!("  base order kept (--no-reorder)"),
+                None => println!("  base order kept (--no-reorder), no calibration"),
             }
             println!("  total {:.1} s", t0.elapsed().as_secs_f64());
+            return Ok(());
+        }
+        Cmd::Calibrate { dir, calib, calib_tokens, seq_len, threads } => {
+            let (tokens, secs) = llamanas::store::import::calibrate_folder(&dir, &calib, calib_tokens, seq_len, threads, true)
+                .with_context(|| format!("llamanas calibrate {}", dir.display()))?;
+            println!(
+                "{}: calibration statistics of {} tokens in {secs:.1} s",
+                dir.join(llamanas::store::calib::STATS_NAME).display(),
+                tokens
+            );
+            return Ok(());
+        }
+        Cmd::Prune { input, method, target_speedup, profile, context, kv_heads, out } => {
+            let args = llamanas::prune::PruneArgs { input, method, target_speedup, profile, context, kv_heads, out: out.clone() };
+            let r = llamanas::prune::run(&args)?;
+            println!(
+                "{}: {:?} sub-network {} ({} layers, FFN {:?}, KV heads {:?}): predicted decode {:.3} -> {:.3} ms/token ({:.3}x)",
+                out.display(),
+                method,
+                r.config.id(),
+                r.config.layers.len(),
+                r.config.ffn.iter().min().copied().unwrap_or(0)..=r.config.ffn.iter().max().copied().unwrap_or(0),
+                r.config.kv_heads.iter().min().copied().unwrap_or(0)..=r.config.kv_heads.iter().max().copied().unwrap_or(0),
+                r.base_ms,
+                r.subnet_ms,
+                r.base_ms / r.subnet_ms
+            );
             return Ok(());
         }
         Cmd::Search(a) => {
@@ -190,16 +293,17 @@ fn main() -> Result<()> {
             );
             return Ok(());
         }
-        Cmd::Export { input, subnet, pareto, pick, quant, out, json } => {
+        Cmd::Export { input, subnet, pareto, pick, quant, out, json, reconstruct, no_reconstruct, any_subnet } => {
             let source = match (subnet, pareto, pick) {
                 (Some(c), _, _) => export::Source::Config(c),
                 (None, Some(path), Some(pick)) => export::Source::Pareto { path, pick },
                 _ => bail!("export: give --subnet CONFIG.json or --pareto PARETO.json --pick ID|all"),
             };
-            export::run(&export::ExportArgs { input, source, quant, out, json })?;
+            let reconstruct = llamanas::reconstruct::Mode::from_flags(reconstruct, no_reconstruct);
+            export::run(&export::ExportArgs { input, source, quant, out, json, reconstruct, any_subnet })?;
             return Ok(());
         }
-        Cmd::Eval { input, subnet, tasks, limit, seed, threads, quant, json, ppl, ppl_ctx, ppl_chunks, cache } => {
+        Cmd::Eval { input, subnet, tasks, limit, seed, threads, quant, json, ppl, ppl_ctx, ppl_chunks, cache, reconstruct, no_reconstruct } => {
             let tasks = data::TaskSpec::parse_list(&tasks)?;
             eval::cli::run(&eval::cli::EvalArgs {
                 input,
@@ -215,6 +319,7 @@ fn main() -> Result<()> {
                 ppl_chunks,
                 assets: None,
                 cache,
+                reconstruct: llamanas::reconstruct::Mode::from_flags(reconstruct, no_reconstruct),
             })?;
             return Ok(());
         }
@@ -277,6 +382,13 @@ struct SearchCli {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Require reconstruction of the scored sub-networks (an error without calibration statistics); by default
+    /// they are reconstructed whenever the super-network folder has calib.gguf.
+    #[arg(long, conflicts_with = "no_reconstruct")]
+    reconstruct: bool,
+    /// Score sliced sub-networks without reconstruction.
+    #[arg(long)]
+    no_reconstruct: bool,
 }
 
 fn search_cmd(a: SearchCli) -> Result<()> {
@@ -301,6 +413,7 @@ fn search_cmd(a: SearchCli) -> Result<()> {
         dry_run: a.dry_run,
         threads: a.threads,
         progress: !a.quiet,
+        reconstruct: llamanas::reconstruct::Mode::from_flags(a.reconstruct, a.no_reconstruct),
     };
     run_search(&args)?;
     Ok(())

@@ -7,6 +7,7 @@
 //!                   with --dtype f16; 1-D tensors stay F32), FFN neurons and KV groups reordered by importance;
 //!                   the base metadata plus `llamanas.supernet.*` keys
 //!   supernet.json   [`SupernetMeta`]: schema_version, base model facts, search space, neuron order, calibration
+//!   calib.gguf      calibration statistics of supernet.gguf's weights for reconstruction ([`calib`]; optional)
 //! ```
 //!
 //! Writes are atomic (temporary file in the folder + rename); `supernet.json` is written last, so a folder
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::space::SearchSpace;
 
+pub mod calib;
 pub mod import;
 
 /// Version of the `supernet.json` schema this crate writes and reads.
@@ -179,6 +181,13 @@ pub struct Calibration {
     pub ffn_score: String,
     /// Definition of the KV group score.
     pub kv_score: String,
+    /// The calibration statistics file of the folder (`calib.gguf`, [`calib`]), when written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<String>,
+    /// ShortGPT's Block Influence of each base layer on the calibration text (`1 - mean cos(x_in, x_out)`;
+    /// empty without statistics).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub block_influence: Vec<f64>,
 }
 
 /// `supernet.json`: everything about a super-network folder except the weights.
@@ -466,6 +475,8 @@ mod tests {
                 seq_len: 50,
                 ffn_score: "f".into(),
                 kv_score: "k".into(),
+                stats: None,
+                block_influence: vec![],
             }),
             finetune: None,
         }

@@ -75,7 +75,7 @@ fn in_memory_subnet_scores_as_exported_file() {
         ffn: (0..n).filter(|l| l % 5 != 4).map(|l| if l % 2 == 1 { 1024 } else { 1536 }).collect(),
         kv_heads: (0..n).filter(|l| l % 5 != 4).map(|l| if l % 3 == 0 { 2 } else { 3 }).collect(),
     };
-    let mem = subnet_model(&base, &cfg, ExportQuant::Q4_1).unwrap();
+    let mem = subnet_model(&base, &cfg, ExportQuant::Q4_1, None).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sub.gguf");
     let prov = Provenance { base_sha256: "0".repeat(64), run: None, objectives: None };
@@ -87,7 +87,7 @@ fn in_memory_subnet_scores_as_exported_file() {
     let (b, _) = loglikelihoods(&file, &t.requests, scorer.n_ctx(), 1, &|_| {}).unwrap();
     assert_eq!(a, b);
     // The full model through the in-memory path is the file itself.
-    let full = subnet_model(&base, &mc.full_subnet(), ExportQuant::Q4_1).unwrap();
+    let full = subnet_model(&base, &mc.full_subnet(), ExportQuant::Q4_1, None).unwrap();
     let whole = Model::load(&path).unwrap();
     let (c, _) = loglikelihoods(&full, &t.requests, scorer.n_ctx(), 1, &|_| {}).unwrap();
     let (d, _) = loglikelihoods(&whole, &t.requests, scorer.n_ctx(), 1, &|_| {}).unwrap();

@@ -63,10 +63,10 @@ fn fixture() -> &'static Fixture {
         let config = ModelConfig::from_gguf(&base).unwrap();
         let model = Model::load(&path).unwrap();
         let tok = Tokenizer::from_gguf(&base).unwrap();
-        let (tokens, format) = import::calibration_tokens(&alpaca(), &tok, 1024).unwrap();
-        assert_eq!((tokens.len(), format), (1024, "alpaca-chat"));
+        let (tokens, format) = import::calibration_tokens(&[alpaca()], &tok, 1024).unwrap();
+        assert_eq!((tokens.len(), format.as_str()), (1024, "alpaca-chat"));
         let stats = import::calibrate(&model, &tokens, 512, 2, |_| {}).unwrap();
-        let orders = import::layer_orders(&base, &config, &stats).unwrap();
+        let orders = import::layer_orders(&base, &config, &stats, None).unwrap();
         eprintln!("fixture: calibration on {} tokens done after {:.1} s", tokens.len(), t0.elapsed().as_secs_f64());
         let sha = "0".repeat(64);
         let build = |orders: &[LayerOrder], re: bool| {
@@ -157,7 +157,7 @@ fn import_writes_a_folder_that_opens_and_is_not_overwritten() {
     let out = dir.path().join("sn");
     let mut opts = ImportOptions::new(smollm2(), &out);
     opts.dtype = WeightDtype::F16;
-    opts.calib = Some(alpaca());
+    opts.calib = vec![alpaca()];
     opts.calib_tokens = 256;
     opts.seq_len = 128;
     opts.threads = 2;
@@ -205,7 +205,7 @@ fn import_refuses_bad_inputs() {
     let calib = dir.path().join("calib.json");
     std::fs::write(&calib, "{\"not\": \"a list\"}").unwrap();
     let mut opts = ImportOptions::new(smollm2(), dir.path().join("b"));
-    opts.calib = Some(calib);
+    opts.calib = vec![calib];
     let e = format!("{:#}", import::run(&opts).unwrap_err());
     assert!(e.contains("calib.json") && e.contains("Alpaca"), "{e}");
 }

@@ -71,6 +71,12 @@ pub trait ActivationObserver: Send {
     fn ffn_hidden(&mut self, layer: usize, n_tokens: usize, hidden: &[f32]) {
         let _ = (layer, n_tokens, hidden);
     }
+    /// The residual stream entering block `layer`, `[n_tokens, n_embd]` row-major; `layer == n_layers` is the
+    /// output of the last block (before `output_norm`). ShortGPT's Block Influence of block `l` compares the
+    /// streams at `l` and `l + 1`.
+    fn residual(&mut self, layer: usize, n_tokens: usize, x: &[f32]) {
+        let _ = (layer, n_tokens, x);
+    }
 }
 
 struct LayerCache {
@@ -299,6 +305,9 @@ fn forward<'o>(
     let (mut g, mut u) = (Vec::new(), Vec::new());
     for (il, (lw, lc)) in model.layers.iter().zip(cache.iter_mut()).enumerate() {
         let s = lw.shape;
+        if let Some(ob) = observer.as_deref_mut() {
+            ob.residual(il, n, &x);
+        }
         if s.has_attention() {
             rmsnorm_rows(&mut h, &x, &lw.attn_norm, c.rms_eps, d);
             let qkv = [lw.wq.as_ref().unwrap(), lw.wk.as_ref().unwrap(), lw.wv.as_ref().unwrap()];
@@ -359,6 +368,9 @@ fn forward<'o>(
             mm(lw.down.as_ref().unwrap(), &g, &mut o);
             add_rows(&mut x, &o, d);
         }
+    }
+    if let Some(ob) = observer.as_deref_mut() {
+        ob.residual(model.layers.len(), n, &x);
     }
     if !need_logits {
         return Vec::new();

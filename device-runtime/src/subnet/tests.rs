@@ -253,3 +253,47 @@ fn quant_names_parse() {
     assert_eq!("f16".parse::<ExportQuant>().unwrap().ftype(), 1);
     assert!("q6_k".parse::<ExportQuant>().unwrap_err().contains("expected one of q8_0, q4_0, q4_1, f16, f32"));
 }
+
+#[test]
+fn reconstructed_tensors_replace_the_slices_and_are_checked() {
+    let base = tiny_model(GgmlType::F32);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SubnetConfig { layers: vec![0, 2], ffn: vec![32, 64], kv_heads: vec![2, 1] };
+    let prov = Provenance::for_base(&base);
+    let plan = || ExportPlan::new(&base, &cfg, ExportQuant::F32, &prov).unwrap();
+    let rec = |name: &str, v: Vec<f32>| Reconstruction { method: "test refit".into(), tensors: [(name.to_owned(), v)].into() };
+    // blk.1 (base layer 2) ffn_down is [64, D]: replaced by 0.5 everywhere, written as F32 unchanged.
+    let p = plan().with_reconstruction(rec("blk.1.ffn_down.weight", vec![0.5; 64 * D as usize])).unwrap();
+    assert!(p.is_reconstructed());
+    let rep = p.write(&dir.path().join("r.gguf")).unwrap();
+    assert!(rep.reconstructed);
+    assert_eq!(rep.size_bytes, rep.predicted_bytes);
+    let f = GgufFile::open(&rep.path).unwrap();
+    assert_eq!(f.get_str(KEY_RECONSTRUCTION).unwrap(), "test refit");
+    let t = f.tensor("blk.1.ffn_down.weight").unwrap();
+    assert!(quant::dequantize_to_vec(t.ty, f.tensor_data(t)).unwrap().iter().all(|&x| x == 0.5));
+    // Other tensors keep the sliced values (row r, col c = r*1000 + c + 0.5 for base layer 2).
+    let t = f.tensor("blk.1.ffn_up.weight").unwrap();
+    assert_eq!(quant::dequantize_to_vec(t.ty, f.tensor_data(t)).unwrap()[65], 1001.5);
+    // Without replacements nothing changes and no key is written.
+    let p = plan().with_reconstruction(Reconstruction::default()).unwrap();
+    assert!(!p.is_reconstructed() && p.metadata().iter().all(|(k, _)| k != KEY_RECONSTRUCTION));
+    // Bad replacements: unknown tensor, wrong size, NaN; nothing is built.
+    let e = plan().with_reconstruction(rec("blk.5.ffn_down.weight", vec![0.0; 4])).unwrap_err().to_string();
+    assert!(e.contains("blk.5.ffn_down.weight") && e.contains("not a tensor"), "{e}");
+    let e = plan().with_reconstruction(rec("blk.0.ffn_down.weight", vec![0.0; 4])).unwrap_err().to_string();
+    assert!(e.contains("4 values"), "{e}");
+    let mut v = vec![0.0; 32 * D as usize];
+    v[7] = f32::NAN;
+    let e = plan().with_reconstruction(rec("blk.0.ffn_down.weight", v)).unwrap_err().to_string();
+    assert!(e.contains("value 7") && e.contains("non-finite"), "{e}");
+}
+
+#[test]
+fn in_memory_model_has_the_subnet_shapes() {
+    let base = tiny_model(GgmlType::F32);
+    let cfg = SubnetConfig { layers: vec![0, 2], ffn: vec![32, 64], kv_heads: vec![2, 1] };
+    let m = ExportPlan::new(&base, &cfg, ExportQuant::Q8_0, &Provenance::placeholder()).unwrap().build_model().unwrap();
+    let shapes: Vec<(usize, usize, usize)> = m.config.layers.iter().map(|l| (l.n_head, l.n_head_kv, l.n_ff)).collect();
+    assert_eq!(shapes, vec![(4, 2, 32), (2, 1, 64)]);
+}

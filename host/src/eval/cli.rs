@@ -46,6 +46,9 @@ pub struct EvalArgs {
     /// `--cache FILE`: per-document log-likelihoods, appended as scored; a rerun continues
     /// ([`super::cache`]).
     pub cache: Option<PathBuf>,
+    /// Reconstruction of a `--subnet` ([`crate::reconstruct::Mode`]; only with a super-network that has
+    /// calibration statistics).
+    pub reconstruct: crate::reconstruct::Mode,
 }
 
 /// What `llamanas eval --json` prints.
@@ -59,6 +62,8 @@ pub struct EvalReport {
     pub subnet_id: Option<String>,
     /// In-memory quantization, if any.
     pub quant: Option<String>,
+    /// Whether the sub-network was reconstructed (and how).
+    pub reconstruction: Option<String>,
     /// `--limit` and `--seed`.
     pub limit: Option<usize>,
     /// Subset seed.
@@ -102,6 +107,7 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
         }
         None => None,
     };
+    let mut reconstruction = None;
     let model = match (&cfg, args.quant) {
         (None, None) => Model::load(&path)?,
         (c, q) => {
@@ -112,7 +118,13 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
                 Some(q) => q,
                 None => super::native_quant(&base)?,
             };
-            subnet_model(&base, &c, q).with_context(|| format!("{}: building sub-network {}", path.display(), c.id()))?
+            let recon = crate::reconstruct::Reconstructor::for_mode(&path, args.reconstruct)?;
+            if let Some(r) = &recon
+                && c != ModelConfig::from_gguf(&base)?.full_subnet()
+            {
+                reconstruction = Some(r.method());
+            }
+            subnet_model(&base, &c, q, recon.as_ref()).with_context(|| format!("{}: building sub-network {}", path.display(), c.id()))?
         }
     };
     let cache = match &args.cache {
@@ -121,7 +133,10 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
                 llamanas_eval_cache: CACHE_VERSION,
                 model: path.display().to_string(),
                 model_bytes: std::fs::metadata(&path).with_context(|| format!("{}: cannot read", path.display()))?.len(),
-                subnet: cfg.as_ref().map(|c| c.id()),
+                subnet: cfg.as_ref().map(|c| match &reconstruction {
+                    Some(_) => format!("{}-reconstructed", c.id()),
+                    None => c.id(),
+                }),
                 quant: args.quant.map(|q| q.to_string()),
                 limit: args.limit,
                 seed: args.seed,
@@ -160,6 +175,7 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
         subnet_id: cfg.as_ref().map(|c| c.id()),
         subnet: cfg,
         quant: args.quant.map(|q| q.to_string()),
+        reconstruction,
         limit: args.limit,
         seed: args.seed,
         threads: scorer.threads(),
@@ -193,6 +209,9 @@ fn print_table(r: &EvalReport) {
     }
     if let Some(q) = &r.quant {
         println!("in-memory quantization: {q}");
+    }
+    if let Some(m) = &r.reconstruction {
+        println!("reconstructed: {m}");
     }
     if !r.tasks.is_empty() {
         println!(

@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use device_runtime::arch::SubnetConfig;
-use device_runtime::engine::{Model, Session, SessionOptions, perplexity::perplexity};
+use device_runtime::engine::{Session, SessionOptions, perplexity::perplexity};
 use device_runtime::gguf::GgufFile;
 use device_runtime::profile::LatencyModel;
 use device_runtime::subnet::{ExportPlan, ExportQuant, Provenance, predicted_gguf_size};
 use device_runtime::tokenizer::Tokenizer;
 
 use super::linas::{AccuracyOracle, BoxError, CostModel};
+use crate::reconstruct::Reconstructor;
 
 /// Exact cheap objectives of sub-networks of one base GGUF: the size of the GGUF `llamanas export` would
 /// write at `quant` ([`predicted_gguf_size`], exact to the byte) and the decode latency at a context length
@@ -114,8 +115,9 @@ impl CostModel for ExactCosts {
 }
 
 /// Accuracy stand-in without benchmark data: `exp(-mean NLL) = 1 / perplexity` of a text (llama-perplexity's
-/// method, [`perplexity`], `chunks` chunks of `ctx` tokens), for the sub-network exported at `quant` to a
-/// temporary file in `work_dir` and loaded by the runtime engine. A fraction in `(0, 1]`, higher is better.
+/// method, [`perplexity`], `chunks` chunks of `ctx` tokens), for the sub-network built at `quant` in memory by
+/// the one sub-network builder ([`crate::reconstruct::plan`], reconstructed when a reconstructor is given) and
+/// run by the runtime engine. A fraction in `(0, 1]`, higher is better.
 pub struct PerplexityOracle {
     base: GgufFile,
     tokens: Vec<u32>,
@@ -125,7 +127,7 @@ pub struct PerplexityOracle {
     ctx: usize,
     chunks: usize,
     threads: usize,
-    work_dir: PathBuf,
+    recon: Option<Reconstructor>,
 }
 
 impl PerplexityOracle {
@@ -139,7 +141,7 @@ impl PerplexityOracle {
         ctx: usize,
         chunks: usize,
         threads: usize,
-        work_dir: &Path,
+        recon: Option<Reconstructor>,
     ) -> Result<PerplexityOracle, BoxError> {
         let base = GgufFile::open(base_path)?;
         let tok = Tokenizer::from_gguf(&base)?;
@@ -158,7 +160,7 @@ impl PerplexityOracle {
             ctx,
             chunks,
             threads,
-            work_dir: work_dir.to_path_buf(),
+            recon,
         })
     }
 }
@@ -166,28 +168,23 @@ impl PerplexityOracle {
 impl AccuracyOracle for PerplexityOracle {
     fn describe(&self) -> String {
         format!(
-            "1/perplexity of {} ({} chunks of {} tokens, sub-networks at {})",
+            "1/perplexity of {} ({} chunks of {} tokens, sub-networks at {}{})",
             self.text.display(),
             self.chunks,
             self.ctx,
-            self.quant
+            self.quant,
+            if self.recon.is_some() { ", reconstructed" } else { "" }
         )
     }
 
     fn accuracy(&mut self, cfg: &SubnetConfig) -> Result<f64, BoxError> {
-        let plan = ExportPlan::new(&self.base, cfg, self.quant, &Provenance { base_sha256: String::new(), run: None, objectives: None })?;
-        std::fs::create_dir_all(&self.work_dir)?;
-        let path = self.work_dir.join(format!(".eval-{}-{}.gguf", cfg.id(), std::process::id()));
-        plan.write(&path)?;
-        let res = (|| -> Result<f64, BoxError> {
-            let model = Model::load(&path)?;
-            let opts = SessionOptions { n_ctx: self.ctx, threads: self.threads, n_batch: self.ctx, ..Default::default() };
-            let mut s = Session::new(&model, opts)?;
-            let p = perplexity(&mut s, &self.tokens, self.ctx, self.bos, self.chunks, |_, _| {})?;
-            Ok(1.0 / p.ppl)
-        })();
-        let _ = std::fs::remove_file(&path);
-        res
+        let prov = Provenance { base_sha256: String::new(), run: None, objectives: None };
+        let plan = crate::reconstruct::plan(&self.base, cfg, self.quant, &prov, self.recon.as_ref()).map_err(|e| format!("{e:#}"))?;
+        let model = plan.build_model()?;
+        let opts = SessionOptions { n_ctx: self.ctx, threads: self.threads, n_batch: self.ctx, ..Default::default() };
+        let mut s = Session::new(&model, opts)?;
+        let p = perplexity(&mut s, &self.tokens, self.ctx, self.bos, self.chunks, |_, _| {})?;
+        Ok(1.0 / p.ppl)
     }
 }
 
@@ -203,11 +200,20 @@ impl BenchmarkOracle {
     /// Load and tokenize the tasks once.
     ///
     /// Errors: unknown task, missing data, unreadable GGUF (from `llamanas::eval`).
-    pub fn new(base: &Path, task: &str, limit: Option<usize>, seed: u64, threads: usize, quant: ExportQuant) -> Result<BenchmarkOracle, BoxError> {
+    pub fn new(
+        base: &Path,
+        task: &str,
+        limit: Option<usize>,
+        seed: u64,
+        threads: usize,
+        quant: ExportQuant,
+        recon: Option<Reconstructor>,
+    ) -> Result<BenchmarkOracle, BoxError> {
         let tasks = crate::data::TaskSpec::parse_list(task)?;
-        let scorer = crate::eval::Scorer::new(base, &tasks, limit, seed, threads)?.with_quant(quant);
+        let rec = if recon.is_some() { ", reconstructed" } else { "" };
+        let scorer = crate::eval::Scorer::new(base, &tasks, limit, seed, threads)?.with_quant(quant).with_reconstruction(recon);
         let items: Vec<String> = scorer.tasks().iter().map(|t| format!("{} {} items", t.spec.name(), t.docs.len())).collect();
-        let desc = format!("acc_norm on {} (seed {seed}), sub-networks at {quant}", items.join(", "));
+        let desc = format!("acc_norm on {} (seed {seed}), sub-networks at {quant}{rec}", items.join(", "));
         Ok(BenchmarkOracle { scorer, desc })
     }
 }

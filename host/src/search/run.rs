@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::linas::{AccuracyOracle, Event, Evaluation, HvPoint, Objective, Outcome, Reference, Search, Settings};
 use super::objectives::{BenchmarkOracle, ExactCosts, PerplexityOracle};
 use crate::export::{ParetoEntry, ParetoFile, base_gguf};
+use crate::reconstruct::Reconstructor;
 use crate::space::SearchSpace;
 
 /// Options of `llamanas search`.
@@ -48,6 +49,8 @@ pub struct SearchArgs {
     pub threads: usize,
     /// Show a progress bar.
     pub progress: bool,
+    /// Reconstruction of the scored sub-networks ([`crate::reconstruct::Mode`]).
+    pub reconstruct: crate::reconstruct::Mode,
 }
 
 /// `run.json`: what a run was started with; `--resume` refuses a different one.
@@ -69,6 +72,9 @@ pub struct RunFile {
     pub settings: Settings,
     /// The space searched.
     pub space: SearchSpace,
+    /// How the scored sub-networks were reconstructed (`None`: sliced only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconstruction: Option<String>,
 }
 
 /// Write `bytes` to `path` through a temporary file in the same folder and a rename.
@@ -114,15 +120,21 @@ fn load_space(args: &SearchArgs, mc: &ModelConfig) -> Result<SearchSpace> {
     Ok(space)
 }
 
-fn make_oracle(args: &SearchArgs, base: &Path, quant: ExportQuant, work_dir: &Path) -> Result<Box<dyn AccuracyOracle>> {
+fn make_oracle(args: &SearchArgs, base: &Path, quant: ExportQuant) -> Result<Box<dyn AccuracyOracle>> {
+    let recon = Reconstructor::for_mode(base, args.reconstruct)?;
     if let Some(file) = args.task.strip_prefix("ppl:") {
-        let o = PerplexityOracle::new(base, Path::new(file), quant, 128, args.limit.unwrap_or(4), args.threads, work_dir)
+        let o = PerplexityOracle::new(base, Path::new(file), quant, 128, args.limit.unwrap_or(4), args.threads, recon)
             .map_err(|e| anyhow::anyhow!("--task {}: {e}", args.task))?;
         return Ok(Box::new(o));
     }
-    let o = BenchmarkOracle::new(base, &args.task, args.limit, 0, args.threads, quant)
+    let o = BenchmarkOracle::new(base, &args.task, args.limit, 0, args.threads, quant, recon)
         .map_err(|e| anyhow::anyhow!("--task {}: {e}", args.task))?;
     Ok(Box::new(o))
+}
+
+/// The reconstruction the run's sub-networks get (the method string), for `run.json`.
+fn reconstruction_of(base: &Path, mode: crate::reconstruct::Mode) -> Result<Option<String>> {
+    Ok(Reconstructor::for_mode(base, mode)?.map(|r| r.method()))
 }
 
 /// Run `llamanas search`.
@@ -158,6 +170,7 @@ pub fn run(args: &SearchArgs) -> Result<Outcome> {
         context: args.context,
         settings: args.settings.clone(),
         space: space.clone(),
+        reconstruction: if objectives.contains(&Objective::Accuracy) { reconstruction_of(&base_path, args.reconstruct)? } else { None },
     };
     let mut costs = ExactCosts::new(base, quant, latency, args.context);
     if args.dry_run {
@@ -190,7 +203,7 @@ pub fn run(args: &SearchArgs) -> Result<Outcome> {
         write_atomic(&run_json, (serde_json::to_string_pretty(&run_file)? + "\n").as_bytes())?;
     }
     let mut oracle: Box<dyn AccuracyOracle> = if objectives.contains(&Objective::Accuracy) {
-        make_oracle(args, &base_path, quant, &args.out)?
+        make_oracle(args, &base_path, quant)?
     } else {
         Box::new(NoAccuracy)
     };
@@ -258,7 +271,7 @@ fn dry_run(args: &SearchArgs, space: &SearchSpace, base: &Path, quant: ExportQua
         println!("base model decode latency at context {}: {l:.3} ms/token ({:.1} tokens/s)", args.context, 1000.0 / l);
     }
     if args.settings.objectives.contains(&Objective::Accuracy) {
-        let mut o = make_oracle(args, base, quant, &std::env::temp_dir())?;
+        let mut o = make_oracle(args, base, quant)?;
         let t0 = Instant::now();
         let a = o.accuracy(&big).map_err(|e| anyhow::anyhow!("{e}"))?;
         let s = t0.elapsed().as_secs_f64();

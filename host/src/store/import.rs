@@ -1,12 +1,15 @@
 //! `llamanas import`: a LLaMA-family GGUF → a super-network folder (docs/SUPERNET.md).
 //!
 //! 1. The base GGUF is opened and checked (`llama` or `deci`, every tensor type dequantizable).
-//! 2. Calibration (unless `--no-reorder`): the calibration text is tokenized and evaluated by the runtime
-//!    engine on the base model as it is (its own block formats), in independent sequences of `seq_len`
-//!    tokens; [`ActivationStats`] collects the FFN hidden activations and attention outputs of every block.
-//! 3. Scores and order per layer ([`crate::importance`]).
+//! 2. Calibration: general text (by default 128k tokens of `c4_demo.jsonl` and `wiki_demo.txt`, half each) is
+//!    tokenized and evaluated by the runtime engine on the base model as it is (its own block formats), in
+//!    independent sequences of `seq_len` tokens; [`ActivationStats`] collects the FFN hidden activations and
+//!    attention outputs of every block, and [`CovStats`] in the same pass the second moments reconstruction
+//!    needs and ShortGPT's Block Influence.
+//! 3. Scores and order per layer ([`crate::importance`]) (unless `--no-reorder`).
 //! 4. Every tensor is dequantized to F32 ([`device_runtime::quant::dequantize`]), reordered, converted to the
-//!    output type (F32, or F16 for 2-D tensors) and written to `supernet.gguf` (atomic), then `supernet.json`.
+//!    output type (F32, or F16 for 2-D tensors) and written to `supernet.gguf` (atomic); the statistics,
+//!    permuted into the same order, to `calib.gguf` with `supernet.gguf`'s SHA-256; `supernet.json` last.
 
 use std::path::{Path, PathBuf};
 
@@ -25,13 +28,18 @@ use super::{
     BaseModel, Calibration, GGUF_NAME, JSON_NAME, KEY_BASE_FILE, KEY_BASE_SHA256, KEY_REORDERED, KEY_SCHEMA, LayerOrder,
     SCHEMA_VERSION, SupernetMeta, WeightDtype, Weights, check_output_dir,
 };
+use super::calib::{self, Both, CovStats};
 use crate::importance::{self, ActivationStats, BlockDims};
+use device_runtime::engine::ActivationObserver;
 use crate::space::SearchSpace;
 
-/// Default number of calibration tokens.
-pub const DEFAULT_CALIB_TOKENS: usize = 4096;
+/// Default number of calibration tokens (issue 20: at least 100k tokens of general text).
+pub const DEFAULT_CALIB_TOKENS: usize = 131_072;
 /// Default calibration sequence length (tokens per independent sequence).
 pub const DEFAULT_SEQ_LEN: usize = 512;
+/// The default calibration files under `$LLAMANAS_ASSETS`: general web and encyclopedia text (llamafactory's
+/// `c4_demo.jsonl` and `wiki_demo.txt`). The held-out GPL-3 text and the benchmarks are never used.
+pub const DEFAULT_CALIB_FILES: [&str; 2] = ["data/c4_demo.jsonl", "data/wiki_demo.txt"];
 
 /// Options of `llamanas import`.
 #[derive(Clone, Debug)]
@@ -42,12 +50,12 @@ pub struct ImportOptions {
     pub out: PathBuf,
     /// Type of the 2-D tensors of `supernet.gguf`.
     pub dtype: WeightDtype,
-    /// Reorder by importance (false: `--no-reorder`, identity order, no calibration).
+    /// Reorder by importance (false: `--no-reorder`, identity order, no calibration and no statistics:
+    /// `llamanas calibrate` adds them).
     pub reorder: bool,
-    /// Calibration text: an Alpaca JSON list (`[{"instruction","input","output"}]`, `.json`) or a text file.
-    /// `None`: `$LLAMANAS_ASSETS/data/alpaca_en_demo.json`.
-    pub calib: Option<PathBuf>,
-    /// Calibration tokens (at most; fewer if the text is shorter).
+    /// Calibration files ([`calibration_tokens`]); empty: [`DEFAULT_CALIB_FILES`] under `$LLAMANAS_ASSETS`.
+    pub calib: Vec<PathBuf>,
+    /// Calibration tokens (at most; fewer if the texts are shorter).
     pub calib_tokens: usize,
     /// Tokens per calibration sequence.
     pub seq_len: usize,
@@ -60,6 +68,10 @@ pub struct ImportOptions {
     /// The search space to store in `supernet.json` (checked against the base model); `None`:
     /// [`SearchSpace::default_for`]. Fine-tuning samples from it and the search explores it.
     pub space: Option<SearchSpace>,
+    /// Write the calibration statistics `calib.gguf` that reconstruction needs ([`crate::store::calib`]).
+    pub stats: bool,
+    /// How FFN neurons are ordered.
+    pub order: NeuronOrder,
 }
 
 impl ImportOptions {
@@ -70,23 +82,31 @@ impl ImportOptions {
             out: out.into(),
             dtype: WeightDtype::F32,
             reorder: true,
-            calib: None,
+            calib: Vec::new(),
             calib_tokens: DEFAULT_CALIB_TOKENS,
             seq_len: DEFAULT_SEQ_LEN,
             threads: 0,
             force: false,
             progress: false,
             space: None,
+            stats: true,
+            order: NeuronOrder::default(),
         }
     }
 }
 
-/// The default calibration file: `$LLAMANAS_ASSETS/data/alpaca_en_demo.json`.
-pub fn default_calib_path() -> Result<PathBuf> {
+/// The calibration files: `given`, or [`DEFAULT_CALIB_FILES`] under `$LLAMANAS_ASSETS`.
+///
+/// Errors: nothing given and `LLAMANAS_ASSETS` unset.
+pub fn calib_files(given: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if !given.is_empty() {
+        return Ok(given.to_vec());
+    }
     let dir = std::env::var_os("LLAMANAS_ASSETS").context(
-        "no --calib given and LLAMANAS_ASSETS is not set (the default calibration text is $LLAMANAS_ASSETS/data/alpaca_en_demo.json)",
+        "no --calib given and LLAMANAS_ASSETS is not set (the default calibration text is $LLAMANAS_ASSETS/data/c4_demo.jsonl \
+         and $LLAMANAS_ASSETS/data/wiki_demo.txt)",
     )?;
-    Ok(PathBuf::from(dir).join("data/alpaca_en_demo.json"))
+    Ok(DEFAULT_CALIB_FILES.iter().map(|f| PathBuf::from(&dir).join(f)).collect())
 }
 
 #[derive(Deserialize)]
@@ -98,20 +118,40 @@ struct AlpacaItem {
     output: String,
 }
 
-/// Calibration tokens from `path`: an Alpaca JSON list (`.json`: each item rendered as a user/assistant
-/// conversation through the model's chat template, or as plain `instruction\n\ninput\n\noutput` text when the
-/// model has none), or any other file read as UTF-8 text. Items are tokenized one by one (special tokens of the
-/// template parsed) and concatenated until `max_tokens`. Returns the tokens and the format name
-/// (`alpaca-chat`, `alpaca-plain` or `text`).
+#[derive(Deserialize)]
+struct TextLine {
+    text: String,
+}
+
+/// Calibration tokens from `paths`, at most `max_tokens` in all, the budget split evenly over the files (a
+/// file shorter than its share leaves the rest to the next ones). Formats by extension: `.json` an Alpaca
+/// list (each item rendered as a user/assistant conversation through the model's chat template, or as plain
+/// `instruction\n\ninput\n\noutput` text when the model has none); `.jsonl` one JSON object with a `"text"`
+/// field per line (c4), each document followed by the end-of-text token; anything else UTF-8 text. Returns
+/// the tokens and the formats (`alpaca-chat`, `alpaca-plain`, `jsonl-text`, `text`, comma-separated).
 ///
-/// Errors: unreadable file, invalid JSON, invalid UTF-8, no tokens.
-pub fn calibration_tokens(path: &Path, tok: &Tokenizer, max_tokens: usize) -> Result<(Vec<u32>, &'static str)> {
+/// Errors: no file, an unreadable file, invalid JSON (naming the line), invalid UTF-8, no tokens.
+pub fn calibration_tokens(paths: &[PathBuf], tok: &Tokenizer, max_tokens: usize) -> Result<(Vec<u32>, String)> {
+    ensure!(!paths.is_empty(), "no calibration file");
+    let mut tokens = Vec::new();
+    let mut formats = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
+        let budget = (max_tokens - tokens.len()) / (paths.len() - i);
+        let (t, f) = file_tokens(path, tok, budget)?;
+        tokens.extend(t);
+        formats.push(f);
+    }
+    ensure!(!tokens.is_empty(), "calibration text {}: no tokens", paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    Ok((tokens, formats.join(",")))
+}
+
+fn file_tokens(path: &Path, tok: &Tokenizer, max_tokens: usize) -> Result<(Vec<u32>, &'static str)> {
     let len = std::fs::metadata(path).with_context(|| format!("calibration text {}: cannot read", path.display()))?.len();
     ensure!(len <= 1 << 30, "calibration text {}: {len} bytes is larger than 1 GiB", path.display());
     let text = std::fs::read_to_string(path).with_context(|| format!("calibration text {}: cannot read as UTF-8", path.display()))?;
     let mut tokens = Vec::new();
-    let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    let format = if is_json {
+    let ext = path.extension().map(|e| e.to_ascii_lowercase());
+    let format = if ext.as_deref() == Some("json".as_ref()) {
         let items: Vec<AlpacaItem> = serde_json::from_str(&text).with_context(|| {
             format!("calibration text {}: not an Alpaca JSON list ([{{\"instruction\",\"input\",\"output\"}}, ...])", path.display())
         })?;
@@ -135,12 +175,27 @@ pub fn calibration_tokens(path: &Path, tok: &Tokenizer, max_tokens: usize) -> Re
             tokens.extend(t);
         }
         if chat { "alpaca-chat" } else { "alpaca-plain" }
+    } else if ext.as_deref() == Some("jsonl".as_ref()) {
+        let eos = tok.eos();
+        for (i, line) in text.lines().enumerate() {
+            if tokens.len() >= max_tokens {
+                break;
+            }
+            if line.trim().is_empty() {
+                continue;
+            }
+            let doc: TextLine = serde_json::from_str(line)
+                .with_context(|| format!("calibration text {}: line {}: not a JSON object with a \"text\" field", path.display(), i + 1))?;
+            let t = tok.encode(&doc.text, false, false).with_context(|| format!("calibration text {}: line {}: tokenizer", path.display(), i + 1))?;
+            tokens.extend(t);
+            tokens.extend(eos);
+        }
+        "jsonl-text"
     } else {
         tokens = tok.encode(&text, true, false).with_context(|| format!("calibration text {}: tokenizer", path.display()))?;
         "text"
     };
     tokens.truncate(max_tokens);
-    ensure!(!tokens.is_empty(), "calibration text {}: no tokens", path.display());
     Ok((tokens, format))
 }
 
@@ -155,27 +210,96 @@ pub fn block_dims(m: &ModelConfig) -> Vec<BlockDims> {
 /// and collect the activation statistics of every block. `progress(tokens_done)` after each sequence.
 ///
 /// Errors: the engine's (a sequence longer than the model's context, ...).
-pub fn calibrate(
+pub fn calibrate(model: &Model, tokens: &[u32], seq_len: usize, threads: usize, progress: impl FnMut(usize)) -> Result<ActivationStats> {
+    let mc = model.model_config().context("the calibration model was not loaded from GGUF")?;
+    let mut stats = ActivationStats::new(block_dims(mc));
+    run_calibration(model, tokens, seq_len, threads, &mut stats, progress)?;
+    Ok(stats)
+}
+
+/// [`calibrate`] that also gathers the statistics of `calib.gguf` ([`CovStats`]) in the same pass.
+///
+/// Errors: as [`calibrate`].
+pub fn calibrate_with_stats(
     model: &Model,
     tokens: &[u32],
     seq_len: usize,
     threads: usize,
+    progress: impl FnMut(usize),
+) -> Result<(ActivationStats, CovStats)> {
+    let mc = model.model_config().context("the calibration model was not loaded from GGUF")?;
+    let mut stats = ActivationStats::new(block_dims(mc));
+    let mut cov = CovStats::new(block_dims(mc), mc.d_model);
+    run_calibration(model, tokens, seq_len, threads, &mut Both(&mut stats, &mut cov), progress)?;
+    cov.full();
+    Ok((stats, cov))
+}
+
+fn run_calibration(
+    model: &Model,
+    tokens: &[u32],
+    seq_len: usize,
+    threads: usize,
+    observer: &mut dyn ActivationObserver,
     mut progress: impl FnMut(usize),
-) -> Result<ActivationStats> {
+) -> Result<()> {
     let mc = model.model_config().context("the calibration model was not loaded from GGUF")?;
     ensure!(seq_len > 0, "calibration sequence length must be > 0");
     let opts = SessionOptions { n_ctx: seq_len.min(mc.n_ctx_train.max(1)), threads, n_batch: seq_len, ..Default::default() };
     let seq = opts.n_ctx;
     let mut session = Session::new(model, opts).context("calibration session")?;
-    let mut stats = ActivationStats::new(block_dims(mc));
     let mut done = 0;
     for chunk in tokens.chunks(seq) {
         session.reset();
-        session.prefill_observed(chunk, Logits::Last, &mut stats).context("calibration forward pass")?;
+        session.prefill_observed(chunk, Logits::Last, observer).context("calibration forward pass")?;
         done += chunk.len();
         progress(done);
     }
-    Ok(stats)
+    Ok(())
+}
+
+/// Permute `cov` (measured on the base model) into the super-network's order: FFN statistics by each
+/// layer's neuron order, attention statistics by the columns of the reordered KV groups.
+pub fn reorder_stats(cov: &mut CovStats, m: &ModelConfig, orders: &[LayerOrder]) {
+    for (l, o) in orders.iter().enumerate() {
+        if m.ffn[l] > 0 && !cov.ffn[l].is_empty() {
+            cov.ffn[l] = calib::permute_sym(&cov.ffn[l], &o.ffn);
+        }
+        if !cov.att[l].is_empty() && m.n_kv_heads[l] > 0 {
+            let cols = calib::head_columns(&o.kv_groups, m.n_heads[l] / m.n_kv_heads[l], m.head_dim);
+            cov.att[l] = calib::permute_sym(&cov.att[l], &cols);
+        }
+    }
+}
+
+/// Short description of the calibration files for reports and `calib.gguf` (file names, comma-separated).
+pub fn describe_files(files: &[PathBuf]) -> String {
+    files.iter().map(|p| p.file_name().map_or(p.display().to_string(), |n| n.to_string_lossy().into_owned())).collect::<Vec<_>>().join(",")
+}
+
+/// `llamanas calibrate DIR`: measure the calibration statistics of the weights in `DIR/supernet.gguf` as they
+/// are (e.g. after fine-tuning, whose weights the import's statistics do not describe) and write
+/// `DIR/calib.gguf`. Returns the tokens used and the seconds spent.
+///
+/// Errors: not a super-network folder, unreadable calibration text, engine errors, I/O.
+pub fn calibrate_folder(dir: &Path, files: &[PathBuf], max_tokens: usize, seq_len: usize, threads: usize, progress: bool) -> Result<(usize, f64)> {
+    let gguf = dir.join(GGUF_NAME);
+    ensure!(gguf.is_file(), "{}: not a super-network folder (no {GGUF_NAME})", dir.display());
+    let files = calib_files(files)?;
+    let model = Model::load(&gguf).with_context(|| format!("loading {} in the engine", gguf.display()))?;
+    let f = GgufFile::open(&gguf).with_context(|| format!("opening {}", gguf.display()))?;
+    let tok = Tokenizer::from_gguf(&f).with_context(|| format!("{}: tokenizer", gguf.display()))?;
+    let (tokens, _) = calibration_tokens(&files, &tok, max_tokens)?;
+    let mc = model.model_config().context("model config")?.clone();
+    let mut cov = CovStats::new(block_dims(&mc), mc.d_model);
+    let pb = bar(progress, tokens.len() as u64, "calibration");
+    let t0 = std::time::Instant::now();
+    run_calibration(&model, &tokens, seq_len, threads, &mut cov, |n| pb.set_position(n as u64))?;
+    cov.full();
+    pb.finish_and_clear();
+    let sha = Provenance::sha256_hex(f.bytes());
+    calib::write_stats(&dir.join(calib::STATS_NAME), &cov, tokens.len(), &describe_files(&files), &sha)?;
+    Ok((tokens.len(), t0.elapsed().as_secs_f64()))
 }
 
 /// Parse `blk.N.KIND.weight` into `(N, KIND)`.
@@ -195,34 +319,56 @@ fn tensor_f32(f: &GgufFile, name: &str) -> Result<Vec<f32>> {
     quant::dequantize_to_vec(t.ty, f.tensor_data(t)).with_context(|| format!("{}: tensor {name}", f.name()))
 }
 
+/// How FFN neurons are ordered at import.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum NeuronOrder {
+    /// Minitron activation x weight-norm importance ([`importance::ffn_scores`]).
+    #[default]
+    Importance,
+    /// Greedy structured OBS with least-squares refit ([`importance::obs_ffn_order`]): every prefix is the
+    /// set the reconstruction keeps best. Needs the calibration statistics.
+    Obs,
+}
+
+/// Relative damping of the OBS order (as reconstruction's, [`crate::reconstruct::DEFAULT_DAMP`]).
+pub const OBS_DAMP: f64 = crate::reconstruct::DEFAULT_DAMP;
+
 /// Importance scores and order of every layer from the statistics (`ffn_down` and `attn_output` of `f`
-/// supply the weight norms).
-pub fn layer_orders(f: &GgufFile, m: &ModelConfig, stats: &ActivationStats) -> Result<Vec<LayerOrder>> {
-    let mut orders = Vec::with_capacity(m.n_layers);
-    for l in 0..m.n_layers {
-        let (n_ff, nh, nkv, hd) = (m.ffn[l], m.n_heads[l], m.n_kv_heads[l], m.head_dim);
-        let ffn_scores = if n_ff > 0 {
-            let down = tensor_f32(f, &format!("blk.{l}.ffn_down.weight"))?;
-            importance::ffn_scores(&stats.ffn_mean_abs(l), &down, n_ff)
-        } else {
-            vec![]
-        };
-        let kv_scores = if nh > 0 && nkv > 0 {
-            let wo = tensor_f32(f, &format!("blk.{l}.attn_output.weight"))?;
-            importance::kv_scores(&stats.kv_mean_norm(l), &wo, nh * hd, nh / nkv * hd)
-        } else {
-            vec![]
-        };
-        let ffn = importance::descending_order(&ffn_scores);
-        let kv_groups = importance::descending_order(&kv_scores);
-        orders.push(LayerOrder {
-            ffn_scores: ffn.iter().map(|&i| ffn_scores[i]).collect(),
-            kv_scores: kv_groups.iter().map(|&i| kv_scores[i]).collect(),
-            ffn,
-            kv_groups,
-        });
-    }
-    Ok(orders)
+/// supply the weight norms). With `obs` (the second moments of the same pass, base order), FFN neurons are
+/// ordered by [`importance::obs_ffn_order`] instead (layers in parallel), their scores the removal costs.
+///
+/// Errors: a missing tensor, a singular statistic.
+pub fn layer_orders(f: &GgufFile, m: &ModelConfig, stats: &ActivationStats, obs: Option<&CovStats>) -> Result<Vec<LayerOrder>> {
+    use rayon::prelude::*;
+    (0..m.n_layers)
+        .into_par_iter()
+        .map(|l| {
+            let (n_ff, nh, nkv, hd) = (m.ffn[l], m.n_heads[l], m.n_kv_heads[l], m.head_dim);
+            let (ffn, ffn_scores) = if n_ff == 0 {
+                (vec![], vec![])
+            } else {
+                let down = tensor_f32(f, &format!("blk.{l}.ffn_down.weight"))?;
+                match obs {
+                    Some(c) => importance::obs_ffn_order(&down, down.len() / n_ff, n_ff, &c.ffn[l], OBS_DAMP)
+                        .map_err(|e| anyhow::anyhow!("layer {l}: OBS order: {e}"))?,
+                    None => {
+                        let s = importance::ffn_scores(&stats.ffn_mean_abs(l), &down, n_ff);
+                        let o = importance::descending_order(&s);
+                        let sorted = o.iter().map(|&i| s[i]).collect();
+                        (o, sorted)
+                    }
+                }
+            };
+            let kv_scores = if nh > 0 && nkv > 0 {
+                let wo = tensor_f32(f, &format!("blk.{l}.attn_output.weight"))?;
+                importance::kv_scores(&stats.kv_mean_norm(l), &wo, nh * hd, nh / nkv * hd)
+            } else {
+                vec![]
+            };
+            let kv_groups = importance::descending_order(&kv_scores);
+            Ok(LayerOrder { kv_scores: kv_groups.iter().map(|&i| kv_scores[i]).collect(), ffn_scores, ffn, kv_groups })
+        })
+        .collect()
 }
 
 /// The identity order of every layer (no scores).
@@ -340,31 +486,45 @@ pub fn run(opts: &ImportOptions) -> Result<ImportReport> {
     let base_file = base_path.file_name().map_or_else(|| base_path.display().to_string(), |s| s.to_string_lossy().into_owned());
     let sha = Provenance::sha256_hex(base.bytes());
 
-    let (orders, calibration, calib_seconds, calib_tps) = if opts.reorder {
-        let calib = match &opts.calib {
-            Some(p) => p.clone(),
-            None => default_calib_path()?,
-        };
+    let (orders, calibration, cov, calib_seconds, calib_tps) = if opts.reorder {
+        let files = calib_files(&opts.calib)?;
         let model = Model::load(base_path).with_context(|| format!("loading {} in the engine", base_path.display()))?;
         let tok = Tokenizer::from_gguf(&base).with_context(|| format!("{}: tokenizer", base_path.display()))?;
-        let (tokens, format) = calibration_tokens(&calib, &tok, opts.calib_tokens)?;
+        let (tokens, format) = calibration_tokens(&files, &tok, opts.calib_tokens)?;
         let pb = bar(opts.progress, tokens.len() as u64, "calibration");
         let t0 = std::time::Instant::now();
-        let stats = calibrate(&model, &tokens, opts.seq_len, opts.threads, |n| pb.set_position(n as u64))?;
+        let (stats, mut cov) = if opts.stats {
+            let (s, c) = calibrate_with_stats(&model, &tokens, opts.seq_len, opts.threads, |n| pb.set_position(n as u64))?;
+            (s, Some(c))
+        } else {
+            (calibrate(&model, &tokens, opts.seq_len, opts.threads, |n| pb.set_position(n as u64))?, None)
+        };
         let secs = t0.elapsed().as_secs_f64();
         pb.finish_and_clear();
-        let orders = layer_orders(&base, &mc, &stats)?;
+        if opts.order == NeuronOrder::Obs {
+            ensure!(cov.is_some(), "--order obs needs the calibration statistics (drop --no-calib-stats)");
+        }
+        let orders = layer_orders(&base, &mc, &stats, if opts.order == NeuronOrder::Obs { cov.as_ref() } else { None })?;
+        if let Some(c) = cov.as_mut() {
+            reorder_stats(c, &mc, &orders);
+        }
         let cal = Calibration {
-            source: calib.display().to_string(),
-            format: format.to_owned(),
+            source: files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
+            format,
             tokens: tokens.len(),
             seq_len: opts.seq_len.min(mc.n_ctx_train.max(1)),
-            ffn_score: importance::FFN_SCORE.to_owned(),
+            ffn_score: match opts.order {
+                NeuronOrder::Importance => importance::FFN_SCORE.to_owned(),
+                NeuronOrder::Obs => importance::FFN_OBS_SCORE.to_owned(),
+            },
             kv_score: importance::KV_SCORE.to_owned(),
+            stats: cov.as_ref().map(|_| calib::STATS_NAME.to_owned()),
+            block_influence: cov.as_ref().map(|c| c.block_influence()).unwrap_or_default(),
         };
-        (orders, Some(cal), secs, tokens.len() as f64 / secs.max(1e-9))
+        let cov = cov.map(|c| (c, tokens.len(), describe_files(&files)));
+        (orders, Some(cal), cov, secs, tokens.len() as f64 / secs.max(1e-9))
     } else {
-        (identity_orders(&mc), None, 0.0, 0.0)
+        (identity_orders(&mc), None, None, 0.0, 0.0)
     };
 
     let meta = SupernetMeta {
@@ -391,7 +551,16 @@ pub fn run(opts: &ImportOptions) -> Result<ImportReport> {
         std::fs::remove_file(&json_path).with_context(|| format!("removing the old {}", json_path.display()))?;
     }
     let gguf_path = opts.out.join(GGUF_NAME);
+    let stats_path = opts.out.join(calib::STATS_NAME);
+    if stats_path.exists() {
+        std::fs::remove_file(&stats_path).with_context(|| format!("removing the old {}", stats_path.display()))?;
+    }
     let gguf_bytes = w.write_atomic(&gguf_path).with_context(|| format!("writing {}", gguf_path.display()))?;
+    drop(w);
+    if let Some((cov, tokens, source)) = &cov {
+        let weights_sha = calib::file_sha256(&gguf_path)?;
+        calib::write_stats(&stats_path, cov, *tokens, source, &weights_sha)?;
+    }
     meta.write(&json_path)?;
     Ok(ImportReport { meta, gguf_bytes, calib_seconds, calib_tokens_per_s: calib_tps })
 }
