@@ -8,8 +8,10 @@
 # 2. the device profile of this machine (a committed one when `edgerun devices --find-profile` matches, else
 #    measured);
 # 3. at each operating point (POINTS, predicted decode speed-up): ShortGPT and uniform-width sub-networks
-#    (`llamanas prune`), plus LINAS members when runs/quality/linas-<point>.json exists (scripts/quality.sh
-#    reads them; see docs/QUALITY.md for how they were searched);
+#    (`llamanas prune`), and the LINAS member: a search on the reconstructed super-network (1/perplexity of
+#    c4 documents the calibration did not use, 16 chunks of 128 tokens; latency from the profile; Q8_0 size;
+#    LINAS_EVALS evaluations), then per point the evaluated sub-network of best accuracy among those
+#    predicted at least that fast;
 # 4. each exported as Q8_0 sliced only (--no-reconstruct) and reconstructed, from each super-network;
 # 5. each file measured: edgerun bench (decode/prefill t/s), GPL-3 perplexity (whole text, ctx 512) and, with
 #    EVAL=1, ARC-Easy (validation), PIQA (validation) and HellaSwag (first HS_LIMIT items) accuracy.
@@ -55,8 +57,33 @@ for p in $points; do
     [ -f "$f" ] || "$llamanas" prune "$run/sn-importance" --method "$m" --target-speedup "$p" --profile "$run/profile.json" \
       --out "$f" >&2
   done
-  [ -f "$run/linas-$p.json" ] && cp "$run/linas-$p.json" "$run/subnets/linas-$p.json"
 done
+
+# LINAS on the reconstructed super-network. The search text: c4 documents 200-299 (calibration read only the
+# first 65536 c4 tokens, inside documents 0-199); never the GPL-3 text or a benchmark.
+python3 - "$assets/data/c4_demo.jsonl" "$run/search-text.txt" <<'PY'
+import json, sys
+docs = [json.loads(l)["text"] for l in open(sys.argv[1]) if l.strip()]
+open(sys.argv[2], "w").write("\n\n".join(docs[200:]))
+PY
+if [ ! -f "$run/linas/pareto.json" ]; then
+  resume=(); [ -f "$run/linas/evaluations.jsonl" ] && resume=(--resume)
+  "$llamanas" search "$run/sn-importance" --task "ppl:$run/search-text.txt" --limit 16 --profile "$run/profile.json" \
+    --space configs/smollm2-135m-recon.space.json --evals "${LINAS_EVALS:-96}" --population 12 --threads "$threads" \
+    --out "$run/linas" --quiet "${resume[@]}"
+fi
+python3 - "$run" $points <<'PY'
+import json, sys
+run, points = sys.argv[1], [float(p) for p in sys.argv[2:]]
+ev = [json.loads(l) for l in open(f"{run}/linas/evaluations.jsonl") if l.strip()]
+base = max(e["latency_ms"] for e in ev if len(e["config"]["layers"]) == 30 and min(e["config"]["ffn"]) == 1536
+           and min(e["config"]["kv_heads"]) == 3)
+for p, name in zip(points, sys.argv[2:]):
+    ok = [e for e in ev if base / e["latency_ms"] >= p]
+    if ok:
+        best = max(ok, key=lambda e: e["accuracy"])
+        json.dump(best["config"], open(f"{run}/subnets/linas-{name}.json", "w"))
+PY
 
 # name sn flags subnet.json
 export_one() {
@@ -70,14 +97,19 @@ export_one base "$run/sn-importance" --no-reconstruct "$run/subnets/full.json"
 for cfg in "$run"/subnets/*-*.json; do
   n=$(basename "$cfg" .json)
   export_one "$n-sliced" "$run/sn-importance" --no-reconstruct "$cfg"
+  # ShortGPT keeps every kept layer whole: reconstruction refits nothing (the file would be the same bytes).
+  case "$n" in shortgpt-*) continue ;; esac
   export_one "$n-recon" "$run/sn-importance" --reconstruct "$cfg"
-  case "$n" in shortgpt-*) ;; *) export_one "$n-obs-recon" "$run/sn-obs" --reconstruct "$cfg" ;; esac
+  case "$n" in linas-*) ;; *) export_one "$n-obs-recon" "$run/sn-obs" --reconstruct "$cfg" ;; esac
 done
 
-# Speed first (nothing else running), then quality.
-for m in "$run"/models/*.gguf; do
-  n=$(basename "$m" .gguf); o="$run/results/$n"
-  [ -s "$o-bench.json" ] || "$edgerun" bench "$m" -p 128 -n 64 -t "$threads" -r 5 --json > "$o-bench.json"
+# Speed first (nothing else running), then quality. Speed depends on the shapes only, so each configuration is
+# timed once (its sliced file), in BENCH_ROUNDS interleaved rounds (this VM's speed drifts by 10-20%).
+for r in $(seq 1 "${BENCH_ROUNDS:-3}"); do
+  for m in "$run"/models/base.gguf "$run"/models/*-sliced.gguf; do
+    n=$(basename "$m" .gguf); n=${n%-sliced}; o="$run/results/$n-bench-r$r.json"
+    [ -s "$o" ] || "$edgerun" bench "$m" -p 128 -n 64 -t "$threads" -r 3 --json > "$o"
+  done
 done
 for m in "$run"/models/*.gguf; do
   n=$(basename "$m" .gguf); o="$run/results/$n"

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Markdown table of scripts/quality.sh's results (to stdout).
 
-Usage: quality_report.py RUN_DIR. Reads models/<name>.export.json and results/<name>-{bench,ppl,arc,piqa,hs}.json.
+Usage: quality_report.py RUN_DIR. Reads models/<name>.export.json, results/<config>-bench-r<round>.json (speed
+depends on the configuration only: sliced and reconstructed files of one configuration share it) and
+results/<name>-{ppl,arc,piqa,hs}.json.
 Rows: the base model, then each operating point's sub-networks. Standard library only.
 """
 import json
@@ -18,12 +20,25 @@ def load(path):
         return None
 
 
-def bench(b, prefix):
-    for r in (b or {}).get("results", []):
-        if r["test"].startswith(prefix):
-            v = sorted(r["tokens_per_s"])
-            return r["median"], v[0], v[-1]
-    return None
+def bench(rounds, prefix):
+    """Median over the rounds of each round's median, and the smallest and largest single run."""
+    meds, runs = [], []
+    for b in rounds:
+        for r in (b or {}).get("results", []):
+            if r["test"].startswith(prefix):
+                meds.append(r["median"])
+                runs.extend(r["tokens_per_s"])
+    if not meds:
+        return None
+    meds.sort()
+    return meds[len(meds) // 2], min(runs), max(runs)
+
+
+def config_of(name):
+    for suffix in ("-obs-recon", "-recon", "-sliced"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def acc(ev):
@@ -39,10 +54,12 @@ def main():
     rows = {}
     for n in names:
         r = os.path.join(run, "results", n)
+        rounds = [load(os.path.join(run, "results", f)) for f in sorted(os.listdir(os.path.join(run, "results")))
+                  if f.startswith(config_of(n) + "-bench-r")]
         rows[n] = {
             "export": load(os.path.join(run, "models", n + ".export.json")),
-            "tg": bench(load(r + "-bench.json"), "tg"),
-            "pp": bench(load(r + "-bench.json"), "pp"),
+            "tg": bench(rounds, "tg"),
+            "pp": bench(rounds, "pp"),
             "ppl": (load(r + "-ppl.json") or {}).get("ppl"),
             "arc": acc(load(r + "-arc.json")),
             "piqa": acc(load(r + "-piqa.json")),

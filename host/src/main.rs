@@ -239,7 +239,10 @@ fn main() -> Result<()> {
                     c.source,
                     rep.calib_seconds,
                     rep.calib_tokens_per_s,
-                    "reordered by importance",
+                    match order {
+                        llamanas::store::import::NeuronOrder::Importance => "FFN neurons and KV groups ordered by importance",
+                        llamanas::store::import::NeuronOrder::Obs => "FFN neurons in OBS order, KV groups by importance",
+                    },
                     c.stats.as_deref().unwrap_or("none (--no-calib-stats)")
                 ),
                 None => println!("  base order kept (--no-reorder), no calibration"),

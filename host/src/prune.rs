@@ -72,7 +72,7 @@ pub fn block_influence(dir: &Path, mc: &ModelConfig) -> Result<Vec<f64>> {
     }
     let meta = SupernetMeta::read(&dir.join(crate::store::JSON_NAME))?;
     match meta.calibration {
-        Some(c) if c.block_influence.len() == mc.n_layers => Ok(c.block_influence),
+        Some(c) if c.block_influence.len() == mc.n_layers => Ok(c.block_influence.iter().map(|&x| x as f64).collect()),
         _ => bail!(
             "{}: no Block Influence (neither {} nor a calibration with block_influence in supernet.json): import again, or run \
              `llamanas calibrate {}`",

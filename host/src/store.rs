@@ -187,7 +187,7 @@ pub struct Calibration {
     /// ShortGPT's Block Influence of each base layer on the calibration text (`1 - mean cos(x_in, x_out)`;
     /// empty without statistics).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub block_influence: Vec<f64>,
+    pub block_influence: Vec<f32>,
 }
 
 /// `supernet.json`: everything about a super-network folder except the weights.

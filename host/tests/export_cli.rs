@@ -171,8 +171,14 @@ fn supernet_folder_refuses_a_subnet_outside_its_search_space() {
     let few = SubnetConfig { layers: (0..10).collect(), ffn: vec![1536; 10], kv_heads: vec![3; 10] };
     let c = write(&dir.path().join("few.json"), &serde_json::to_value(&few).unwrap());
     fails(&llamanas(&["export", sn.to_str().unwrap(), "--subnet", &c, "--quant", "f16", "--out", o]), "is not in the space");
+    // --any-subnet accepts it (the pruning baselines lie outside the space); --no-reorder wrote no calibration
+    // statistics, so --reconstruct is refused with the remedy, before anything is written.
+    fails(
+        &llamanas(&["export", sn.to_str().unwrap(), "--subnet", &c, "--quant", "f16", "--any-subnet", "--reconstruct", "--out", o]),
+        "no calibration statistics",
+    );
     assert!(files(&out).is_empty(), "nothing may be written: {:?}", files(&out));
-    // In the space: exported.
+    // In the space: exported (sliced: the folder has no calib.gguf).
     let c = write(&dir.path().join("good.json"), &serde_json::to_value(&cfg).unwrap());
     ok(&llamanas(&["export", sn.to_str().unwrap(), "--subnet", &c, "--quant", "f16", "--out", o]));
     assert_eq!(files(&out).len(), 1);

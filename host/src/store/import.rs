@@ -519,7 +519,7 @@ pub fn run(opts: &ImportOptions) -> Result<ImportReport> {
             },
             kv_score: importance::KV_SCORE.to_owned(),
             stats: cov.as_ref().map(|_| calib::STATS_NAME.to_owned()),
-            block_influence: cov.as_ref().map(|c| c.block_influence()).unwrap_or_default(),
+            block_influence: cov.as_ref().map(|c| c.block_influence().iter().map(|&x| x as f32).collect()).unwrap_or_default(),
         };
         let cov = cov.map(|c| (c, tokens.len(), describe_files(&files)));
         (orders, Some(cal), cov, secs, tokens.len() as f64 / secs.max(1e-9))
