@@ -181,7 +181,7 @@ pub fn obs_ffn_order(w: &[f32], d: usize, n: usize, c: &[f32], damp: f64) -> Res
     assert_eq!(w.len(), d * n, "obs_ffn_order: weights");
     assert_eq!(c.len(), n * n, "obs_ffn_order: statistic");
     // H = (C + lambda I)^-1 = L^-T L^-1 from the damped Cholesky inverse.
-    let linv = crate::reconstruct::damped_cholesky_inverse(c, n, damp).map_err(|e| format!("{e:#}"))?;
+    let (linv, _) = crate::reconstruct::damped_cholesky_inverse(c, n, damp).map_err(|e| format!("{e:#}"))?;
     let mut h = vec![0f64; n * n];
     // H[i][j] = sum_k Linv[k][i] Linv[k][j], k >= max(i, j).
     for k in 0..n {

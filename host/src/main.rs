@@ -19,6 +19,25 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// The calibration options of `import` and `calibrate`.
+#[derive(clap::Args)]
+struct CalibOpts {
+    /// Calibration text files, comma-separated: .jsonl (one {"text": ...} per line), .json (an Alpaca list,
+    /// rendered through the chat template) or plain text; the token budget is split evenly over them
+    /// [default: $LLAMANAS_ASSETS/data/c4_demo.jsonl,$LLAMANAS_ASSETS/data/wiki_demo.txt].
+    #[arg(long, value_name = "FILE[,FILE]", value_delimiter = ',')]
+    calib: Vec<PathBuf>,
+    /// Calibration tokens.
+    #[arg(long, value_name = "N", default_value_t = llamanas::store::import::DEFAULT_CALIB_TOKENS)]
+    calib_tokens: usize,
+    /// Tokens per calibration sequence.
+    #[arg(long, value_name = "N", default_value_t = llamanas::store::import::DEFAULT_SEQ_LEN)]
+    seq_len: usize,
+    /// Engine threads (0: all CPUs).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Import a LLaMA-family GGUF as a super-network folder (supernet.gguf + supernet.json), with FFN neurons
@@ -35,20 +54,8 @@ enum Cmd {
         /// Keep the base order (no calibration; identity permutations).
         #[arg(long)]
         no_reorder: bool,
-        /// Calibration text files, comma-separated: .jsonl (one {"text": ...} per line), .json (an Alpaca list,
-        /// rendered through the chat template) or plain text; the token budget is split evenly over them
-        /// [default: $LLAMANAS_ASSETS/data/c4_demo.jsonl,$LLAMANAS_ASSETS/data/wiki_demo.txt].
-        #[arg(long, value_name = "FILE[,FILE]", value_delimiter = ',')]
-        calib: Vec<PathBuf>,
-        /// Calibration tokens.
-        #[arg(long, value_name = "N", default_value_t = llamanas::store::import::DEFAULT_CALIB_TOKENS)]
-        calib_tokens: usize,
-        /// Tokens per calibration sequence.
-        #[arg(long, value_name = "N", default_value_t = llamanas::store::import::DEFAULT_SEQ_LEN)]
-        seq_len: usize,
-        /// Engine threads (0: all CPUs).
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
+        #[command(flatten)]
+        c: CalibOpts,
         /// Replace an existing super-network folder.
         #[arg(long)]
         force: bool,
@@ -70,18 +77,8 @@ enum Cmd {
     Calibrate {
         /// The super-network folder.
         dir: PathBuf,
-        /// Calibration text files, comma-separated (as for import) [default: c4_demo.jsonl,wiki_demo.txt].
-        #[arg(long, value_name = "FILE[,FILE]", value_delimiter = ',')]
-        calib: Vec<PathBuf>,
-        /// Calibration tokens.
-        #[arg(long, value_name = "N", default_value_t = llamanas::store::import::DEFAULT_CALIB_TOKENS)]
-        calib_tokens: usize,
-        /// Tokens per calibration sequence.
-        #[arg(long, value_name = "N", default_value_t = llamanas::store::import::DEFAULT_SEQ_LEN)]
-        seq_len: usize,
-        /// Engine threads (0: all CPUs).
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
+        #[command(flatten)]
+        c: CalibOpts,
     },
     /// Training-free pruning baselines at a target decode speed-up (ShortGPT layer dropping, uniform FFN
     /// width): writes a sub-network JSON for `export --subnet ... --any-subnet` and `eval --subnet`.
@@ -198,7 +195,8 @@ enum Cmd {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Import { model, out, dtype, no_reorder, calib, calib_tokens, seq_len, threads, force, space, no_calib_stats, order } => {
+        Cmd::Import { model, out, dtype, no_reorder, c, force, space, no_calib_stats, order } => {
+            let CalibOpts { calib, calib_tokens, seq_len, threads } = c;
             use llamanas::store::import::{ImportOptions, run};
             let space = match space {
                 Some(p) => Some(llamanas::space::SearchSpace::load(&p)?),
@@ -250,7 +248,7 @@ fn main() -> Result<()> {
             println!("  total {:.1} s", t0.elapsed().as_secs_f64());
             return Ok(());
         }
-        Cmd::Calibrate { dir, calib, calib_tokens, seq_len, threads } => {
+        Cmd::Calibrate { dir, c: CalibOpts { calib, calib_tokens, seq_len, threads } } => {
             let (tokens, secs) = llamanas::store::import::calibrate_folder(&dir, &calib, calib_tokens, seq_len, threads, true)
                 .with_context(|| format!("llamanas calibrate {}", dir.display()))?;
             println!(

@@ -7,15 +7,19 @@
 //! on calibration text ([`crate::store::calib`]), the least-squares refit of the kept columns is
 //!
 //! ```text
-//! W'_S = argmin_V E||W h - V h_S||² + lambda ||V||²  =  W C[:, S] (C[S,S] + lambda I)^-1,   S = 0..k
+//! W'_S = argmin_V E||W h - V h_S||² + lambda ||V - W_S||²  =  W (C + lambda I)[:, S] (C[S,S] + lambda I)^-1
 //! ```
+//!
+//! with `S = 0..k`. The damping pulls the refit toward the sliced weights `W_S` (plain slicing as
+//! `lambda -> inf`) rather than toward zero: with few calibration tokens the plain refit can overfit and lose
+//! to slicing, and ridge toward zero shrinks the weights (docs/QUALITY.md measures both).
 //!
 //! (the "reformation" of Shen et al. 2024, "Search for Efficient Large Language Models"; FLAP's bias
 //! compensation keeps only the mean term; SlimGPT / ZipLM's structured OBS reach the same optimum for the kept
 //! columns). `lambda = damp * mean(diag C)` (GPTQ's relative damping). Because the kept set is a prefix, one
 //! Cholesky factor `L` of `C + lambda I` per layer serves every width: the leading `k x k` block of `L` is the
 //! factor of `C[S,S] + lambda I`, and the leading block of `L^-1` is its inverse, so
-//! `W'_S = (W C)[:, S] L_k^-ᵀ L_k^-1` costs two `d x k x k` products per layer and width (cached).
+//! `W'_S = (W (C + lambda I))[:, S] L_k^-ᵀ L_k^-1` costs two `d x k x k` products per layer and width (cached).
 //!
 //! Reconstruction is parallel: every layer's statistics come from the full network, not from the already
 //! pruned earlier layers (sequential refitting measured no better on this model; issue 20). Kept layers at
@@ -155,8 +159,8 @@ impl Reconstructor {
     /// What is written to the exported file's `llamanas.reconstruction` key.
     pub fn method(&self) -> String {
         format!(
-            "least-squares refit of ffn_down and attn_output to the kept inputs, W C[:,S] (C[S,S] + {} mean(diag C) I)^-1; \
-             calibration: {} tokens of {}",
+            "least-squares refit of ffn_down and attn_output to the kept inputs, W (C + lambda I)[:,S] (C[S,S] + lambda I)^-1, \
+             lambda = {} mean(diag C); calibration: {} tokens of {}",
             self.damp, self.stats.tokens, self.stats.source
         )
     }
@@ -225,12 +229,15 @@ impl Reconstructor {
     }
 }
 
-/// `M = W C` and `L^-1` of `C + damp mean(diag C) I` for `w` (`d x n` row-major) and `c` (`n x n`).
+/// `M = W (C + lambda I)` and `L^-1` of `C + lambda I`, `lambda = damp mean(diag C)`, for `w` (`d x n`
+/// row-major) and `c` (`n x n`).
 fn prepare(w: &[f32], d: usize, n: usize, c: &[f32], damp: f64) -> Result<Prepared> {
     ensure!(w.len() == d * n && c.len() == n * n, "weights {} / statistic {} elements for d {d}, n {n}", w.len(), c.len());
-    let linv = damped_cholesky_inverse(c, n, damp)?;
+    let (linv, lambda) = damped_cholesky_inverse(c, n, damp)?;
     let mut m = vec![0f32; d * n];
     matmul(d, n, n, &mut m, n, w, n, c, n, false);
+    let lambda = lambda as f32;
+    m.iter_mut().zip(w).for_each(|(m, &w)| *m += lambda * w);
     Ok(Prepared { m, linv, n, d })
 }
 
@@ -248,9 +255,12 @@ fn refit_prepared(p: &Prepared, k: usize) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// The least-squares refit `W'_S = W C[:, S] (C[S,S] + lambda I)^-1`, `S = 0..k`, `lambda = damp * mean(diag C)`,
-/// of `w` (`d x n` row-major: ggml dims `[n, d]`) from the second-moment matrix `c` (`n x n` row-major):
-/// `d x k` row-major (ggml dims `[k, d]`). What [`Reconstructor`] computes (and caches) per layer and width.
+/// The damped least-squares refit `W'_S = W (C + lambda I)[:, S] (C[S,S] + lambda I)^-1`, `S = 0..k`,
+/// `lambda = damp * mean(diag C)`, of `w` (`d x n` row-major: ggml dims `[n, d]`) from the second-moment
+/// matrix `c` (`n x n` row-major): `d x k` row-major (ggml dims `[k, d]`). It minimizes
+/// `E||W h - V h_S||² + lambda ||V - W_S||²`: the damping pulls the refit toward the sliced weights `W_S`
+/// (plain slicing as `lambda -> inf`), not toward zero. What [`Reconstructor`] computes (and caches) per layer
+/// and width.
 ///
 /// Errors: wrong lengths, `k` outside `1..=n`, a singular or non-finite statistic.
 pub fn refit_columns(w: &[f32], d: usize, n: usize, c: &[f32], k: usize, damp: f64) -> Result<Vec<f32>> {
@@ -326,11 +336,12 @@ pub(crate) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], ldd: usize, 
     }
 }
 
-/// `L^-1` (row-major `n x n`, lower triangular, f32) for the Cholesky factor `L` of `C + damp * mean(diag C) I`,
-/// computed in f64 (Cholesky–Banachiewicz, then forward substitution row by row).
+/// `L^-1` (row-major `n x n`, lower triangular, f32) for the Cholesky factor `L` of `C + lambda I`,
+/// `lambda = damp * mean(diag C)`, computed in f64 (Cholesky–Banachiewicz, then forward substitution row by
+/// row), and `lambda`.
 ///
 /// Errors: `C` with a non-positive mean diagonal, or a pivot that is not positive after damping.
-pub fn damped_cholesky_inverse(c: &[f32], n: usize, damp: f64) -> Result<Vec<f32>> {
+pub fn damped_cholesky_inverse(c: &[f32], n: usize, damp: f64) -> Result<(Vec<f32>, f64)> {
     ensure!(c.len() == n * n, "{} elements for a {n}x{n} matrix", c.len());
     let mean_diag = (0..n).map(|i| c[i * n + i] as f64).sum::<f64>() / n.max(1) as f64;
     ensure!(mean_diag.is_finite() && mean_diag > 0.0, "singular statistic: mean diagonal {mean_diag} (no activation seen)");
@@ -368,7 +379,7 @@ pub fn damped_cholesky_inverse(c: &[f32], n: usize, damp: f64) -> Result<Vec<f32
         let inv = 1.0 / l[i * n + i];
         row[..=i].iter_mut().for_each(|r| *r *= inv);
     }
-    Ok(x.into_iter().map(|v| v as f32).collect())
+    Ok((x.into_iter().map(|v| v as f32).collect(), lambda))
 }
 
 #[cfg(test)]
@@ -381,7 +392,7 @@ mod tests {
     #[test]
     fn refit_matches_hand_calculation() {
         let c = [4.0f32, 2.0, 0.0, 2.0, 3.0, 1.0, 0.0, 1.0, 2.0];
-        let linv = damped_cholesky_inverse(&c, 3, 1e-9).unwrap();
+        let (linv, _) = damped_cholesky_inverse(&c, 3, 1e-9).unwrap();
         let w = [1.0f32, 1.0, 1.0];
         let mut m = vec![0f32; 3];
         matmul(1, 3, 3, &mut m, 3, &w, 3, &c, 3, false);

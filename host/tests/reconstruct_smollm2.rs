@@ -72,11 +72,11 @@ fn refit_equals_numpy_ridge_least_squares() {
         p
     };
     let (hp, wp) = (dump("h.txt", &h), dump("w.txt", &w));
-    // min_V ||H Wᵀ - H_S Vᵀ||² / T + lambda ||V||²  <=>  lstsq([H_S; sqrt(lambda T) I] Vᵀ = [H Wᵀ; 0]).
+    // min_V ||H Wᵀ - H_S Vᵀ||² / T + lambda ||V - W_S||²  <=>  lstsq([H_S; sqrt(lambda T) I] Vᵀ = [H Wᵀ; sqrt(lambda T) W_Sᵀ]).
     let script = format!(
         "import numpy as np\nh=np.loadtxt('{}',dtype=np.float64).reshape({t},{n})\nw=np.loadtxt('{}',dtype=np.float64).reshape({d},{n})\n\
          c=h.T@h/{t}\nlam={damp}*np.mean(np.diag(c))\nA=np.vstack([h[:,:{k}],np.sqrt(lam*{t})*np.eye({k})])\n\
-         B=np.vstack([h@w.T,np.zeros(({k},{d}))])\nv=np.linalg.lstsq(A,B,rcond=None)[0].T\nprint(' '.join(repr(float(x)) for x in v.ravel()))",
+         B=np.vstack([h@w.T,np.sqrt(lam*{t})*w[:,:{k}].T])\nv=np.linalg.lstsq(A,B,rcond=None)[0].T\nprint(' '.join(repr(float(x)) for x in v.ravel()))",
         hp.display(),
         wp.display()
     );

@@ -330,8 +330,8 @@ pub enum NeuronOrder {
     Obs,
 }
 
-/// Relative damping of the OBS order (as reconstruction's, [`crate::reconstruct::DEFAULT_DAMP`]).
-pub const OBS_DAMP: f64 = crate::reconstruct::DEFAULT_DAMP;
+/// Relative damping of the OBS order's inverse statistic (`lambda = 0.01 mean(diag C)`).
+pub const OBS_DAMP: f64 = 0.01;
 
 /// Importance scores and order of every layer from the statistics (`ffn_down` and `attn_output` of `f`
 /// supply the weight norms). With `obs` (the second moments of the same pass, base order), FFN neurons are
