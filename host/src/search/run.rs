@@ -120,8 +120,7 @@ fn load_space(args: &SearchArgs, mc: &ModelConfig) -> Result<SearchSpace> {
     Ok(space)
 }
 
-fn make_oracle(args: &SearchArgs, base: &Path, quant: ExportQuant) -> Result<Box<dyn AccuracyOracle>> {
-    let recon = Reconstructor::for_mode(base, args.reconstruct)?;
+fn make_oracle(args: &SearchArgs, base: &Path, quant: ExportQuant, recon: Option<Reconstructor>) -> Result<Box<dyn AccuracyOracle>> {
     if let Some(file) = args.task.strip_prefix("ppl:") {
         let o = PerplexityOracle::new(base, Path::new(file), quant, 128, args.limit.unwrap_or(4), args.threads, recon)
             .map_err(|e| anyhow::anyhow!("--task {}: {e}", args.task))?;
@@ -132,10 +131,6 @@ fn make_oracle(args: &SearchArgs, base: &Path, quant: ExportQuant) -> Result<Box
     Ok(Box::new(o))
 }
 
-/// The reconstruction the run's sub-networks get (the method string), for `run.json`.
-fn reconstruction_of(base: &Path, mode: crate::reconstruct::Mode) -> Result<Option<String>> {
-    Ok(Reconstructor::for_mode(base, mode)?.map(|r| r.method()))
-}
 
 /// Run `llamanas search`.
 pub fn run(args: &SearchArgs) -> Result<Outcome> {
@@ -161,6 +156,9 @@ pub fn run(args: &SearchArgs) -> Result<Outcome> {
             (None, args.quant.unwrap_or(ExportQuant::Q8_0))
         }
     };
+    // The reconstruction the scored sub-networks get (recorded in run.json: --resume must score the same way).
+    let wants_accuracy = objectives.contains(&Objective::Accuracy);
+    let recon = if wants_accuracy && !args.dry_run { Reconstructor::for_mode(&base_path, args.reconstruct)? } else { None };
     let run_file = RunFile {
         input: args.input.display().to_string(),
         task: args.task.clone(),
@@ -170,7 +168,7 @@ pub fn run(args: &SearchArgs) -> Result<Outcome> {
         context: args.context,
         settings: args.settings.clone(),
         space: space.clone(),
-        reconstruction: if objectives.contains(&Objective::Accuracy) { reconstruction_of(&base_path, args.reconstruct)? } else { None },
+        reconstruction: recon.as_ref().map(|r| r.method()),
     };
     let mut costs = ExactCosts::new(base, quant, latency, args.context);
     if args.dry_run {
@@ -202,8 +200,8 @@ pub fn run(args: &SearchArgs) -> Result<Outcome> {
     } else {
         write_atomic(&run_json, (serde_json::to_string_pretty(&run_file)? + "\n").as_bytes())?;
     }
-    let mut oracle: Box<dyn AccuracyOracle> = if objectives.contains(&Objective::Accuracy) {
-        make_oracle(args, &base_path, quant)?
+    let mut oracle: Box<dyn AccuracyOracle> = if wants_accuracy {
+        make_oracle(args, &base_path, quant, recon)?
     } else {
         Box::new(NoAccuracy)
     };
@@ -271,7 +269,7 @@ fn dry_run(args: &SearchArgs, space: &SearchSpace, base: &Path, quant: ExportQua
         println!("base model decode latency at context {}: {l:.3} ms/token ({:.1} tokens/s)", args.context, 1000.0 / l);
     }
     if args.settings.objectives.contains(&Objective::Accuracy) {
-        let mut o = make_oracle(args, base, quant)?;
+        let mut o = make_oracle(args, base, quant, Reconstructor::for_mode(base, args.reconstruct)?)?;
         let t0 = Instant::now();
         let a = o.accuracy(&big).map_err(|e| anyhow::anyhow!("{e}"))?;
         let s = t0.elapsed().as_secs_f64();
