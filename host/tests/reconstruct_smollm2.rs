@@ -19,17 +19,12 @@ use llamanas::store::import::{self, ImportOptions};
 
 const GPL3: &str = "/usr/share/common-licenses/GPL-3";
 
-fn assets_dir() -> PathBuf {
-    match std::env::var_os("LLAMANAS_ASSETS") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets"),
-    }
-}
+mod common;
+use common::smollm2;
 
-fn smollm2() -> PathBuf {
-    let p = assets_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(p.is_file(), "{} is missing: run scripts/fetch-assets.sh (or set LLAMANAS_ASSETS)", p.display());
-    p
+/// The assets folder (the model's folder; `common::smollm2` resolves it).
+fn assets_dir() -> PathBuf {
+    smollm2().parent().expect("the model lies in the assets folder").to_path_buf()
 }
 
 /// Deterministic values in [-1, 1) (a 64-bit LCG; no dependency on the code under test).
