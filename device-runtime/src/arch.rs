@@ -111,11 +111,11 @@ fn per_layer(f: &GgufFile, key: &str, n_layers: usize) -> Result<Option<Vec<usiz
     let file = f.name().to_owned();
     let Some(v) = f.get(key) else { return Ok(None) };
     if let Some(a) = v.as_array() {
-        if a.values.len() != n_layers {
+        if a.len() != n_layers {
             return Err(ArchError::PerLayer {
                 file,
                 key: key.into(),
-                reason: format!("array has {} entries, block_count is {n_layers}", a.values.len()),
+                reason: format!("array has {} entries, block_count is {n_layers}", a.len()),
             });
         }
         let vals = v.as_u32_vec().ok_or_else(|| ArchError::PerLayer {

@@ -161,7 +161,7 @@ impl Report {
         }
         let s = |k: &str| f.get(k).and_then(MetaValue::as_str).map(str::to_owned);
         let id = |k: &str| f.get(k).and_then(MetaValue::as_u64);
-        let len = |k: &str| f.get(k).and_then(MetaValue::as_array).map(|a| a.values.len());
+        let len = |k: &str| f.get(k).and_then(MetaValue::as_array).map(|a| a.len());
         let tokenizer = TokenizerSummary {
             model: s("tokenizer.ggml.model"),
             pre: s("tokenizer.ggml.pre"),

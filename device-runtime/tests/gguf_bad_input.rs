@@ -120,7 +120,14 @@ fn empty_and_truncated_files() {
 
 #[test]
 fn bad_magic_and_versions() {
-    expect_err(B::default().raw(b"GGML").u32(3).u64(0).u64(0), "bad_magic", &["bad magic", "not a GGUF file"]);
+    let e = expect_err(B::default().raw(b"GGML").u32(3).u64(0).u64(0), "bad_magic", &["bad magic", "not a GGUF file"]);
+    // One line, hex (as `xxd` prints the first bytes) and the bytes as text.
+    assert_eq!(
+        e.to_string(),
+        "bad.gguf: bad magic 47 47 4d 4c (\"GGML\") at offset 0 (expected 47 47 55 46, \"GGUF\"): not a GGUF file"
+    );
+    let e = expect_err(B::default().raw(b"\x7fELF").u32(3).u64(0).u64(0), "bad_magic", &["7f 45 4c 46"]);
+    assert!(!e.to_string().contains('\n'), "{e}");
     expect_err(B::default().raw(b"GGUF").u32(1).u64(0).u64(0), "unsupported_version", &["version 1", "32-bit counts"]);
     expect_err(B::default().raw(b"GGUF").u32(4).u64(0).u64(0), "unsupported_version", &["version 4 at offset 4"]);
     expect_err(B::default().raw(b"GGUF").u32(3u32.swap_bytes()).u64(0).u64(0), "unsupported_version", &["big-endian"]);
@@ -215,6 +222,37 @@ fn open_reports_missing_files_with_the_path() {
     let e = GgufFile::open("/nonexistent/dir/model.gguf").unwrap_err();
     assert_eq!(e.kind(), "io");
     assert!(e.to_string().starts_with("/nonexistent/dir/model.gguf: open:"), "{e}");
+}
+
+#[test]
+fn open_on_a_directory_says_it_is_a_directory() {
+    let dir = std::env::temp_dir();
+    let e = GgufFile::open(&dir).unwrap_err();
+    assert_eq!(e.kind(), "io");
+    let msg = e.to_string();
+    assert!(msg.starts_with(&format!("{}: open: ", dir.display())) && msg.contains("is a directory"), "{msg}");
+}
+
+/// A 5-million-element UINT8 array (a 5 MB file) is held packed: no allocation much larger than the file (the
+/// reader once made a 32-byte value per element, 166 MB resident). Element values as written.
+#[test]
+fn large_scalar_arrays_stay_compact() {
+    let n = 5_000_000usize;
+    let bytes: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+    let file = B::header(0, 1).str("blob").u32(9).u32(0).u64(n as u64).raw(&bytes);
+    let len = file.0.len();
+    MAX_ALLOC.with(|m| m.set(0));
+    let f = GgufFile::from_bytes(file.0, "blob.gguf").unwrap();
+    let max = MAX_ALLOC.with(|m| m.get());
+    assert!(max <= len + 4096, "largest allocation {max} bytes for a {len}-byte file");
+    let a = f.get_array("blob").unwrap();
+    assert_eq!((a.len(), a.get(0), a.get(252), a.get(n)), (n, Some(MetaValue::U8(0)), Some(MetaValue::U8(1)), None));
+    // Other scalar types too: an I16 array round-trips through the writer.
+    let mut w = GgufWriter::new();
+    let vals: Vec<MetaValue> = (0..1000).map(|i| MetaValue::I16(i as i16 - 500)).collect();
+    w.add_metadata("i16s", MetaValue::array(device_runtime::gguf::GgufValueType::I16, vals.clone()));
+    let g = GgufFile::from_bytes(w.to_bytes().unwrap(), "i16.gguf").unwrap();
+    assert_eq!(g.get_array("i16s").unwrap().iter().collect::<Vec<_>>(), vals);
 }
 
 /// Inputs the fuzzer (`fuzz/`) found crashing, kept as regressions: each must go through the same steps as the

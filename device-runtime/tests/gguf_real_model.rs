@@ -27,7 +27,7 @@ fn to_json(v: &MetaValue) -> Value {
         MetaValue::F64(x) => json!({ "float": *x }),
         MetaValue::Bool(b) => json!(b),
         MetaValue::String(s) => json!(s),
-        MetaValue::Array(a) => Value::Array(a.values.iter().map(to_json).collect()),
+        MetaValue::Array(a) => Value::Array(a.iter().map(|v| to_json(&v)).collect()),
         v => json!(v.as_i64().map(Value::from).unwrap_or_else(|| Value::from(v.as_u64().unwrap()))),
     }
 }
@@ -35,8 +35,8 @@ fn to_json(v: &MetaValue) -> Value {
 fn types(v: &MetaValue) -> Vec<String> {
     let mut t = vec![v.value_type().name().to_string()];
     if let MetaValue::Array(a) = v {
-        match a.values.first() {
-            Some(e @ MetaValue::Array(_)) => t.extend(types(e)),
+        match a.get(0) {
+            Some(e @ MetaValue::Array(_)) => t.extend(types(&e)),
             _ => t.push(a.elem_type.name().to_string()),
         }
     }
@@ -93,8 +93,8 @@ fn real_model_facts() {
     let count = |ty| f.tensors().iter().filter(|t| t.ty == ty).count();
     assert_eq!((count(GgmlType::Q4_1), count(GgmlType::F32), count(GgmlType::Q8_0)), (210, 61, 1));
     assert!(f.tensor("output.weight").is_none());
-    assert_eq!(f.get_array("tokenizer.ggml.tokens").unwrap().values.len(), 49152);
-    assert_eq!(f.get_array("tokenizer.ggml.merges").unwrap().values.len(), 48900);
+    assert_eq!(f.get_array("tokenizer.ggml.tokens").unwrap().len(), 49152);
+    assert_eq!(f.get_array("tokenizer.ggml.merges").unwrap().len(), 48900);
     // F32 tensors are viewable in place; RMSNorm weights of a trained model are finite and mostly positive.
     let norm = f.tensor_f32(f.tensor("output_norm.weight").unwrap()).unwrap();
     assert_eq!(norm.len(), 576);

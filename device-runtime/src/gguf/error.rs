@@ -2,6 +2,12 @@
 
 use super::GgmlType;
 
+/// Four magic bytes as one line: hex, and the bytes as text where printable (`7f 45 4c 46 ("\x7fELF")`).
+fn magic_text(b: &[u8; 4]) -> String {
+    let hex = b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ");
+    format!("{hex} ({:?})", String::from_utf8_lossy(b))
+}
+
 /// Everything that can go wrong reading or writing a GGUF file.
 ///
 /// Every variant names the file (`file`: the path given to [`super::GgufFile::open`], the name given to
@@ -36,7 +42,7 @@ pub enum GgufError {
         have: u64,
     },
     /// The first four bytes are not `GGUF`.
-    #[error("{file}: bad magic {found:#04x?} at offset 0 (expected \"GGUF\"): not a GGUF file")]
+    #[error("{file}: bad magic {} at offset 0 (expected 47 47 55 46, \"GGUF\"): not a GGUF file", magic_text(.found))]
     BadMagic {
         /// File name.
         file: String,

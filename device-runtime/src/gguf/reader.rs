@@ -142,7 +142,12 @@ impl GgufFile {
         let name = path.display().to_string();
         let io = |op, source| GgufError::Io { file: name.clone(), op, source };
         let file = File::open(path).map_err(|e| io("open", e))?;
-        let len = file.metadata().map_err(|e| io("stat", e))?.len();
+        let meta = file.metadata().map_err(|e| io("stat", e))?;
+        if meta.is_dir() {
+            let e = std::io::Error::new(std::io::ErrorKind::IsADirectory, "it is a directory, not a GGUF file");
+            return Err(io("open", e));
+        }
+        let len = meta.len();
         let storage = if len == 0 {
             Storage::from_vec(Vec::new())
         } else {
@@ -484,11 +489,16 @@ impl<'a> Parser<'a> {
                 }
                 let elem_type = self.value_type(key)?;
                 let n = self.count(elem_type.min_size(), &|| format!("array {key:?} element"))?;
+                if let Some(size) = elem_type.fixed_size() {
+                    // Scalars are converted from the bytes straight into a packed vector (no value per element).
+                    let bytes = self.take(n * size, &|| format!("array {key:?} elements"))?;
+                    return Ok(MetaValue::Array(MetaArray::from_le_bytes(elem_type, bytes)));
+                }
                 let mut values = Vec::with_capacity(n as usize);
                 for _ in 0..n {
                     values.push(self.value(elem_type, key, depth + 1)?);
                 }
-                MetaValue::Array(MetaArray { elem_type, values })
+                MetaValue::Array(MetaArray::new(elem_type, values))
             }
         })
     }

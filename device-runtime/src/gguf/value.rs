@@ -101,12 +101,162 @@ impl fmt::Display for GgufValueType {
 }
 
 /// A homogeneous array value: the element type and the elements (each of that type; nested arrays allowed).
+///
+/// Scalar and string elements are stored packed (a `Vec<u8>` for a `UINT8` array, ...), so an array takes about
+/// the bytes it takes in the file: a 5-million-element `UINT8` array is 5 MB, not 32 bytes per element.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MetaArray {
     /// Type of every element.
     pub elem_type: GgufValueType,
-    /// The elements.
-    pub values: Vec<MetaValue>,
+    items: Items,
+}
+
+/// The elements of a [`MetaArray`], packed by type; `Values` holds nested arrays and arrays built from
+/// elements that do not all have the declared type (which the writer refuses).
+#[derive(Clone, Debug, PartialEq)]
+enum Items {
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    U16(Vec<u16>),
+    I16(Vec<i16>),
+    U32(Vec<u32>),
+    I32(Vec<i32>),
+    U64(Vec<u64>),
+    I64(Vec<i64>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    Bool(Vec<bool>),
+    String(Vec<String>),
+    Values(Vec<MetaValue>),
+}
+
+macro_rules! pack {
+    ($values:expr, $variant:ident) => {{
+        let mut out = Vec::with_capacity($values.len());
+        for v in &$values {
+            match v {
+                MetaValue::$variant(x) => out.push(x.clone()),
+                _ => return MetaArray { elem_type: GgufValueType::$variant, items: Items::Values($values) },
+            }
+        }
+        Items::$variant(out)
+    }};
+}
+
+impl MetaArray {
+    /// An array of `elem_type` holding `values`. Elements are packed when they all have `elem_type`; an array
+    /// whose elements do not is kept as given (and refused by [`crate::gguf::GgufWriter`]).
+    pub fn new(elem_type: GgufValueType, values: Vec<MetaValue>) -> MetaArray {
+        use GgufValueType as T;
+        let items = match elem_type {
+            T::U8 => pack!(values, U8),
+            T::I8 => pack!(values, I8),
+            T::U16 => pack!(values, U16),
+            T::I16 => pack!(values, I16),
+            T::U32 => pack!(values, U32),
+            T::I32 => pack!(values, I32),
+            T::U64 => pack!(values, U64),
+            T::I64 => pack!(values, I64),
+            T::F32 => pack!(values, F32),
+            T::F64 => pack!(values, F64),
+            T::Bool => pack!(values, Bool),
+            T::String => pack!(values, String),
+            T::Array => Items::Values(values),
+        };
+        MetaArray { elem_type, items }
+    }
+
+    /// An array of the fixed-size type `elem_type` from its little-endian encoding (`bytes.len()` a multiple of
+    /// the type's size; a trailing partial element is ignored). Panics for `STRING` and `ARRAY`.
+    pub(crate) fn from_le_bytes(elem_type: GgufValueType, bytes: &[u8]) -> MetaArray {
+        macro_rules! conv {
+            ($t:ty, $n:expr) => {
+                bytes.chunks_exact($n).map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk size"))).collect()
+            };
+        }
+        use GgufValueType as T;
+        let items = match elem_type {
+            T::U8 => Items::U8(bytes.to_vec()),
+            T::I8 => Items::I8(bytes.iter().map(|&b| b as i8).collect()),
+            T::Bool => Items::Bool(bytes.iter().map(|&b| b != 0).collect()),
+            T::U16 => Items::U16(conv!(u16, 2)),
+            T::I16 => Items::I16(conv!(i16, 2)),
+            T::U32 => Items::U32(conv!(u32, 4)),
+            T::I32 => Items::I32(conv!(i32, 4)),
+            T::F32 => Items::F32(conv!(f32, 4)),
+            T::U64 => Items::U64(conv!(u64, 8)),
+            T::I64 => Items::I64(conv!(i64, 8)),
+            T::F64 => Items::F64(conv!(f64, 8)),
+            T::String | T::Array => panic!("from_le_bytes: {elem_type} has no fixed size"),
+        };
+        MetaArray { elem_type, items }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match &self.items {
+            Items::U8(v) => v.len(),
+            Items::I8(v) => v.len(),
+            Items::U16(v) => v.len(),
+            Items::I16(v) => v.len(),
+            Items::U32(v) => v.len(),
+            Items::I32(v) => v.len(),
+            Items::U64(v) => v.len(),
+            Items::I64(v) => v.len(),
+            Items::F32(v) => v.len(),
+            Items::F64(v) => v.len(),
+            Items::Bool(v) => v.len(),
+            Items::String(v) => v.len(),
+            Items::Values(v) => v.len(),
+        }
+    }
+
+    /// True when the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i` as a value (strings and nested arrays are cloned); `None` past the end.
+    pub fn get(&self, i: usize) -> Option<MetaValue> {
+        Some(match &self.items {
+            Items::U8(v) => MetaValue::U8(*v.get(i)?),
+            Items::I8(v) => MetaValue::I8(*v.get(i)?),
+            Items::U16(v) => MetaValue::U16(*v.get(i)?),
+            Items::I16(v) => MetaValue::I16(*v.get(i)?),
+            Items::U32(v) => MetaValue::U32(*v.get(i)?),
+            Items::I32(v) => MetaValue::I32(*v.get(i)?),
+            Items::U64(v) => MetaValue::U64(*v.get(i)?),
+            Items::I64(v) => MetaValue::I64(*v.get(i)?),
+            Items::F32(v) => MetaValue::F32(*v.get(i)?),
+            Items::F64(v) => MetaValue::F64(*v.get(i)?),
+            Items::Bool(v) => MetaValue::Bool(*v.get(i)?),
+            Items::String(v) => MetaValue::String(v.get(i)?.clone()),
+            Items::Values(v) => v.get(i)?.clone(),
+        })
+    }
+
+    /// The elements as values, in order (see [`MetaArray::get`]).
+    pub fn iter(&self) -> impl Iterator<Item = MetaValue> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+
+    /// The elements of a string array, borrowed; `None` for other element types.
+    pub fn as_strs(&self) -> Option<Vec<&str>> {
+        match &self.items {
+            Items::String(v) => Some(v.iter().map(String::as_str).collect()),
+            Items::Values(v) => v.iter().map(MetaValue::as_str).collect(),
+            _ => None,
+        }
+    }
+
+    /// The first element whose type is not `elem_type`, with its index (only an array built by
+    /// [`MetaArray::new`] from mixed elements has one).
+    pub fn mismatched_element(&self) -> Option<(usize, GgufValueType)> {
+        match &self.items {
+            Items::Values(v) => v.iter().enumerate().find(|(_, e)| e.value_type() != self.elem_type).map(|(i, e)| (i, e.value_type())),
+            _ => None,
+        }
+    }
 }
 
 /// One metadata value.
@@ -151,7 +301,7 @@ impl MetaValue {
 
     /// Build an array value from elements that all have type `elem_type`.
     pub fn array(elem_type: GgufValueType, values: Vec<MetaValue>) -> MetaValue {
-        MetaValue::Array(MetaArray { elem_type, values })
+        MetaValue::Array(MetaArray::new(elem_type, values))
     }
 
     /// An array of strings.
@@ -254,33 +404,33 @@ impl MetaValue {
 
     /// An array of strings as `Vec<&str>`; `None` if not an array of strings.
     pub fn as_string_vec(&self) -> Option<Vec<&str>> {
-        self.as_array()?.values.iter().map(|v| v.as_str()).collect()
+        self.as_array()?.as_strs()
     }
 
     /// An array of integers (any integer element type) whose values all fit in `u32`.
     pub fn as_u32_vec(&self) -> Option<Vec<u32>> {
-        self.as_array()?.values.iter().map(|v| v.as_u32()).collect()
+        self.as_array()?.iter().map(|v| v.as_u32()).collect()
     }
 
     /// An array of integers whose values all fit in `u64` (non-negative).
     pub fn as_u64_vec(&self) -> Option<Vec<u64>> {
-        self.as_array()?.values.iter().map(|v| v.as_u64()).collect()
+        self.as_array()?.iter().map(|v| v.as_u64()).collect()
     }
 
     /// An array of integers whose values all fit in `i32`.
     pub fn as_i32_vec(&self) -> Option<Vec<i32>> {
-        self.as_array()?.values.iter().map(|v| v.as_i32()).collect()
+        self.as_array()?.iter().map(|v| v.as_i32()).collect()
     }
 
     /// An array of `F32` (or `F64`, narrowed).
     pub fn as_f32_vec(&self) -> Option<Vec<f32>> {
-        self.as_array()?.values.iter().map(|v| v.as_f32()).collect()
+        self.as_array()?.iter().map(|v| v.as_f32()).collect()
     }
 
     /// A short description for messages: the type, and the value for scalars and short strings.
     pub fn describe(&self) -> String {
         match self {
-            MetaValue::Array(a) => format!("ARRAY[{}; {}]", a.elem_type, a.values.len()),
+            MetaValue::Array(a) => format!("ARRAY[{}; {}]", a.elem_type, a.len()),
             MetaValue::String(s) if s.len() > 40 => format!("STRING of {} bytes", s.len()),
             v => format!("{} {}", v.value_type(), v),
         }
@@ -306,14 +456,14 @@ impl fmt::Display for MetaValue {
             String(s) => write!(f, "{s:?}"),
             Array(a) => {
                 f.write_str("[")?;
-                for (i, v) in a.values.iter().take(8).enumerate() {
+                for (i, v) in a.iter().take(8).enumerate() {
                     if i > 0 {
                         f.write_str(", ")?;
                     }
                     write!(f, "{v}")?;
                 }
-                if a.values.len() > 8 {
-                    write!(f, ", ... ({} items)", a.values.len())?;
+                if a.len() > 8 {
+                    write!(f, ", ... ({} items)", a.len())?;
                 }
                 f.write_str("]")
             }

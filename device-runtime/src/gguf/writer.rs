@@ -301,15 +301,11 @@ fn check_value(key: &str, v: &MetaValue, depth: usize) -> Result<(), GgufError> 
         if depth >= super::reader::MAX_ARRAY_DEPTH {
             return Err(invalid(format!("key {key:?}: arrays nested too deep")));
         }
-        for (i, e) in a.values.iter().enumerate() {
-            if e.value_type() != a.elem_type {
-                return Err(invalid(format!(
-                    "key {key:?}: array of {} has element {i} of type {}",
-                    a.elem_type,
-                    e.value_type()
-                )));
-            }
-            check_value(key, e, depth + 1)?;
+        if let Some((i, t)) = a.mismatched_element() {
+            return Err(invalid(format!("key {key:?}: array of {} has element {i} of type {t}", a.elem_type)));
+        }
+        for e in a.iter().filter(|e| e.value_type() == super::GgufValueType::Array) {
+            check_value(key, &e, depth + 1)?;
         }
     }
     Ok(())
@@ -361,9 +357,9 @@ fn put_value<W: Write>(out: &mut Counter<'_, W>, v: &MetaValue) -> std::io::Resu
         MetaValue::String(s) => put_str(out, s),
         MetaValue::Array(a) => {
             out.put(&a.elem_type.id().to_le_bytes())?;
-            out.put(&(a.values.len() as u64).to_le_bytes())?;
-            for e in &a.values {
-                put_value(out, e)?;
+            out.put(&(a.len() as u64).to_le_bytes())?;
+            for e in a.iter() {
+                put_value(out, &e)?;
             }
             Ok(())
         }

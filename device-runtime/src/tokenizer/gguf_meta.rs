@@ -13,17 +13,17 @@ fn bad(f: &GgufFile, key: &'static str, expected: &'static str) -> TokenizerErro
     TokenizerError::BadArray { file: f.name().to_string(), key, expected }
 }
 
-fn opt_array<'a, T>(
-    f: &'a GgufFile,
+fn opt_array<T>(
+    f: &GgufFile,
     key: &'static str,
     expected: &'static str,
-    conv: impl Fn(&'a MetaValue) -> Option<T>,
+    conv: impl Fn(&MetaValue) -> Option<T>,
 ) -> Result<Option<Vec<T>>, TokenizerError> {
     match f.get(key) {
         None => Ok(None),
         Some(v) => {
             let arr = v.as_array().ok_or_else(|| bad(f, key, expected))?;
-            arr.values.iter().map(&conv).collect::<Option<Vec<T>>>().map(Some).ok_or_else(|| bad(f, key, expected))
+            arr.iter().map(|v| conv(&v)).collect::<Option<Vec<T>>>().map(Some).ok_or_else(|| bad(f, key, expected))
         }
     }
 }
