@@ -159,6 +159,9 @@ impl ModelConfig {
             return Err(invalid(format!("{} is 0", k("embedding_length"))));
         }
         let n_ctx_train = f.get_u32(&k("context_length"))? as usize;
+        if n_ctx_train == 0 {
+            return Err(invalid(format!("{} is 0 (the training context must hold at least one token)", k("context_length"))));
+        }
         let required = |key: String| -> Result<Vec<usize>, ArchError> {
             per_layer(f, &key, n_layers)?.ok_or(ArchError::Gguf(GgufError::MissingKey { file: file.clone(), key }))
         };

@@ -1,7 +1,7 @@
-//! `edgerun`: the device runtime's command-line tool (inspect, generate, perplexity, bench, profile,
+//! `edgerun`: the device runtime's command-line tool (inspect, generate, tokenize, perplexity, bench, profile,
 //! devices).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[path = "edgerun/engine_cmds.rs"]
@@ -28,6 +28,8 @@ enum Cmd {
     },
     /// Generate text from a prompt (greedy or sampled; --chat applies the model's chat template).
     Generate(engine_cmds::GenerateArgs),
+    /// Token ids and pieces of a text (as llama-tokenize): special tokens parsed, BOS where the vocabulary adds it.
+    Tokenize(engine_cmds::TokenizeArgs),
     /// Perplexity of a text file, as llama-perplexity computes it.
     Perplexity(engine_cmds::PerplexityArgs),
     /// Prefill and decode speed, as llama-bench measures it.
@@ -44,6 +46,7 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Inspect { file, json } => inspect(&file, json),
         Cmd::Generate(a) => engine_cmds::generate(a),
+        Cmd::Tokenize(a) => engine_cmds::tokenize(a),
         Cmd::Perplexity(a) => engine_cmds::perplexity_cmd(a),
         Cmd::Bench(a) => engine_cmds::bench(a),
         Cmd::Profile(a) => profile_cmd::run(*a),
@@ -51,14 +54,28 @@ fn main() -> Result<()> {
     }
 }
 
-/// `edgerun inspect FILE [--json]`.
+/// `edgerun inspect FILE [--json]`: the report, then, for a llama/deci file, the engine's own checks (every
+/// tensor present, of a usable type, of the shape the metadata implies): a file `generate` would refuse is
+/// reported and the exit status is 1.
 fn inspect(file: &std::path::Path, json: bool) -> Result<()> {
-    let f = device_runtime::gguf::GgufFile::open(file).context("inspect: cannot read the GGUF file")?;
+    let f = device_runtime::gguf::GgufFile::open(file)?;
     let report = device_runtime::inspect::Report::new(&f);
+    drop(f);
+    let is_model = matches!(report.architecture.as_deref(), Some("llama" | "deci"));
+    let problem = match (&report.config_error, is_model) {
+        (_, false) => None,
+        (Some(e), true) => Some(e.clone()),
+        (None, true) => device_runtime::engine::Model::load(file).err().map(|e| e.to_string()),
+    };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut j = serde_json::to_value(&report)?;
+        j["problem"] = serde_json::json!(problem);
+        println!("{}", serde_json::to_string_pretty(&j)?);
     } else {
         print!("{}", report.to_text());
     }
-    Ok(())
+    match problem {
+        Some(p) => anyhow::bail!("the engine cannot run this file: {p}"),
+        None => Ok(()),
+    }
 }

@@ -16,10 +16,19 @@ pub mod session;
 
 pub use model::{EngineConfig, LayerShape, Model, Storage, TensorRef};
 pub use sampler::{Sampler, SamplerConfig};
-pub use session::{ActivationObserver, Logits, Session, SessionOptions};
+pub use session::{available_memory_bytes, check_memory, ActivationObserver, Logits, Session, SessionOptions};
 
 use crate::gguf::GgmlType;
 use crate::quant::dot::KernelError;
+
+/// A byte count for messages: `12.3 GiB`, or `25.6 MiB` below 1 GiB; `None` as `unknown`.
+fn gib(bytes: Option<u64>) -> String {
+    match bytes {
+        None => "unknown".to_string(),
+        Some(b) if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        Some(b) => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+    }
+}
 
 /// Errors of the engine: the model file does not describe a model it can run, or the input does not fit.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +94,24 @@ pub enum EngineError {
         n_tokens: usize,
         /// Capacity.
         n_ctx: usize,
+    },
+    /// An allocation larger than the memory available (checked before allocating).
+    #[error("{what} needs {} (more than 2^64 bytes if unknown), more than the memory available ({})", gib(*.bytes), gib(*.available))]
+    OutOfMemory {
+        /// What was to be allocated (e.g. "the KV cache for a context of 50000000 tokens").
+        what: String,
+        /// Bytes needed; `None` when the size overflows 64 bits.
+        bytes: Option<u64>,
+        /// Bytes available (`None`: unknown).
+        available: Option<u64>,
+    },
+    /// NaN or infinity in the activations: broken weights (or an overflow).
+    #[error("non-finite values (NaN or infinity) in {place}{}", .tensor.as_ref().map(|t| format!(": tensor {t} holds non-finite weights")).unwrap_or_default())]
+    NonFinite {
+        /// Where they were found ("the output of block 3", "the logits", ...).
+        place: String,
+        /// The first tensor of that place whose weights are not all finite, when one is.
+        tensor: Option<String>,
     },
     /// A token id outside the vocabulary.
     #[error("token id {token} is outside the vocabulary of {n_vocab}")]

@@ -157,6 +157,62 @@ pub struct Model {
 }
 
 impl Model {
+    /// The GGUF name of the first tensor with a non-finite (NaN or infinite) weight: of block `block` (norms,
+    /// attention, FFN, in the file's order), or with `None` of the embeddings and the output head. Dequantizes
+    /// row by row (O(one row) memory); used to name the culprit of [`EngineError::NonFinite`].
+    pub fn non_finite_tensor(&self, block: Option<usize>) -> Option<String> {
+        let bad_vec = |v: &[f32]| v.iter().any(|x| !x.is_finite());
+        let bad_mat = |m: &Mat| {
+            let q = self.mat(m);
+            let mut row = vec![0f32; m.cols];
+            (0..m.rows).any(|r| {
+                q.dequantize_row(r, &mut row);
+                bad_vec(&row)
+            })
+        };
+        match block {
+            None => [("token_embd.weight", Some(&self.tok_embd)), ("output_norm.weight", None), ("output.weight", Some(&self.output))]
+                .into_iter()
+                .find(|(_, m)| match m {
+                    Some(m) => bad_mat(m),
+                    None => bad_vec(&self.output_norm),
+                })
+                .map(|(n, _)| n.to_string()),
+            Some(l) => {
+                let lw = self.layers.get(l)?;
+                let mats = [
+                    ("attn_q", &lw.wq),
+                    ("attn_k", &lw.wk),
+                    ("attn_v", &lw.wv),
+                    ("attn_output", &lw.wo),
+                    ("ffn_gate", &lw.gate),
+                    ("ffn_up", &lw.up),
+                    ("ffn_down", &lw.down),
+                ];
+                let name = if bad_vec(&lw.attn_norm) {
+                    Some("attn_norm")
+                } else if bad_vec(&lw.ffn_norm) {
+                    Some("ffn_norm")
+                } else {
+                    mats.iter().find(|(_, m)| m.as_ref().is_some_and(bad_mat)).map(|(n, _)| *n)
+                };
+                name.map(|n| format!("blk.{l}.{n}.weight"))
+            }
+        }
+    }
+
+    /// Bytes of the f32 KV cache of a session with `n_ctx` tokens: K and V, `n_ctx x n_head_kv x head_dim`
+    /// floats each, for every block with attention; `None` if that overflows 64 bits.
+    pub fn kv_cache_bytes(&self, n_ctx: usize) -> Option<u64> {
+        let per_token: u64 = self
+            .layers
+            .iter()
+            .filter(|l| l.shape.has_attention())
+            .map(|l| 2 * 4 * (l.shape.n_head_kv * self.config.head_dim) as u64)
+            .sum();
+        per_token.checked_mul(n_ctx as u64)
+    }
+
     /// Build a model from its config, the storage and a tensor lookup (`name -> TensorRef`), checking
     /// every tensor's presence, type and shape against the config.
     ///
@@ -263,12 +319,19 @@ impl Model {
 
     /// Open a GGUF file (memory-mapped) and check that it describes a model this engine can run.
     ///
-    /// Errors: [`EngineError::InFile`] naming the file, around [`EngineError::Gguf`] (unreadable file),
-    /// [`EngineError::Arch`] (unsupported architecture, bad hyper-parameters), [`EngineError::MissingTensor`],
-    /// [`EngineError::Shape`], [`EngineError::Tensor`] (unsupported tensor type).
+    /// Errors (each names the file once): [`EngineError::Gguf`] (unreadable file), [`EngineError::Arch`]
+    /// (unsupported architecture, bad hyper-parameters), and inside [`EngineError::InFile`]
+    /// [`EngineError::MissingTensor`], [`EngineError::Shape`], [`EngineError::Tensor`] (unsupported type).
     pub fn load(path: impl AsRef<Path>) -> Result<Model, EngineError> {
         let path = path.as_ref();
-        let wrap = |e: EngineError| EngineError::InFile { file: path.display().to_string(), source: Box::new(e) };
+        let file = path.display().to_string();
+        let wrap = |e: EngineError| {
+            if e.to_string().starts_with(&format!("{file}: ")) {
+                e
+            } else {
+                EngineError::InFile { file: file.clone(), source: Box::new(e) }
+            }
+        };
         let f = GgufFile::open(path).map_err(|e| wrap(e.into()))?;
         Self::from_gguf(f).map_err(wrap)
     }

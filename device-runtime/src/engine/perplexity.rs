@@ -51,11 +51,28 @@ pub struct Perplexity {
     pub running: Vec<f64>,
 }
 
+/// Chunks of `n_ctx` tokens that [`perplexity`] scores in `n_tokens` tokens, at most `max_chunks` (0: all).
+/// Check it before sizing a session: a chunk larger than the text is refused before any KV cache exists.
+///
+/// Errors: [`EngineError::Config`] if `n_ctx < 4` or the text holds less than one chunk.
+pub fn n_chunks(n_tokens: usize, n_ctx: usize, max_chunks: usize) -> Result<usize, EngineError> {
+    if n_ctx < 4 {
+        return Err(EngineError::Config(format!("perplexity context {n_ctx} is too small (at least 4)")));
+    }
+    let n = n_tokens / n_ctx;
+    if n == 0 {
+        return Err(EngineError::Config(format!(
+            "{n_tokens} tokens is less than one chunk of {n_ctx}: use a longer text or a smaller --ctx"
+        )));
+    }
+    Ok(if max_chunks > 0 { n.min(max_chunks) } else { n })
+}
+
 /// Score `tokens` with llama-perplexity's method, chunks of `n_ctx` tokens (the session's context must hold
 /// `n_ctx`). `bos`: the BOS id when the vocabulary adds BOS (`tokenizer.ggml.add_bos_token`), else `None`.
 /// `max_chunks` limits the chunks (0: all). `progress` is called after each chunk with `(chunk, running ppl)`.
 ///
-/// Errors: [`EngineError::Config`] if fewer than `n_ctx` tokens are given or `n_ctx < 4`; errors of
+/// Errors: as [`n_chunks`]; [`EngineError::NonFinite`] if a logit is NaN or infinite; errors of
 /// [`Session::prefill`] (any [`Evaluator`]: the CPU or the GPU session).
 pub fn perplexity<S: Evaluator + ?Sized>(
     session: &mut S,
@@ -65,19 +82,7 @@ pub fn perplexity<S: Evaluator + ?Sized>(
     max_chunks: usize,
     mut progress: impl FnMut(usize, f64),
 ) -> Result<Perplexity, EngineError> {
-    if n_ctx < 4 {
-        return Err(EngineError::Config(format!("perplexity context {n_ctx} is too small (at least 4)")));
-    }
-    let mut n_chunks = tokens.len() / n_ctx;
-    if n_chunks == 0 {
-        return Err(EngineError::Config(format!(
-            "{} tokens is less than one chunk of {n_ctx}: use a longer text or a smaller --ctx",
-            tokens.len()
-        )));
-    }
-    if max_chunks > 0 {
-        n_chunks = n_chunks.min(max_chunks);
-    }
+    let n_chunks = n_chunks(tokens.len(), n_ctx, max_chunks)?;
     let first = n_ctx / 2;
     let (mut nll, mut count) = (0f64, 0usize);
     let mut running = Vec::with_capacity(n_chunks);
@@ -88,6 +93,10 @@ pub fn perplexity<S: Evaluator + ?Sized>(
         }
         session.reset();
         let logits = session.prefill(&chunk, Logits::All)?;
+        if logits.iter().any(|v| !v.is_finite()) {
+            // The CPU session names the block; another evaluator may only return the logits.
+            return Err(EngineError::NonFinite { place: format!("the logits of chunk {}", c + 1), tensor: None });
+        }
         let nv = logits.len() / n_ctx;
         for j in first..n_ctx - 1 {
             let target = tokens[c * n_ctx + j + 1] as usize;

@@ -44,6 +44,27 @@ impl Default for SessionOptions {
     }
 }
 
+/// Memory this machine can still give a process, bytes (`MemAvailable` on Linux, through `sysinfo`); `None`
+/// where the OS does not say.
+pub fn available_memory_bytes() -> Option<u64> {
+    use sysinfo::{MemoryRefreshKind, RefreshKind, System};
+    let sys = System::new_with_specifics(RefreshKind::nothing().with_memory(MemoryRefreshKind::nothing().with_ram()));
+    Some(sys.available_memory()).filter(|&b| b > 0)
+}
+
+/// Refuse to allocate `bytes` (`None`: more than a `u64` holds) for `what` when that is more than the memory
+/// available ([`available_memory_bytes`]), before anything is allocated.
+///
+/// Errors: [`EngineError::OutOfMemory`] naming `what`, the bytes and the bytes available.
+pub fn check_memory(what: &str, bytes: Option<u64>) -> Result<(), EngineError> {
+    let available = available_memory_bytes();
+    match (bytes, available) {
+        (None, _) => Err(EngineError::OutOfMemory { what: what.to_string(), bytes: None, available }),
+        (Some(b), Some(a)) if b > a => Err(EngineError::OutOfMemory { what: what.to_string(), bytes, available }),
+        _ => Ok(()),
+    }
+}
+
 /// Which positions of a prefill return logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
@@ -99,21 +120,31 @@ pub struct Session<'m> {
 impl<'m> Session<'m> {
     /// A new session on `model` with an empty KV cache.
     ///
-    /// Errors: [`EngineError::Config`] if the thread pool cannot start or `n_ctx` exceeds the training context.
+    /// Errors: [`EngineError::Config`] if the thread pool cannot start or `n_ctx` exceeds the training context;
+    /// [`EngineError::OutOfMemory`] if the KV cache ([`Model::kv_cache_bytes`]) is larger than the memory
+    /// available (checked before allocating it).
     pub fn new(model: &'m Model, opts: SessionOptions) -> Result<Self, EngineError> {
         let c = &model.config;
         let n_ctx = if opts.n_ctx == 0 { c.n_ctx_train.clamp(1, 4096) } else { opts.n_ctx };
         if c.n_ctx_train > 0 && n_ctx > c.n_ctx_train {
             return Err(EngineError::Config(format!("context {n_ctx} exceeds the model's training context {}", c.n_ctx_train)));
         }
-        let cache = model
-            .layers
-            .iter()
-            .map(|l| {
-                let kv = if l.shape.has_attention() { n_ctx * l.shape.n_head_kv * c.head_dim } else { 0 };
-                LayerCache { k: vec![0.0; kv], v: vec![0.0; kv] }
-            })
-            .collect();
+        check_memory(&format!("the KV cache for a context of {n_ctx} tokens"), model.kv_cache_bytes(n_ctx))?;
+        let mut cache = Vec::with_capacity(model.layers.len());
+        for l in &model.layers {
+            let kv = if l.shape.has_attention() { n_ctx * l.shape.n_head_kv * c.head_dim } else { 0 };
+            let zeros = |n: usize| -> Result<Vec<f32>, EngineError> {
+                let mut v = Vec::new();
+                v.try_reserve_exact(n).map_err(|_| EngineError::OutOfMemory {
+                    what: format!("the KV cache for a context of {n_ctx} tokens"),
+                    bytes: model.kv_cache_bytes(n_ctx),
+                    available: available_memory_bytes(),
+                })?;
+                v.resize(n, 0.0);
+                Ok(v)
+            };
+            cache.push(LayerCache { k: zeros(kv)?, v: zeros(kv)? });
+        }
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(opts.threads)
             .build()
@@ -213,7 +244,7 @@ impl<'m> Session<'m> {
             let l = self.pool.install(|| {
                 let obs = observer.as_deref_mut();
                 forward(self.model, &mut self.cache, self.pos, chunk, want, self.kernels, need, obs)
-            });
+            })?;
             self.pos += chunk.len();
             out.extend_from_slice(&l);
         }
@@ -250,8 +281,17 @@ fn add_rows(x: &mut [f32], o: &[f32], d: usize) {
     }
 }
 
+/// True when every value is finite (no NaN, no infinity).
+fn all_finite(x: &[f32]) -> bool {
+    x.iter().fold(true, |ok, v| ok & v.is_finite())
+}
+
 /// One batch through the model; returns the logits of the last token (`want = Last`) or all tokens, or
 /// nothing when `need_logits` is false (an intermediate prefill batch).
+///
+/// Errors: [`EngineError::NonFinite`] when the embeddings, a block's output or the logits hold NaN or
+/// infinity, naming the place and the first tensor of it with non-finite weights (the check is a pass over
+/// `n x d` values per block, small next to the products).
 #[allow(clippy::too_many_arguments)]
 fn forward<'o>(
     model: &Model,
@@ -262,7 +302,8 @@ fn forward<'o>(
     kernels: KernelPath,
     need_logits: bool,
     mut observer: Option<&mut (dyn ActivationObserver + 'o)>,
-) -> Vec<f32> {
+) -> Result<Vec<f32>, EngineError> {
+    let non_finite = |place: String, block: Option<usize>| EngineError::NonFinite { place, tensor: model.non_finite_tensor(block) };
     let c = &model.config;
     let (n, d, hd) = (tokens.len(), c.n_embd, c.head_dim);
     let mm = |m: &Mat, x: &[f32], y: &mut Vec<f32>| {
@@ -290,6 +331,9 @@ fn forward<'o>(
     let emb = model.mat(&model.tok_embd);
     for (t, row) in tokens.iter().zip(x.chunks_exact_mut(d)) {
         emb.dequantize_row(*t as usize, row);
+    }
+    if !all_finite(&x) {
+        return Err(non_finite("the token embeddings".into(), None));
     }
     // RoPE tables for the batch's positions.
     let ropes: Vec<Vec<(f32, f32)>> = (0..n)
@@ -368,12 +412,15 @@ fn forward<'o>(
             mm(lw.down.as_ref().unwrap(), &g, &mut o);
             add_rows(&mut x, &o, d);
         }
+        if !all_finite(&x) {
+            return Err(non_finite(format!("the output of block {il}"), Some(il)));
+        }
     }
     if let Some(ob) = observer.as_deref_mut() {
         ob.residual(model.layers.len(), n, &x);
     }
     if !need_logits {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let xs = match want {
         Logits::Last => &x[(n - 1) * d..],
@@ -386,5 +433,8 @@ fn forward<'o>(
     let out = &model.output;
     let mut logits = vec![0f32; rows * out.rows];
     dot::matmul(&model.mat(out), &hn, rows, &mut logits, kernels);
-    logits
+    if !all_finite(&logits) {
+        return Err(non_finite("the logits".into(), None));
+    }
+    Ok(logits)
 }

@@ -8,7 +8,7 @@ use device_runtime::engine::{perplexity::perplexity, Logits, Model, Sampler, Sam
 use device_runtime::quant::dot::KernelPath;
 use device_runtime::tokenizer::Tokenizer;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Arguments of `edgerun generate`.
@@ -25,6 +25,10 @@ pub struct GenerateArgs {
     /// Apply the model's chat template (tokenizer.chat_template) to the prompt as one user message.
     #[arg(long)]
     pub chat: bool,
+    /// Tokenize control tokens written in the prompt (`<|im_start|>`) as plain text instead of as the control
+    /// token (the default parses them, as llama.cpp does; with --chat the template's own are always parsed).
+    #[arg(long)]
+    pub no_parse_special: bool,
     /// System message for --chat.
     #[arg(long)]
     pub system: Option<String>,
@@ -72,15 +76,27 @@ fn backend(name: &str, adapter: Option<&str>, m: &Model) -> Result<Backend> {
     Ok(b)
 }
 
-fn load(path: &PathBuf) -> Result<(Model, Tokenizer)> {
-    let m = Model::load(path).with_context(|| format!("loading {}", path.display()))?;
-    let g = m.gguf().context("model has no GGUF metadata")?;
-    let tok = Tokenizer::from_gguf(g).with_context(|| format!("{}: tokenizer", path.display()))?;
+/// Load the model and its tokenizer. Errors name the file once (the engine's and the GGUF reader's errors
+/// already start with it).
+fn load(path: &Path) -> Result<(Model, Tokenizer)> {
+    let m = Model::load(path)?;
+    let g = m.gguf().with_context(|| format!("{}: no GGUF metadata", path.display()))?;
+    let tok = Tokenizer::from_gguf(g)?;
     Ok((m, tok))
+}
+
+/// Check a sampling option: finite, and within `[min, max]`.
+fn check_range(name: &str, v: f32, min: f32, max: f32) -> Result<()> {
+    if !(v.is_finite() && v >= min && v <= max) {
+        bail!("{name} {v} is out of range: it must be a number in [{min}, {max}]");
+    }
+    Ok(())
 }
 
 /// `edgerun generate`: prompt in, continuation out (stdout), speed on stderr.
 pub fn generate(a: GenerateArgs) -> Result<()> {
+    check_range("--temp", a.temp, 0.0, 100.0)?;
+    check_range("--top-p", a.top_p, f32::MIN_POSITIVE, 1.0)?;
     let (m, tok) = load(&a.model)?;
     let text = if a.chat {
         let mut msgs = vec![];
@@ -92,20 +108,27 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
     } else {
         a.prompt.clone()
     };
-    let prompt = tok.encode(&text, true, a.chat).context("tokenizing the prompt")?;
+    let prompt = tok.encode(&text, true, a.chat || !a.no_parse_special).context("tokenizing the prompt")?;
     if prompt.is_empty() {
         bail!("the prompt is empty");
     }
-    let n_ctx = if a.ctx > 0 { a.ctx } else { (prompt.len() + a.n_predict).min(m.config.n_ctx_train.max(1)) };
-    if prompt.len() > n_ctx {
-        bail!("the prompt has {} tokens, more than the context of {n_ctx} tokens (--ctx)", prompt.len());
+    // The KV cache holds what this run can use: the prompt and the tokens to generate, at most --ctx (default:
+    // the training context). Its size is checked against the memory available before it is allocated.
+    let limit = if a.ctx > 0 { a.ctx } else { m.config.n_ctx_train };
+    if prompt.len() > limit {
+        let which = if a.ctx > 0 { "--ctx" } else { "the model's training context" };
+        bail!("the prompt has {} tokens, more than the context of {limit} tokens ({which})", prompt.len());
     }
+    let n_ctx = prompt.len().saturating_add(a.n_predict).min(limit);
     let be = backend(&a.backend, a.adapter.as_deref(), &m)?;
     let mut s = be.session(&m, SessionOptions { n_ctx, threads: a.threads, kernels: kernels(a.scalar), ..Default::default() })?;
     let mut sampler = Sampler::new(SamplerConfig { temperature: a.temp, top_k: a.top_k, top_p: a.top_p, seed: a.seed });
     let t0 = Instant::now();
     let mut logits = s.prefill(&prompt, Logits::Last)?;
     let t_prefill = t0.elapsed().as_secs_f64();
+    if n_ctx < prompt.len().saturating_add(a.n_predict) {
+        eprintln!("[-n {} with a prompt of {} tokens exceeds the context: at most {} tokens]", a.n_predict, prompt.len(), n_ctx - prompt.len());
+    }
     let mut out = std::io::stdout().lock();
     if !a.chat {
         write!(out, "{}", a.prompt)?;
@@ -183,6 +206,9 @@ pub fn perplexity_cmd(a: PerplexityArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
     let tokens = tok.encode(&text, true, false).context("tokenizing")?;
     let bos = if tok.metadata().add_bos { tok.bos() } else { None };
+    // Refuse a chunk larger than the text before a KV cache of that size exists.
+    device_runtime::engine::perplexity::n_chunks(tokens.len(), a.ctx, a.chunks)
+        .with_context(|| format!("{}: {} tokens", a.file.display(), tokens.len()))?;
     let be = backend(&a.backend, a.adapter.as_deref(), &m)?;
     let mut s = be.session(&m, SessionOptions { n_ctx: a.ctx, threads: a.threads, n_batch: a.ctx, kernels: kernels(a.scalar) })?;
     let t0 = Instant::now();
@@ -267,12 +293,18 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 /// `edgerun bench`: prefill and decode tokens/s like llama-bench (mean ± standard deviation).
 pub fn bench(a: BenchArgs) -> Result<()> {
-    let m = Model::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let m = Model::load(&a.model)?;
     let be = backend(&a.backend, a.adapter.as_deref(), &m)?;
     // Thread counts do not apply to a GPU: one row per test.
     let thread_list = if be.adapter().is_some() { vec![0] } else { a.threads.clone() };
     if a.reps == 0 {
         bail!("--reps must be at least 1");
+    }
+    if a.n_prompt == 0 && a.n_gen == 0 {
+        bail!("-p 0 and -n 0: nothing to measure (give a prompt length, a generation length, or both)");
+    }
+    if a.threads.is_empty() {
+        bail!("--threads: give at least one thread count");
     }
     let n_ctx = (a.n_prompt.max(a.n_gen)).max(1);
     let file_size = std::fs::metadata(&a.model)?.len();
@@ -367,6 +399,57 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 mib(rss) - mib(file_size) - mib(kv_bytes as u64)
             );
         }
+    }
+    Ok(())
+}
+
+/// Arguments of `edgerun tokenize`.
+#[derive(Args, Debug)]
+pub struct TokenizeArgs {
+    /// The GGUF model whose tokenizer is used.
+    pub model: PathBuf,
+    /// The text to tokenize.
+    #[arg(short, long, conflicts_with = "file", required_unless_present = "file")]
+    pub prompt: Option<String>,
+    /// Read the text from this file instead.
+    #[arg(short, long)]
+    pub file: Option<PathBuf>,
+    /// Do not add the BOS token (added only where the vocabulary asks for it, `tokenizer.ggml.add_bos_token`).
+    #[arg(long)]
+    pub no_bos: bool,
+    /// Tokenize control tokens written in the text (`<|im_start|>`) as plain text.
+    #[arg(long)]
+    pub no_parse_special: bool,
+    /// Print JSON: `{"count", "ids", "tokens", "pieces"}` (`tokens`: the vocabulary's strings, as HF
+    /// `tokenizers` `Encoding.tokens`; `pieces`: the text each stands for, invalid UTF-8 as U+FFFD).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `edgerun tokenize`: token ids and pieces of a text (llama.cpp's `llama-tokenize`). Loads only the tokenizer.
+pub fn tokenize(a: TokenizeArgs) -> Result<()> {
+    let g = device_runtime::gguf::GgufFile::open(&a.model)?;
+    let tok = Tokenizer::from_gguf(&g)?;
+    let text = match (&a.prompt, &a.file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        (None, None) => bail!("give the text with --prompt or --file"),
+    };
+    let ids = tok.encode(&text, !a.no_bos, !a.no_parse_special)?;
+    let tokens: Vec<&str> = ids.iter().map(|&i| tok.token_text(i).unwrap_or("")).collect();
+    let pieces = ids
+        .iter()
+        .map(|&i| tok.token_to_piece(i).map(|b| String::from_utf8_lossy(&b).into_owned()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if a.json {
+        let j = serde_json::json!({ "model": a.model.display().to_string(), "count": ids.len(), "ids": ids, "tokens": tokens, "pieces": pieces });
+        println!("{}", serde_json::to_string_pretty(&j)?);
+    } else {
+        let mut out = std::io::stdout().lock();
+        for (id, p) in ids.iter().zip(&pieces) {
+            writeln!(out, "{id:>6} -> {p:?}")?;
+        }
+        writeln!(out, "{} tokens", ids.len())?;
     }
     Ok(())
 }
