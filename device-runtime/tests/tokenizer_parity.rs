@@ -78,6 +78,7 @@ fn smollm2_metadata() -> TokenizerMetadata {
 struct Case {
     text: String,
     ids: Vec<u32>,
+    tokens: Vec<String>,
     ids_plain: Vec<u32>,
     decoded: String,
     decoded_skip: String,
@@ -239,4 +240,41 @@ fn stream_decoder_reassembles_split_characters() {
     let mut dec = StreamDecoder::new(&tok, true);
     let s: String = [1u32, 19556, 2].iter().map(|&id| dec.push(id).unwrap()).collect();
     assert_eq!(s, "Hello");
+}
+
+/// `edgerun tokenize --json` against HF `tokenizers` on llama.cpp's tokenizer-test strings (issue 24): ids,
+/// vocabulary strings (`Encoding.tokens`) and count, with special tokens parsed (the default) and as plain text
+/// (`--no-parse-special`); SmolLM2 adds no BOS. Pieces of ASCII texts concatenate back to the text.
+#[test]
+fn tokenize_command_matches_hf_tokenizers() {
+    let r = reference("file");
+    let model = smollm2_path();
+    let texts = ["What is 3333+777?", "2024", "This is \u{1f999}.cpp", "caf\u{e9}", "  leading spaces", "\n\n\t tabs", "", "<|im_start|>user"];
+    for text in texts {
+        let c = r.cases.iter().find(|c| c.text == text).unwrap_or_else(|| panic!("no reference case for {text:?}"));
+        for plain in [false, true] {
+            let mut args = vec!["tokenize".as_ref(), model.as_os_str(), "--json".as_ref(), "--prompt".as_ref(), text.as_ref()];
+            if plain {
+                args.push("--no-parse-special".as_ref());
+            }
+            let o = Command::new(env!("CARGO_BIN_EXE_edgerun")).args(&args).output().unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let ids: Vec<u32> = serde_json::from_value(v["ids"].clone()).unwrap();
+            let want = if plain { &c.ids_plain } else { &c.ids };
+            assert_eq!(&ids, want, "{text:?} (plain: {plain})");
+            assert_eq!(v["count"].as_u64().unwrap() as usize, want.len());
+            if !plain {
+                let tokens: Vec<String> = serde_json::from_value(v["tokens"].clone()).unwrap();
+                assert_eq!(tokens, c.tokens, "{text:?}");
+            }
+            if text.is_ascii() {
+                let pieces: Vec<String> = serde_json::from_value(v["pieces"].clone()).unwrap();
+                assert_eq!(pieces.concat(), text);
+            }
+        }
+    }
+    // The issue's figure: "<|im_start|>user" is [1, 4093] parsed, 8 tokens as plain text.
+    let c = r.cases.iter().find(|c| c.text == "<|im_start|>user").unwrap();
+    assert_eq!((c.ids.clone(), c.ids_plain.len()), (vec![1, 4093], 8));
 }

