@@ -116,9 +116,9 @@ print(" ".join(f[i]["id"] for i in idx))' "$run/search/pareto.json" "$max_export
   mv "$run/export.jsonl.tmp" "$run/export.jsonl"
   python3 -c 'import json,sys; json.dump({"layers":list(range(30)),"ffn":[1536]*30,"kv_heads":[3]*30}, open(sys.argv[1],"w"))' \
     "$run/full-subnet.json"
-  "$llamanas" export "$base" --subnet "$run/full-subnet.json" --quant q8_0 --out "$run/base-q8_0.gguf" --json \
+  "$llamanas" export "$base" --subnet "$run/full-subnet.json" --quant q8_0 --out "$run/base-q8_0.gguf" --force --json \
     > "$run/base-export.json"
-  "$llamanas" export "$sn" --subnet "$run/full-subnet.json" --quant q8_0 --out "$run/full-ft-q8_0.gguf" --json \
+  "$llamanas" export "$sn" --subnet "$run/full-subnet.json" --quant q8_0 --out "$run/full-ft-q8_0.gguf" --force --json \
     > "$run/full-ft-export.json"
   done_mark export
 fi

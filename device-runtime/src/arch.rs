@@ -318,8 +318,9 @@ impl ModelConfig {
 /// A sub-network of a base model: which layers are kept and, per kept layer, the FFN width and the number of
 /// KV heads (each KV head keeps its `n_heads / n_kv_heads` query heads). Slicing keeps the first `ffn` neurons
 /// and the first `kv_heads` KV groups (DESIGN.md). Serialized as
-/// `{"layers":[...],"ffn":[...],"kv_heads":[...]}`, one entry per kept layer.
+/// `{"layers":[...],"ffn":[...],"kv_heads":[...]}`, one entry per kept layer; other keys are refused.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
 pub struct SubnetConfig {
     /// Indices of the kept base layers, strictly increasing.
     pub layers: Vec<usize>,

@@ -1,6 +1,8 @@
 //! The latency model and the profile file format, on a hand-written profile whose predictions are computed by
 //! hand below; refusal of incomplete, truncated, foreign-version and mismatched profiles.
 
+mod engine_common;
+
 use device_runtime::arch::{ModelConfig, SubnetConfig};
 use device_runtime::profile::{
     AttentionRow, DecodeTables, DeviceFacts, FfnRow, LatencyModel, Method, ModelFamily, PrefillTables, Profile, ProfileError,
@@ -306,26 +308,45 @@ fn file_round_trip_and_bad_files() {
     v["decode"]["output_head"]["median_ms"] = "fast".into();
     let e = Profile::load(write("nan.json", &v.to_string())).unwrap_err().to_string();
     assert!(e.contains("not a valid device profile") && e.contains("invalid type"), "{e}");
+    // An unknown key (a typo, or a field this runtime does not know) is refused, named.
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["decode"]["ffn_widths"] = serde_json::json!([256]);
+    let e = Profile::load(write("unknown.json", &v.to_string())).unwrap_err().to_string();
+    assert!(e.contains("unknown.json") && e.contains("unknown field `ffn_widths`"), "{e}");
+    // A Q8_0 profile relabelled Q4_0: its tables were measured with Q8_0 weights.
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["quant"] = "q4_0".into();
+    let e = Profile::load(write("relabel.json", &v.to_string())).unwrap_err().to_string();
+    assert!(e.contains("quant q4_0 means Q4_0 block weights, but the tables were measured with weight_type Q8_0"), "{e}");
     // The file name from the machine's facts.
     assert_eq!(p.file_name(), "test-cpu-9000-2c-24g-t2-q8_0.json");
 }
 
-/// The committed llvmpipe profile (`edgerun profile --backend wgpu`, docs/PROFILES.md) is accepted by the latency
-/// model for wgpu requests on the real model and refused for CPU requests.
+/// Every committed profile is read by this runtime (no unknown field, labels consistent with the tables).
 #[test]
-fn committed_wgpu_profile_is_usable() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/llvmpipe-llvm-15-0-6-wgpu-q8_0.json");
-    let p = Profile::load(&path).unwrap();
-    assert_eq!(p.backend, "wgpu");
-    let a = p.device.adapter.clone().expect("adapter facts");
-    assert!(a.name.starts_with("llvmpipe"), "{a:?}");
-    let assets = std::env::var_os("LLAMANAS_ASSETS").map_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets"), Into::into);
-    let f = device_runtime::gguf::GgufFile::open(assets.join("SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
-    let base = ModelConfig::from_gguf(&f).unwrap();
-    let lm = LatencyModel::for_backend(p.clone(), &base, "q8_0", "wgpu").unwrap();
-    let full = SubnetConfig { layers: (0..base.n_layers).collect(), ffn: base.ffn.clone(), kv_heads: base.n_kv_heads.clone() };
-    let ms = lm.decode_ms(&full, 64).unwrap();
-    assert!(ms.is_finite() && ms > 0.0, "{ms}");
-    let e = LatencyModel::for_backend(p, &base, "q8_0", "cpu").unwrap_err().to_string();
-    assert!(e.contains("measured on backend wgpu"), "{e}");
+fn committed_profiles_load() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "json") {
+            Profile::load(&p).unwrap();
+            n += 1;
+        }
+    }
+    assert!(n >= 5, "{n} profiles in {}", dir.display());
+}
+
+/// `edgerun profile --from P --quant Q` with Q not P's quantization is refused before anything runs.
+#[test]
+fn profile_from_with_another_quant_is_refused() {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles/amd-epyc-2c-24g-t2-q4_0.json");
+    let model = engine_common::smollm2_path();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_edgerun"))
+        .args(["profile".as_ref(), model.as_os_str(), "--from".as_ref(), p.as_os_str(), "--quant".as_ref(), "q8_0".as_ref()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("the profile was measured for q4_0, not --quant q8_0"), "{err}");
 }

@@ -60,6 +60,8 @@ pub struct ExportArgs {
     pub reconstruct: crate::reconstruct::Mode,
     /// Accept sub-networks outside the super-network's search space (the pruning baselines).
     pub any_subnet: bool,
+    /// Overwrite existing output files (else an existing one is an error before anything is written).
+    pub force: bool,
 }
 
 /// The base model's GGUF: `input` itself, or `input/supernet.gguf` for a super-network folder.
@@ -163,6 +165,12 @@ pub fn run(args: &ExportArgs) -> Result<Vec<ExportReport>> {
     let jobs = jobs(&args.source)?;
     if !args.any_subnet {
         check_in_space(&args.input, &jobs)?;
+    }
+    if !args.force {
+        for job in &jobs {
+            let path = out_path(&args.out, jobs.len(), &base_path, &job.cfg.id(), args.quant)?;
+            ensure!(!path.exists(), "{} exists: pass --force to overwrite it (nothing was written)", path.display());
+        }
     }
     let recon = crate::reconstruct::Reconstructor::for_mode(&base_path, args.reconstruct)?;
     let sha = Provenance::sha256_hex(base.bytes());

@@ -141,6 +141,9 @@ enum Cmd {
         /// Accept sub-networks outside the super-network's search space (e.g. `llamanas prune` baselines).
         #[arg(long)]
         any_subnet: bool,
+        /// Overwrite output files that exist (without it, an existing file is an error and nothing is written).
+        #[arg(long)]
+        force: bool,
     },
     /// Score a model, super-network or sub-network on benchmarks (lm-eval log-likelihood multiple choice) and
     /// the perplexity of a text file (docs/EVAL.md).
@@ -154,8 +157,8 @@ enum Cmd {
         /// copa, mmlu, mmlu_5shot.
         #[arg(long, default_value = "")]
         tasks: String,
-        /// Documents per task: a fixed-seed subset (docs/EVAL.md); default all.
-        #[arg(long)]
+        /// Documents per task: a fixed-seed subset (docs/EVAL.md), at least 1; default all.
+        #[arg(long, value_parser = at_least_one)]
         limit: Option<usize>,
         /// Seed of the --limit subset.
         #[arg(long, default_value_t = 0)]
@@ -190,6 +193,15 @@ enum Cmd {
         #[arg(long)]
         no_reconstruct: bool,
     },
+}
+
+/// clap parser of counts that must be at least 1 (`--limit 0` would score nothing and report 0).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (leave the option out for the whole split)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn main() -> Result<()> {
@@ -294,14 +306,14 @@ fn main() -> Result<()> {
             );
             return Ok(());
         }
-        Cmd::Export { input, subnet, pareto, pick, quant, out, json, reconstruct, no_reconstruct, any_subnet } => {
+        Cmd::Export { input, subnet, pareto, pick, quant, out, json, reconstruct, no_reconstruct, any_subnet, force } => {
             let source = match (subnet, pareto, pick) {
                 (Some(c), _, _) => export::Source::Config(c),
                 (None, Some(path), Some(pick)) => export::Source::Pareto { path, pick },
                 _ => bail!("export: give --subnet CONFIG.json or --pareto PARETO.json --pick ID|all"),
             };
             let reconstruct = llamanas::reconstruct::Mode::from_flags(reconstruct, no_reconstruct);
-            export::run(&export::ExportArgs { input, source, quant, out, json, reconstruct, any_subnet })?;
+            export::run(&export::ExportArgs { input, source, quant, out, json, reconstruct, any_subnet, force })?;
             return Ok(());
         }
         Cmd::Eval { input, subnet, tasks, limit, seed, threads, quant, json, ppl, ppl_ctx, ppl_chunks, cache, reconstruct, no_reconstruct } => {
@@ -335,8 +347,8 @@ struct SearchCli {
     /// Accuracy task: a benchmark (arc_easy, ...) or ppl:FILE (1/perplexity of a text, no benchmark data).
     #[arg(long, default_value = "arc_easy")]
     task: String,
-    /// Items of the task (a fixed-seed subset), or chunks of the text for ppl:FILE.
-    #[arg(long)]
+    /// Items of the task (a fixed-seed subset), or chunks of the text for ppl:FILE; at least 1.
+    #[arg(long, value_parser = at_least_one)]
     limit: Option<usize>,
     /// Device profile (profiles/<name>.json); its quantization is the export quantization.
     #[arg(long, value_name = "PROFILE.json")]

@@ -15,6 +15,10 @@ pub enum LayerMode {
     FirstK,
 }
 
+/// FFN widths of a space must be multiples of this: the block size (`QK`) of the quantized types export writes
+/// (Q8_0, Q4_0, Q4_1; ggml `ggml-common.h`), since `ffn_down` rows are FFN-width long.
+pub const FFN_BLOCK: usize = 32;
+
 /// A search space over the sub-networks of one base model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,8 +124,8 @@ impl SearchSpace {
     }
 
     /// Check the space against its base model: `n_layers` equal, `1 <= min_layers <= n_layers`, one non-empty,
-    /// strictly increasing choice list per layer, every FFN width `<=` the base layer's and every KV count in
-    /// `1..=` the base layer's KV heads.
+    /// strictly increasing choice list per layer, every FFN width `<=` the base layer's and a multiple of
+    /// [`FFN_BLOCK`], and every KV count in `1..=` the base layer's KV heads.
     ///
     /// Errors: [`SpaceError::Invalid`] naming the first problem.
     pub fn check(&self, m: &ModelConfig) -> Result<(), SpaceError> {
@@ -153,6 +157,12 @@ impl SearchSpace {
                 if c[0] < min || *c.last().unwrap() > max {
                     return bad(format!("layer {l}: {what} {c:?} must lie in {min}..={max} (base model)"));
                 }
+            }
+            if let Some(w) = self.ffn_choices[l].iter().find(|&&w| w % FFN_BLOCK != 0) {
+                return bad(format!(
+                    "layer {l}: FFN width {w} is not a multiple of {FFN_BLOCK} (the block size of Q8_0/Q4_0/Q4_1: \
+                     ffn_down rows must be whole blocks)"
+                ));
             }
         }
         Ok(())
@@ -406,5 +416,16 @@ mod tests {
         let mut bad = s.clone();
         bad.ffn_choices[3] = vec![512, 2048];
         assert!(bad.check(&m).unwrap_err().to_string().contains("layer 3"));
+        // A width that is not a whole number of Q8_0/Q4_0 blocks is refused up front, not at the first export.
+        let mut bad = s.clone();
+        bad.ffn_choices[2] = vec![100, 1536];
+        assert_eq!(
+            bad.check(&m).unwrap_err().to_string(),
+            "invalid search space: layer 2: FFN width 100 is not a multiple of 32 (the block size of Q8_0/Q4_0/Q4_1: \
+             ffn_down rows must be whole blocks)"
+        );
+        // Unknown keys are refused, named.
+        std::fs::write(&j, serde_json::to_string(&s).unwrap().replacen('{', "{\"min_layer\": 3, ", 1)).unwrap();
+        assert!(SearchSpace::load(&j).unwrap_err().to_string().contains("unknown field `min_layer`"));
     }
 }

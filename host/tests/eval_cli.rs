@@ -50,6 +50,10 @@ fn eval_errors_name_the_problem() {
     let out = llamanas().args(["eval", model.to_str().unwrap(), "--tasks", "nope"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown task \"nope\""));
+    // --limit 0 would score nothing and print 0.00: refused.
+    let out = llamanas().args(["eval", model.to_str().unwrap(), "--tasks", "arc_easy", "--limit", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value '0' for '--limit <LIMIT>': must be at least 1"), "{}", String::from_utf8_lossy(&out.stderr));
     let out = llamanas().args(["eval", "/nonexistent.gguf", "--tasks", "copa"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.gguf"));

@@ -110,6 +110,17 @@ fn subnet_config_and_supernet_folder() {
     let g = GgufFile::open(&base).unwrap();
     assert_eq!(f.file_size(), subnet::predicted_gguf_size(&g, &cfg, ExportQuant::F16).unwrap());
     assert_eq!(f.get_u32("general.file_type").unwrap(), 1);
+    drop(f);
+    // An existing output is not overwritten without --force (as import and search ask), even by another
+    // sub-network exported to the same .gguf path.
+    let file = out.join(&name);
+    let before = std::fs::read(&file).unwrap();
+    let other = write(&tmp.path().join("d.json"), &json!({"layers": [1], "ffn": [512], "kv_heads": [1]}));
+    fails(&llamanas(&["export", sn.to_str().unwrap(), "--subnet", &other, "--quant", "f16", "--any-subnet", "--out", file.to_str().unwrap()]),
+        "exists: pass --force to overwrite it");
+    assert_eq!(std::fs::read(&file).unwrap(), before, "the existing file was changed");
+    ok(&llamanas(&["export", sn.to_str().unwrap(), "--subnet", &other, "--quant", "f16", "--any-subnet", "--force", "--out", file.to_str().unwrap()]));
+    assert_ne!(std::fs::read(&file).unwrap(), before);
 }
 
 #[test]
@@ -132,6 +143,9 @@ fn bad_input_writes_nothing() {
     fails(&llamanas(&["export", b, "--subnet", &c, "--out", o]), "kv_heads 4 > base 3");
     let c = cfg(json!({"layers": [5], "ffn": [64]}));
     fails(&llamanas(&["export", b, "--subnet", &c, "--out", o]), "not a sub-network config");
+    // An unknown key is refused, named (a "quant" here would otherwise be silently ignored).
+    let c = cfg(json!({"layers": [5], "ffn": [64], "kv_heads": [1], "quant": "q4_0"}));
+    fails(&llamanas(&["export", b, "--subnet", &c, "--out", o]), "unknown field `quant`");
     fails(&llamanas(&["export", b, "--subnet", &c, "--quant", "q6_k", "--out", o]), "unknown quantization \"q6_k\"");
 
     // pareto.json: a bad entry among good ones stops everything before the first file is written.

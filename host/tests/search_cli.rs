@@ -122,6 +122,14 @@ fn bad_input_is_refused_clearly() {
         &llamanas(&["search", m, "--objectives", "size,accuracy", "--space", space.to_str().unwrap(), "--out", o]),
         "n_layers is 12, the model has 30",
     );
+    // FFN widths that are not whole Q8_0 blocks: refused before the first evaluation (also by --dry-run).
+    let mut sp: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/smollm2-135m-recon.space.json"),
+    ).unwrap()).unwrap();
+    sp["ffn_choices"][0] = serde_json::json!([100, 1536]);
+    std::fs::write(&space, sp.to_string()).unwrap();
+    fails(&llamanas(&["search", m, "--space", space.to_str().unwrap(), "--dry-run", "--out", o]), "layer 0: FFN width 100 is not a multiple of 32");
+    fails(&llamanas(&["search", m, "--limit", "0", "--out", o]), "must be at least 1");
     std::fs::write(&space, "{").unwrap();
     fails(&llamanas(&["search", m, "--space", space.to_str().unwrap(), "--out", o]), "not a search space");
     let bad_profile = dir.path().join("p.json");

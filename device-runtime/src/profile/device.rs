@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 /// Facts about one wgpu adapter (from `wgpu::AdapterInfo`), as `edgerun devices` lists them and profiles
 /// record them.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
 pub struct AdapterFacts {
     /// Adapter name (e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`, `Intel(R) Iris(R) Xe Graphics`).
     pub name: String,
@@ -32,6 +33,7 @@ impl AdapterFacts {
 
 /// The machine: CPU, cores, frequency, memory, OS, and the SIMD features the kernels use.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct DeviceFacts {
     /// CPU brand string (e.g. `AMD EPYC 7B13`), `unknown` when the OS does not tell.
     pub cpu_brand: String,

@@ -134,6 +134,7 @@ pub fn round_ns(ms: f64) -> f64 {
 /// For block parts (measured as the difference between a model with `L` such parts and one without, divided
 /// by `L`) the median is `(median_L - median_0) / L` and the spread `(iqr_L + iqr_0) / L`.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Stat {
     /// Median, ms.
     pub median_ms: f64,
@@ -173,6 +174,7 @@ impl Stat {
 /// The shape family a profile was measured for (from the base model's [`crate::arch::ModelConfig`]). A
 /// sub-network of another family (other width, head size, vocabulary, GQA group) cannot use the profile.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct ModelFamily {
     /// `llama` (covers `llama` and `deci` files: the same forward pass).
     pub family: String,
@@ -198,6 +200,7 @@ pub struct ModelFamily {
 
 /// How the profile was measured.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Method {
     /// Untimed runs before each measurement.
     pub warmup: usize,
@@ -223,6 +226,7 @@ pub struct Method {
 
 /// Decode latency of one block's attention part at one KV-head count, per context length.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct AttentionRow {
     /// KV heads (query heads = `kv_heads * gqa_group`).
     pub kv_heads: usize,
@@ -232,6 +236,7 @@ pub struct AttentionRow {
 
 /// Latency of one block's FFN part at one width.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct FfnRow {
     /// FFN width (neurons).
     pub width: usize,
@@ -241,6 +246,7 @@ pub struct FfnRow {
 
 /// Decode tables: one token with the KV cache holding `contexts[i]` tokens.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct DecodeTables {
     /// Tokens in the KV cache before the decoded token, increasing.
     pub contexts: Vec<usize>,
@@ -267,6 +273,7 @@ pub struct DecodeTables {
 
 /// Prefill tables: a prompt of `lengths[i]` tokens into an empty KV cache, logits of the last token only.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct PrefillTables {
     /// Prompt lengths, increasing (at most the engine's batch size).
     pub lengths: Vec<usize>,
@@ -289,6 +296,7 @@ pub struct PrefillTables {
 
 /// Validation figures (`edgerun profile --validate K`), stored with the profile they validate.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct ValidationSummary {
     /// Random sub-networks measured.
     pub k: usize,
@@ -340,6 +348,7 @@ pub struct ValidationSummary {
 
 /// A device profile: device facts, measurement method and the latency tables (`docs/PROFILES.md`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
 pub struct Profile {
     /// [`SCHEMA_VERSION`].
     pub schema_version: u32,
@@ -442,6 +451,24 @@ impl Profile {
         }
         if self.threads == 0 {
             return Err("threads is 0".into());
+        }
+        // The tables were measured with the weight type of `quant`: a profile whose label says another
+        // quantization (edited by hand) would be used for what it did not measure.
+        let wt = measure::quant_type(&self.quant).ok_or_else(|| format!("unknown quant {:?}", self.quant))?;
+        if !wt.name().eq_ignore_ascii_case(&self.weight_type) {
+            return Err(format!(
+                "quant {} means {} block weights, but the tables were measured with weight_type {}",
+                self.quant,
+                wt.name(),
+                self.weight_type
+            ));
+        }
+        let heads: &[&str] = match wt {
+            crate::gguf::GgmlType::Q4_0 | crate::gguf::GgmlType::Q4_1 => &["Q8_0", "Q6_K"],
+            _ => &[wt.name()],
+        };
+        if !heads.iter().any(|h| h.eq_ignore_ascii_case(&self.head_type)) {
+            return Err(format!("head_type {} is not what export writes for {} (one of {heads:?})", self.head_type, self.quant));
         }
         let stat = |what: &str, s: &Stat| -> Result<(), String> {
             if !(s.median_ms.is_finite() && s.spread_ms.is_finite() && s.spread_ms >= 0.0) {

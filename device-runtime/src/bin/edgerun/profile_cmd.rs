@@ -16,9 +16,10 @@ pub struct ProfileArgs {
     /// Engine worker threads (0: all logical CPUs).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Quantization of the sub-networks: q8_0, q4_0, q4_1, f16, f32.
-    #[arg(long, default_value = "q8_0")]
-    pub quant: String,
+    /// Quantization of the sub-networks: q8_0 (default), q4_0, q4_1, f16, f32. With --from it must be the
+    /// profile's own (a profile measured for one quantization does not describe another).
+    #[arg(long)]
+    pub quant: Option<String>,
     /// Compute backend: cpu, or wgpu (a GPU adapter; needs the `wgpu` cargo feature).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
@@ -201,11 +202,19 @@ fn print_wgpu() {
 pub fn run(a: ProfileArgs) -> Result<()> {
     let base = GgufFile::open(&a.model).with_context(|| format!("opening the model {}", a.model.display()))?;
     let mut profile = match &a.from {
-        Some(p) => Profile::load(p).with_context(|| format!("reading the profile {}", p.display()))?,
+        Some(p) => {
+            let prof = Profile::load(p)?;
+            if let Some(q) = &a.quant
+                && !q.eq_ignore_ascii_case(&prof.quant)
+            {
+                bail!("{}: the profile was measured for {}, not --quant {q}: measure one for {q} (without --from)", p.display(), prof.quant);
+            }
+            prof
+        }
         None => {
             let o = ProfileOptions {
                 threads: a.threads,
-                quant: a.quant.clone(),
+                quant: a.quant.clone().unwrap_or_else(|| "q8_0".into()),
                 backend: a.backend.clone(),
                 adapter: a.adapter.clone(),
                 contexts: a.contexts.clone(),
