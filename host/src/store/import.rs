@@ -286,7 +286,7 @@ pub fn calibrate_folder(dir: &Path, files: &[PathBuf], max_tokens: usize, seq_le
     let gguf = dir.join(GGUF_NAME);
     ensure!(gguf.is_file(), "{}: not a super-network folder (no {GGUF_NAME})", dir.display());
     let files = calib_files(files)?;
-    let model = Model::load(&gguf).with_context(|| format!("loading {} in the engine", gguf.display()))?;
+    let model = Model::load(&gguf)?;
     let f = GgufFile::open(&gguf).with_context(|| format!("opening {}", gguf.display()))?;
     let tok = Tokenizer::from_gguf(&f).with_context(|| format!("{}: tokenizer", gguf.display()))?;
     let (tokens, _) = calibration_tokens(&files, &tok, max_tokens)?;
@@ -488,7 +488,7 @@ pub fn run(opts: &ImportOptions) -> Result<ImportReport> {
 
     let (orders, calibration, cov, calib_seconds, calib_tps) = if opts.reorder {
         let files = calib_files(&opts.calib)?;
-        let model = Model::load(base_path).with_context(|| format!("loading {} in the engine", base_path.display()))?;
+        let model = Model::load(base_path)?;
         let tok = Tokenizer::from_gguf(&base).with_context(|| format!("{}: tokenizer", base_path.display()))?;
         let (tokens, format) = calibration_tokens(&files, &tok, opts.calib_tokens)?;
         let pb = bar(opts.progress, tokens.len() as u64, "calibration");
