@@ -8,7 +8,8 @@
 # 2. the device profile of this machine (a committed one when `edgerun devices --find-profile` matches, else
 #    measured);
 # 3. at each operating point (POINTS, predicted decode speed-up): ShortGPT and uniform-width sub-networks
-#    (`llamanas prune`), and the LINAS member: a search on the reconstructed super-network (1/perplexity of
+#    (`llamanas prune`), and the LINAS members of two searches (from random sub-networks, and warm-started with
+#    the baselines that lie in the space, `--init`): each a search on the reconstructed super-network (1/perplexity of
 #    c4 documents the calibration did not use, 16 chunks of 128 tokens; latency from the profile; Q8_0 size;
 #    LINAS_EVALS evaluations), then per point the evaluated sub-network of best accuracy among those
 #    predicted at least that fast;
@@ -66,24 +67,46 @@ import json, sys
 docs = [json.loads(l)["text"] for l in open(sys.argv[1]) if l.strip()]
 open(sys.argv[2], "w").write("\n\n".join(docs[200:]))
 PY
-if [ ! -f "$run/linas/pareto.json" ]; then
-  resume=(); [ -f "$run/linas/evaluations.jsonl" ] && resume=(--resume)
-  "$llamanas" search "$run/sn-importance" --task "ppl:$run/search-text.txt" --limit 16 --profile "$run/profile.json" \
-    --space configs/smollm2-135m-recon.space.json --evals "${LINAS_EVALS:-96}" --population 12 --threads "$threads" \
-    --out "$run/linas" --quiet "${resume[@]}"
-fi
-python3 - "$run" $points <<'PY'
+# Two runs: LINAS from random sub-networks (`linas`), and LINAS warm-started with the baselines that lie in its
+# space (`linas-warm`, `search --init`).
+linas_run() {
+  local name=$1; shift
+  if [ ! -f "$run/$name/pareto.json" ]; then
+    local resume=(); [ -f "$run/$name/evaluations.jsonl" ] && resume=(--resume)
+    "$llamanas" search "$run/sn-importance" --task "ppl:$run/search-text.txt" --limit 16 --profile "$run/profile.json" \
+      --space configs/smollm2-135m-recon.space.json --evals "${LINAS_EVALS:-96}" --population 12 --threads "$threads" \
+      --out "$run/$name" --quiet "${resume[@]}" "$@"
+  fi
+}
+linas_run linas
+init=$(python3 - "$run/subnets" configs/smollm2-135m-recon.space.json <<'PY'
+import json, os, sys
+sp = json.load(open(sys.argv[2]))
+ok = []
+for n in sorted(os.listdir(sys.argv[1])):
+    if n.startswith(("shortgpt-", "uniform-width-")):
+        c = json.load(open(os.path.join(sys.argv[1], n)))
+        if len(c["layers"]) >= sp["min_layers"] and all(f in sp["ffn_choices"][l] and k in sp["kv_choices"][l]
+                                                       for l, f, k in zip(c["layers"], c["ffn"], c["kv_heads"])):
+            ok.append(os.path.join(sys.argv[1], n))
+print(",".join(ok))
+PY
+)
+linas_run linas-warm --init "$init"
+for name in linas linas-warm; do
+python3 - "$run" "$name" $points <<'PY'
 import json, sys
-run, points = sys.argv[1], [float(p) for p in sys.argv[2:]]
-ev = [json.loads(l) for l in open(f"{run}/linas/evaluations.jsonl") if l.strip()]
+run, name, points = sys.argv[1], sys.argv[2], [float(p) for p in sys.argv[3:]]
+ev = [json.loads(l) for l in open(f"{run}/{name}/evaluations.jsonl") if l.strip()]
 base = max(e["latency_ms"] for e in ev if len(e["config"]["layers"]) == 30 and min(e["config"]["ffn"]) == 1536
            and min(e["config"]["kv_heads"]) == 3)
-for p, name in zip(points, sys.argv[2:]):
+for p, label in zip(points, sys.argv[3:]):
     ok = [e for e in ev if base / e["latency_ms"] >= p]
     if ok:
         best = max(ok, key=lambda e: e["accuracy"])
-        json.dump(best["config"], open(f"{run}/subnets/linas-{name}.json", "w"))
+        json.dump(best["config"], open(f"{run}/subnets/{name}-{label}.json", "w"))
 PY
+done
 
 # name sn flags subnet.json
 export_one() {
@@ -100,7 +123,7 @@ for cfg in "$run"/subnets/*-*.json; do
   # ShortGPT keeps every kept layer whole: reconstruction refits nothing (the file would be the same bytes).
   case "$n" in shortgpt-*) continue ;; esac
   export_one "$n-recon" "$run/sn-importance" --reconstruct "$cfg"
-  case "$n" in linas-*) ;; *) export_one "$n-obs-recon" "$run/sn-obs" --reconstruct "$cfg" ;; esac
+  case "$n" in linas-*|linas-warm-*) ;; *) export_one "$n-obs-recon" "$run/sn-obs" --reconstruct "$cfg" ;; esac
 done
 
 # Speed first (nothing else running), then quality. Speed depends on the shapes only, so each configuration is

@@ -377,6 +377,10 @@ struct SearchCli {
     /// Predictor-only evaluations per LINAS loop.
     #[arg(long, default_value_t = 5000)]
     inner_evals: usize,
+    /// Sub-network configs (JSON, comma-separated) evaluated in the first batch next to the full network, e.g.
+    /// the `llamanas prune` baselines: the search starts from them (each must lie in the space).
+    #[arg(long, value_name = "CONFIG.json[,...]", value_delimiter = ',')]
+    init: Vec<PathBuf>,
     /// Search space file (JSON or TOML); default: the super-network's, else the model's default.
     #[arg(long, value_name = "FILE")]
     space: Option<PathBuf>,
@@ -405,6 +409,14 @@ struct SearchCli {
 }
 
 fn search_cmd(a: SearchCli) -> Result<()> {
+    let initial = a
+        .init
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).with_context(|| format!("--init {}: cannot read", p.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("--init {}: not a sub-network config", p.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let args = SearchArgs {
         input: a.input,
         task: a.task,
@@ -419,6 +431,7 @@ fn search_cmd(a: SearchCli) -> Result<()> {
             population: a.population,
             seed: a.seed,
             inner_evals: a.inner_evals,
+            initial,
         },
         space: a.space,
         out: a.out,

@@ -204,6 +204,11 @@ pub struct Settings {
     pub seed: u64,
     /// Predictor-only evaluations per LINAS loop (DyNAS-T's default: 5000).
     pub inner_evals: usize,
+    /// Sub-networks evaluated in the first batch next to the full network (warm start; e.g. the
+    /// `llamanas prune` baselines, so that the front is at least as good as them on the search's objectives).
+    /// Each must lie in the space; the rest of the first batch is random.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub initial: Vec<SubnetConfig>,
 }
 
 impl Settings {
@@ -310,6 +315,9 @@ impl<'a> Search<'a> {
             rng,
             observer: Box::new(|_| Ok(())),
         };
+        for (i, c) in s.s.initial.iter().enumerate() {
+            s.enc.encode(c).map_err(|e| SearchError::Settings(format!("initial sub-network {i} ({}): {e}", c.id())))?;
+        }
         let base = s.enc.space().largest();
         let g = s.enc.encode(&base)?;
         let (l, z) = s.exact_of(&g, &base)?;
@@ -481,8 +489,14 @@ impl<'a> Search<'a> {
     pub fn run(mut self) -> Result<Outcome, SearchError> {
         let base = self.enc.encode(&self.enc.space().largest())?;
         let mut first = vec![base.clone()];
+        for c in &self.s.initial {
+            let g = self.enc.encode(c)?;
+            if !first.contains(&g) {
+                first.push(g);
+            }
+        }
         let avoid: HashSet<Vec<usize>> = first.iter().cloned().collect();
-        first.extend(self.random_batch(self.s.population - 1, &avoid)?);
+        first.extend(self.random_batch(self.s.population.saturating_sub(first.len()), &avoid)?);
         self.evaluate_batch(&first)?;
         let bounds = Bounds::integer(&self.card);
         let params = Params::new(self.s.population);
@@ -662,6 +676,7 @@ mod tests {
             population: 10,
             seed,
             inner_evals: 2000,
+            initial: Vec::new(),
         }
     }
 
@@ -684,6 +699,23 @@ mod tests {
             rnd += hr;
         }
         eprintln!("{}; mean linas {:.4} random {:.4}", lines.join("; "), lin / 3.0, rnd / 3.0);
+    }
+
+    #[test]
+    fn initial_subnets_are_evaluated_first_and_must_lie_in_the_space() {
+        let sp = space();
+        let mut st = settings(Algo::Linas, 1);
+        st.initial = vec![sp.smallest(), sp.largest()];
+        let (mut o, mut c) = (Synthetic { calls: 0 }, Costs);
+        let out = Search::new(sp.encoding(), st.clone(), &mut o, &mut c).unwrap().run().unwrap();
+        // The full network first, then the warm start (the full network once), then random members.
+        assert_eq!(out.evaluations[0].config, sp.largest());
+        assert_eq!(out.evaluations[1].config, sp.smallest());
+        assert_eq!(out.evaluations.iter().filter(|e| e.batch == 0).count(), st.population);
+        st.initial = vec![SubnetConfig { layers: vec![0], ffn: vec![999], kv_heads: vec![1] }];
+        let (mut o, mut c) = (Synthetic { calls: 0 }, Costs);
+        let e = Search::new(sp.encoding(), st, &mut o, &mut c).err().expect("a sub-network outside the space");
+        assert!(matches!(e, SearchError::Settings(_)) && e.to_string().contains("initial sub-network 0"), "{e}");
     }
 
     #[test]
