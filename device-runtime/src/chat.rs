@@ -92,11 +92,14 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, minijinja::Error> {
     Ok(Value::from(s))
 }
 
+/// Instructions a chat template may execute (minijinja's fuel) before rendering stops with an error.
+pub const CHAT_TEMPLATE_FUEL: u64 = 2_000_000;
+
 /// Renders `template` for `messages` as HF `apply_chat_template(messages, add_generation_prompt=...,
 /// tokenize=False)` does, with `bos_token`/`eos_token` as template variables.
 ///
 /// Errors: [`ChatError::Syntax`] for a template that does not parse, [`ChatError::Render`] when rendering
-/// fails (including `raise_exception`).
+/// fails (including `raise_exception`, and a template that runs out of [`CHAT_TEMPLATE_FUEL`]).
 pub fn apply_chat_template(
     template: &str,
     messages: &[ChatMessage],
@@ -107,6 +110,9 @@ pub fn apply_chat_template(
     let mut env = Environment::new();
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
+    // A template is data from the model file: bound its work (a nested loop of 10^8 steps would render for
+    // minutes and gigabytes). A long conversation with SmolLM2's template takes a few thousand steps.
+    env.set_fuel(Some(CHAT_TEMPLATE_FUEL));
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
         Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))

@@ -147,6 +147,30 @@ fn bad_sampling_and_bench_options_are_refused() {
     fails(&["generate", m, "-p", "Hi", "--top-p", "nan"], &["--top-p NaN is out of range"]);
     fails(&["generate", m, "-p", "Hi", "--top-p", "0"], &["--top-p 0 is out of range"]);
     fails(&["bench", m, "-p", "0", "-n", "0"], &["nothing to measure"]);
+    // Found by trying to break the fixes: sizes and counts checked before anything is allocated or started.
+    fails(&["bench", m, "-p", "18446744073709551615", "-n", "0", "-r", "1"], &["more tokens than the model's training context 8192"]);
+    fails(&["bench", m, "-p", "4294967296", "-n", "0", "-r", "1"], &["more tokens than the model's training context 8192"]);
+    fails(&["generate", m, "-p", "Hi", "-n", "2", "-t", "18446744073709551615"], &["threads is more than 1024"]);
+    fails(&["profile", m, "--budget", "inf"], &["--budget inf must be a positive number of seconds"]);
+    fails(&["profile", m, "--flush-mib", "100000000"], &["more than 64 GiB"]);
+    fails(&["profile", m, "--contexts", "0,18446744073709551615"], &["above the model's training context"]);
+    fails(&["profile", m, "--min-runs", "0"], &["need 1 <= min-runs <= max-runs"]);
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.gguf");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    fails(&["inspect", fifo.to_str().unwrap()], &["not a regular file"]);
+    // Text larger than the limit (here a device without end) is refused, not read until memory runs out.
+    fails(&["tokenize", m, "--file", "/dev/zero"], &["/dev/zero: more than 64 MiB of text"]);
+}
+
+/// `-n` beyond the context: the warning gives the number of tokens the run will generate.
+#[test]
+fn generate_warns_with_the_tokens_it_will_generate() {
+    let m = smollm2_path();
+    let o = succeeds(&["generate", m.to_str().unwrap(), "-p", "Hello", "-n", "10", "--ctx", "4", "-t", "1", "--temp", "0"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    // "Hello" is 1 token: a context of 4 holds the prompt and 3 decoded tokens, the 4th is sampled last.
+    assert!(err.contains("at most 4 tokens]") && err.contains("generated 4 tokens"), "{err}");
 }
 
 /// Control tokens in a prompt are parsed by default (llama.cpp's behaviour): `<|im_start|>user` is 2 tokens

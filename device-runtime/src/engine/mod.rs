@@ -96,7 +96,7 @@ pub enum EngineError {
         n_ctx: usize,
     },
     /// An allocation larger than the memory available (checked before allocating).
-    #[error("{what} needs {} (more than 2^64 bytes if unknown), more than the memory available ({})", gib(*.bytes), gib(*.available))]
+    #[error("{what} needs {}, more than the memory available ({})", .bytes.map_or("more than 2^64 bytes".to_string(), |b| gib(Some(b))), gib(*.available))]
     OutOfMemory {
         /// What was to be allocated (e.g. "the KV cache for a context of 50000000 tokens").
         what: String,

@@ -44,6 +44,9 @@ impl Default for SessionOptions {
     }
 }
 
+/// Most worker threads a session starts (more would only exhaust the OS: every thread has its own stack).
+pub const MAX_THREADS: usize = 1024;
+
 /// Memory this machine can still give a process, bytes (`MemAvailable` on Linux, through `sysinfo`); `None`
 /// where the OS does not say.
 pub fn available_memory_bytes() -> Option<u64> {
@@ -120,7 +123,8 @@ pub struct Session<'m> {
 impl<'m> Session<'m> {
     /// A new session on `model` with an empty KV cache.
     ///
-    /// Errors: [`EngineError::Config`] if the thread pool cannot start or `n_ctx` exceeds the training context;
+    /// Errors: [`EngineError::Config`] if the thread pool cannot start, `threads` exceeds [`MAX_THREADS`] or
+    /// `n_ctx` exceeds the training context;
     /// [`EngineError::OutOfMemory`] if the KV cache ([`Model::kv_cache_bytes`]) is larger than the memory
     /// available (checked before allocating it).
     pub fn new(model: &'m Model, opts: SessionOptions) -> Result<Self, EngineError> {
@@ -128,6 +132,9 @@ impl<'m> Session<'m> {
         let n_ctx = if opts.n_ctx == 0 { c.n_ctx_train.clamp(1, 4096) } else { opts.n_ctx };
         if c.n_ctx_train > 0 && n_ctx > c.n_ctx_train {
             return Err(EngineError::Config(format!("context {n_ctx} exceeds the model's training context {}", c.n_ctx_train)));
+        }
+        if opts.threads > MAX_THREADS {
+            return Err(EngineError::Config(format!("{} threads is more than {MAX_THREADS}", opts.threads)));
         }
         check_memory(&format!("the KV cache for a context of {n_ctx} tokens"), model.kv_cache_bytes(n_ctx))?;
         let mut cache = Vec::with_capacity(model.layers.len());

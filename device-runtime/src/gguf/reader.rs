@@ -141,12 +141,18 @@ impl GgufFile {
         let path = path.as_ref();
         let name = path.display().to_string();
         let io = |op, source| GgufError::Io { file: name.clone(), op, source };
-        let file = File::open(path).map_err(|e| io("open", e))?;
-        let meta = file.metadata().map_err(|e| io("stat", e))?;
+        // Stat the path before opening it: opening a FIFO blocks until something writes to it.
+        let meta = std::fs::metadata(path).map_err(|e| io("open", e))?;
         if meta.is_dir() {
             let e = std::io::Error::new(std::io::ErrorKind::IsADirectory, "it is a directory, not a GGUF file");
             return Err(io("open", e));
         }
+        if !meta.is_file() {
+            // A FIFO or device would block or never end: a GGUF is memory-mapped from a regular file.
+            let e = std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file (a pipe or device?)");
+            return Err(io("open", e));
+        }
+        let file = File::open(path).map_err(|e| io("open", e))?;
         let len = meta.len();
         let storage = if len == 0 {
             Storage::from_vec(Vec::new())

@@ -540,7 +540,7 @@ pub fn profile_model(base: &GgufFile, o: &ProfileOptions) -> Result<Profile, Pro
         return Err(ProfileError::Invalid(format!(
             "{}: decode context {max_c} needs {} tokens of KV cache, above the model's training context {} (use smaller --contexts)",
             base.name(),
-            max_c + 1,
+            max_c.saturating_add(1),
             c.n_ctx_train
         )));
     }

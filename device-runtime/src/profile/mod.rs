@@ -471,8 +471,11 @@ impl Profile {
             return Err(format!("head_type {} is not what export writes for {} (one of {heads:?})", self.head_type, self.quant));
         }
         let stat = |what: &str, s: &Stat| -> Result<(), String> {
-            if !(s.median_ms.is_finite() && s.spread_ms.is_finite() && s.spread_ms >= 0.0) {
-                return Err(format!("{what}: median {} / spread {} is not a valid time", s.median_ms, s.spread_ms));
+            // Times are below 10^7 ms in size (sums of thousands of entries must stay finite); entries that are
+            // differences of measurements may be slightly negative, spreads may not.
+            let ok = |t: f64| t.is_finite() && t.abs() < 1e7;
+            if !(ok(s.median_ms) && ok(s.spread_ms) && s.spread_ms >= 0.0) {
+                return Err(format!("{what}: median {} / spread {} is not a valid time (|t| < 1e7 ms)", s.median_ms, s.spread_ms));
             }
             Ok(())
         };

@@ -173,7 +173,7 @@ struct EndToEnd<'m> {
 
 impl<'m> EndToEnd<'m> {
     fn new(model: &'m Model, be: &'m Backend, runner: &Runner, ctx: usize, n: usize) -> Result<Self, ProfileError> {
-        let len = (ctx + 1).max(n);
+        let len = ctx.saturating_add(1).max(n);
         let session = be.session(model, runner.opts(len))?;
         Ok(EndToEnd { session, toks: tokens(len, model.config.n_vocab), ctx, n, prefill_ms: vec![], decode_ms: vec![] })
     }

@@ -212,7 +212,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Check the settings: 2 or 3 distinct objectives, population >= 2, budget >= 1.
+    /// Check the settings: 2 or 3 distinct objectives, 2 <= population <= budget, budget >= 1.
     pub fn check(&self) -> Result<(), SearchError> {
         let d: HashSet<_> = self.objectives.iter().collect();
         if !(2..=3).contains(&self.objectives.len()) || d.len() != self.objectives.len() {
@@ -223,6 +223,12 @@ impl Settings {
         }
         if self.evals == 0 {
             return Err(SearchError::Settings("the budget of evaluations is 0".into()));
+        }
+        if self.population > self.evals {
+            return Err(SearchError::Settings(format!(
+                "population {} is larger than the budget of {} evaluations",
+                self.population, self.evals
+            )));
         }
         Ok(())
     }

@@ -85,12 +85,31 @@ fn load(path: &Path) -> Result<(Model, Tokenizer)> {
     Ok((m, tok))
 }
 
-/// Check a sampling option: finite, and within `[min, max]`.
+/// Check a sampling option: finite, and within `[min, max]` (`(0, max]` when `min` is the smallest positive).
 fn check_range(name: &str, v: f32, min: f32, max: f32) -> Result<()> {
     if !(v.is_finite() && v >= min && v <= max) {
-        bail!("{name} {v} is out of range: it must be a number in [{min}, {max}]");
+        let lo = if min == f32::MIN_POSITIVE { "(0".to_string() } else { format!("[{min}") };
+        bail!("{name} {v} is out of range: it must be a number in {lo}, {max}]");
     }
     Ok(())
+}
+
+/// Largest text file `perplexity` and `tokenize` read (tokenizing takes ~150 bytes of memory per byte of text).
+const MAX_TEXT_BYTES: u64 = 64 << 20;
+
+/// Read a UTF-8 text file of at most [`MAX_TEXT_BYTES`] (a device or pipe is read up to the limit, never past).
+fn read_text(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    if f.metadata().is_ok_and(|m| m.is_dir()) {
+        bail!("{}: is a directory, not a text file", path.display());
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_TEXT_BYTES + 1).read_to_end(&mut bytes).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() as u64 > MAX_TEXT_BYTES {
+        bail!("{}: more than {} MiB of text (split it)", path.display(), MAX_TEXT_BYTES >> 20);
+    }
+    String::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{}: not UTF-8 text ({e})", path.display()))
 }
 
 /// `edgerun generate`: prompt in, continuation out (stdout), speed on stderr.
@@ -126,8 +145,9 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
     let t0 = Instant::now();
     let mut logits = s.prefill(&prompt, Logits::Last)?;
     let t_prefill = t0.elapsed().as_secs_f64();
-    if n_ctx < prompt.len().saturating_add(a.n_predict) {
-        eprintln!("[-n {} with a prompt of {} tokens exceeds the context: at most {} tokens]", a.n_predict, prompt.len(), n_ctx - prompt.len());
+    // The last generated token needs no KV slot: a context of n_ctx holds n_ctx - prompt + 1 generated tokens.
+    if n_ctx < prompt.len().saturating_add(a.n_predict).saturating_sub(1) {
+        eprintln!("[-n {} with a prompt of {} tokens exceeds the context: at most {} tokens]", a.n_predict, prompt.len(), n_ctx - prompt.len() + 1);
     }
     let mut out = std::io::stdout().lock();
     if !a.chat {
@@ -203,7 +223,7 @@ pub struct PerplexityArgs {
 /// `edgerun perplexity`: llama-perplexity's method (non-overlapping chunks, second half scored).
 pub fn perplexity_cmd(a: PerplexityArgs) -> Result<()> {
     let (m, tok) = load(&a.model)?;
-    let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let text = read_text(&a.file)?;
     let tokens = tok.encode(&text, true, false).context("tokenizing")?;
     let bos = if tok.metadata().add_bos { tok.bos() } else { None };
     // Refuse a chunk larger than the text before a KV cache of that size exists.
@@ -307,6 +327,9 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         bail!("--threads: give at least one thread count");
     }
     let n_ctx = (a.n_prompt.max(a.n_gen)).max(1);
+    if m.config.n_ctx_train > 0 && n_ctx > m.config.n_ctx_train {
+        bail!("-p {} / -n {}: more tokens than the model's training context {}", a.n_prompt, a.n_gen, m.config.n_ctx_train);
+    }
     let file_size = std::fs::metadata(&a.model)?.len();
     let ty = m.model_config().map(|_| ()).map_or("?".to_string(), |_| {
         // Most common matrix type: the type of blk.0.ffn_down (what llama-bench's file type reports).
@@ -432,7 +455,7 @@ pub fn tokenize(a: TokenizeArgs) -> Result<()> {
     let tok = Tokenizer::from_gguf(&g)?;
     let text = match (&a.prompt, &a.file) {
         (Some(p), _) => p.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        (None, Some(f)) => read_text(f)?,
         (None, None) => bail!("give the text with --prompt or --file"),
     };
     let ids = tok.encode(&text, !a.no_bos, !a.no_parse_special)?;

@@ -200,6 +200,18 @@ fn print_wgpu() {
 
 /// Run `edgerun profile`.
 pub fn run(a: ProfileArgs) -> Result<()> {
+    if !(a.budget.is_finite() && a.budget > 0.0) {
+        bail!("--budget {} must be a positive number of seconds", a.budget);
+    }
+    if a.flush_mib > 1 << 16 {
+        bail!("--flush-mib {} is more than 64 GiB", a.flush_mib);
+    }
+    if a.min_runs == 0 || a.max_runs < a.min_runs || a.passes == 0 {
+        bail!("--min-runs {} / --max-runs {} / --passes {}: need 1 <= min-runs <= max-runs and passes >= 1", a.min_runs, a.max_runs, a.passes);
+    }
+    if a.validate.is_some_and(|k| k > 10_000) {
+        bail!("--validate {}: at most 10000 sub-networks", a.validate.unwrap_or(0));
+    }
     let base = GgufFile::open(&a.model).with_context(|| format!("opening the model {}", a.model.display()))?;
     let mut profile = match &a.from {
         Some(p) => {
@@ -311,6 +323,11 @@ pub fn run(a: ProfileArgs) -> Result<()> {
             write_atomic(p, &csv)?;
         }
         profile.validation = Some(r.summary);
+    }
+    if a.from.is_some() && a.validate.is_none() && a.out.is_none() {
+        // Nothing was measured: the profile is read, not rewritten.
+        println!("{}: read (nothing measured; --validate K validates it)", out.display());
+        return Ok(());
     }
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
