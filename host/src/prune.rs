@@ -161,7 +161,13 @@ pub fn run(args: &PruneArgs) -> Result<PruneReport> {
             let bi = block_influence(&args.input, &mc)?;
             shortgpt(&full, &bi, args.target_speedup, &mut speedup)?
         }
-        Method::UniformWidth => uniform_width(&mc, args.kv_heads, 32, args.target_speedup, &mut speedup)?,
+        Method::UniformWidth => {
+            if let Some(k) = args.kv_heads {
+                let max = mc.n_kv_heads.iter().copied().min().unwrap_or(0);
+                ensure!((1..=max).contains(&k), "--kv-heads {k}: must be in 1..={max} (the base's KV heads per layer)");
+            }
+            uniform_width(&mc, args.kv_heads, 32, args.target_speedup, &mut speedup)?
+        }
     };
     let subnet_ms = lm.decode_ms(&config, args.context)?;
     crate::store::write_atomic(&args.out, (serde_json::to_string(&config)? + "\n").as_bytes())?;

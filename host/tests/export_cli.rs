@@ -220,4 +220,14 @@ fn import_space_is_stored_and_enforced_by_export() {
     let sn2 = dir.path().join("sn2");
     fails(&llamanas(&["import", m.to_str().unwrap(), "--out", sn2.to_str().unwrap(), "--no-reorder", "--space", &bad]), "n_layers is 12");
     assert!(!sn2.exists());
+    // A file whose tensor shapes contradict its metadata is refused by the engine's checks, also without
+    // calibration (--no-reorder), before anything is written.
+    let f = GgufFile::open(&m).unwrap();
+    let mut w = device_runtime::gguf::GgufWriter::from_file(&f).unwrap();
+    w.add_metadata("llama.feed_forward_length", device_runtime::gguf::MetaValue::U32(1024));
+    let shape = dir.path().join("shape.gguf");
+    w.write_atomic(&shape).unwrap();
+    let sn3 = dir.path().join("sn3");
+    fails(&llamanas(&["import", shape.to_str().unwrap(), "--out", sn3.to_str().unwrap(), "--no-reorder"]), "shape [576, 1536], expected [576, 1024]");
+    assert!(!sn3.exists());
 }

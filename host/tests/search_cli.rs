@@ -130,6 +130,12 @@ fn bad_input_is_refused_clearly() {
     std::fs::write(&space, sp.to_string()).unwrap();
     fails(&llamanas(&["search", m, "--space", space.to_str().unwrap(), "--dry-run", "--out", o]), "layer 0: FFN width 100 is not a multiple of 32");
     fails(&llamanas(&["search", m, "--limit", "0", "--out", o]), "must be at least 1");
+    // `prune --kv-heads` outside 1..=3 (0 would keep no attention, more would be clamped silently).
+    for k in ["0", "18446744073709551615"] {
+        let p = profile();
+        fails(&llamanas(&["prune", m, "--method", "uniform-width", "--target-speedup", "1.2", "--profile", p.to_str().unwrap(),
+            "--kv-heads", k, "--out", dir.path().join("p.json").to_str().unwrap()]), "must be in 1..=3");
+    }
     fails(&llamanas(&["search", m, "--evals", "4", "--population", "4294967296", "--out", o, "--task", "ppl:/usr/share/common-licenses/GPL-3"]),
         "population 4294967296 is larger than the budget of 4 evaluations");
     std::fs::write(&space, "{").unwrap();

@@ -482,13 +482,16 @@ pub fn run(opts: &ImportOptions) -> Result<ImportReport> {
     if let Some(space) = &opts.space {
         space.check(&mc).with_context(|| format!("--space does not fit the base model {}", base_path.display()))?;
     }
+    // The engine's checks (every tensor present, of a usable type and the shape the metadata implies) before
+    // anything is written, with or without calibration.
+    let engine_model = Model::load(base_path)?;
     check_output_dir(&opts.out, opts.force)?;
     let base_file = base_path.file_name().map_or_else(|| base_path.display().to_string(), |s| s.to_string_lossy().into_owned());
     let sha = Provenance::sha256_hex(base.bytes());
 
     let (orders, calibration, cov, calib_seconds, calib_tps) = if opts.reorder {
         let files = calib_files(&opts.calib)?;
-        let model = Model::load(base_path)?;
+        let model = engine_model;
         let tok = Tokenizer::from_gguf(&base).with_context(|| format!("{}: tokenizer", base_path.display()))?;
         let (tokens, format) = calibration_tokens(&files, &tok, opts.calib_tokens)?;
         let pb = bar(opts.progress, tokens.len() as u64, "calibration");
