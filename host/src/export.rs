@@ -100,15 +100,20 @@ struct Job {
     objectives: Option<serde_json::Value>,
 }
 
+/// Read a sub-network config file (`{"layers":[...],"ffn":[...],"kv_heads":[...]}`, no other key) as `--subnet`,
+/// `--init` and `llamanas prune --out` use it.
+///
+/// Errors: unreadable file; not such a config (the message names the file and serde's reason).
+pub fn read_subnet_config(path: &Path) -> Result<SubnetConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    serde_json::from_str(&text).with_context(|| {
+        format!("{}: not a sub-network config ({{\"layers\":[...],\"ffn\":[...],\"kv_heads\":[...]}})", path.display())
+    })
+}
+
 fn jobs(source: &Source) -> Result<Vec<Job>> {
     match source {
-        Source::Config(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-            let cfg: SubnetConfig = serde_json::from_str(&text).with_context(|| {
-                format!("{}: not a sub-network config ({{\"layers\":[...],\"ffn\":[...],\"kv_heads\":[...]}})", path.display())
-            })?;
-            Ok(vec![Job { cfg, run: None, objectives: None }])
-        }
+        Source::Config(path) => Ok(vec![Job { cfg: read_subnet_config(path)?, run: None, objectives: None }]),
         Source::Pareto { path, pick } => {
             let p = read_pareto(path)?;
             let job = |e: &ParetoEntry| Job {

@@ -412,10 +412,7 @@ fn search_cmd(a: SearchCli) -> Result<()> {
     let initial = a
         .init
         .iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(p).with_context(|| format!("--init {}: cannot read", p.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("--init {}: not a sub-network config", p.display()))
-        })
+        .map(|p| llamanas::export::read_subnet_config(p).context("--init"))
         .collect::<Result<Vec<_>>>()?;
     let args = SearchArgs {
         input: a.input,

@@ -166,7 +166,7 @@ pub fn run(args: &PruneArgs) -> Result<PruneReport> {
                 let max = mc.n_kv_heads.iter().copied().min().unwrap_or(0);
                 ensure!((1..=max).contains(&k), "--kv-heads {k}: must be in 1..={max} (the base's KV heads per layer)");
             }
-            uniform_width(&mc, args.kv_heads, 32, args.target_speedup, &mut speedup)?
+            uniform_width(&mc, args.kv_heads, crate::space::FFN_BLOCK, args.target_speedup, &mut speedup)?
         }
     };
     let subnet_ms = lm.decode_ms(&config, args.context)?;

@@ -60,12 +60,11 @@ fn main() -> Result<()> {
 fn inspect(file: &std::path::Path, json: bool) -> Result<()> {
     let f = device_runtime::gguf::GgufFile::open(file)?;
     let report = device_runtime::inspect::Report::new(&f);
-    drop(f);
     let is_model = matches!(report.architecture.as_deref(), Some("llama" | "deci"));
     let problem = match (&report.config_error, is_model) {
         (_, false) => None,
         (Some(e), true) => Some(e.clone()),
-        (None, true) => device_runtime::engine::Model::load(file).err().map(|e| e.to_string()),
+        (None, true) => device_runtime::engine::Model::from_gguf(f).err().map(|e| e.to_string()),
     };
     if json {
         let mut j = serde_json::to_value(&report)?;

@@ -324,13 +324,10 @@ impl Model {
     /// [`EngineError::MissingTensor`], [`EngineError::Shape`], [`EngineError::Tensor`] (unsupported type).
     pub fn load(path: impl AsRef<Path>) -> Result<Model, EngineError> {
         let path = path.as_ref();
-        let file = path.display().to_string();
-        let wrap = |e: EngineError| {
-            if e.to_string().starts_with(&format!("{file}: ")) {
-                e
-            } else {
-                EngineError::InFile { file: file.clone(), source: Box::new(e) }
-            }
+        // GGUF and architecture errors already name the file; the rest get it from `InFile`.
+        let wrap = |e: EngineError| match e {
+            EngineError::Gguf(_) | EngineError::Arch(_) => e,
+            e => EngineError::InFile { file: path.display().to_string(), source: Box::new(e) },
         };
         let f = GgufFile::open(path).map_err(|e| wrap(e.into()))?;
         Self::from_gguf(f).map_err(wrap)

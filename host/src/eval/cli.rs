@@ -99,12 +99,7 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport> {
     let scorer = Scorer::with_assets(&path, &assets, &args.tasks, args.limit, args.seed, args.threads)
         .with_context(|| format!("preparing the tasks for {}", path.display()))?;
     let cfg: Option<SubnetConfig> = match &args.subnet {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
-            Some(serde_json::from_str(&text).with_context(|| {
-                format!("{}: not a sub-network config ({{\"layers\":[...],\"ffn\":[...],\"kv_heads\":[...]}})", p.display())
-            })?)
-        }
+        Some(p) => Some(crate::export::read_subnet_config(p)?),
         None => None,
     };
     let mut reconstruction = None;
